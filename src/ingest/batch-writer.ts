@@ -1,0 +1,116 @@
+/**
+ * Group commit. Every producer (HTTP POSTs, the TCP collector) submits its records here; while one
+ * write is in flight, new submissions queue, and the next write takes all of them at once. Under
+ * load many requests share one durable transaction, so the cost of a sync to disk is paid once per
+ * batch instead of once per request, and no request waits longer than one write plus its own.
+ */
+import { toStoredRecord, type KindName, type NewRecord, type StoredRecord } from '../records/kinds.js';
+import type { Store, WriteRequest } from '../store/store.js';
+
+interface Pending extends WriteRequest {
+  resolve(ids: string[]): void;
+  reject(error: Error): void;
+}
+
+export type StoredListener = (kind: KindName, records: StoredRecord[]) => void;
+
+export interface BatchWriterOptions {
+  /** Upper bound on records in one store write; a larger queue is written in several. */
+  maxRecordsPerWrite?: number;
+}
+
+export class BatchWriter {
+  readonly #store: Pick<Store, 'write'>;
+  readonly #maxRecordsPerWrite: number;
+  readonly #listeners = new Set<StoredListener>();
+  #queue: Pending[] = [];
+  #queuedRecords = 0;
+  #inFlight: Promise<void> | undefined;
+  #scheduled = false;
+  #closed = false;
+
+  constructor(store: Pick<Store, 'write'>, options: BatchWriterOptions = {}) {
+    this.#store = store;
+    this.#maxRecordsPerWrite = options.maxRecordsPerWrite ?? 50_000;
+  }
+
+  /** Records queued and not yet durable: producers use it to apply back-pressure. */
+  get pendingRecords(): number {
+    return this.#queuedRecords;
+  }
+
+  /** Called with each stored batch, after it is durable (live push, metrics). */
+  onStored(listener: StoredListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Resolves with the records' ids once they are durable; all of them or none. */
+  submit(kind: KindName, records: NewRecord[]): Promise<string[]> {
+    if (this.#closed) return Promise.reject(new Error('the writer is closed'));
+    if (records.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ kind, records, resolve, reject });
+      this.#queuedRecords += records.length;
+      this.#schedule();
+    });
+  }
+
+  /** Writes what is queued, waits for it, then refuses new submissions. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    while (this.#inFlight !== undefined || this.#queue.length > 0) {
+      if (this.#inFlight === undefined) this.#flush();
+      await this.#inFlight;
+    }
+  }
+
+  #schedule(): void {
+    if (this.#inFlight !== undefined || this.#scheduled) return;
+    // Wait one turn of the event loop so that submissions of the same tick share the write.
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (this.#inFlight === undefined) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    if (this.#queue.length === 0) return;
+    const batch: Pending[] = [];
+    let records = 0;
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0]!;
+      if (batch.length > 0 && records + next.records.length > this.#maxRecordsPerWrite) break;
+      batch.push(this.#queue.shift()!);
+      records += next.records.length;
+    }
+    this.#queuedRecords -= records;
+    this.#inFlight = this.#write(batch).finally(() => {
+      this.#inFlight = undefined;
+      if (this.#queue.length > 0) this.#flush();
+    });
+  }
+
+  async #write(batch: Pending[]): Promise<void> {
+    let outcomes;
+    try {
+      outcomes = await this.#store.write(batch);
+    } catch (error) {
+      for (const pending of batch) pending.reject(error as Error);
+      return;
+    }
+    batch.forEach((pending, index) => {
+      const outcome = outcomes[index]!;
+      if (!outcome.ok) {
+        pending.reject(outcome.error);
+        return;
+      }
+      pending.resolve(outcome.ids);
+      if (this.#listeners.size > 0) {
+        const stored = pending.records.map((record, i) => toStoredRecord(pending.kind, record, outcome.ids[i]!));
+        for (const listener of this.#listeners) listener(pending.kind, stored);
+      }
+    });
+  }
+}

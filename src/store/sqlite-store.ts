@@ -1,0 +1,293 @@
+/**
+ * The embedded store: one SQLite file under DATA_DIR in WAL mode. Writes go to a writer thread
+ * (sqlite-writer.ts) that owns the write connection; reads run on this thread on a connection of
+ * their own, which WAL lets proceed while the writer commits. Indexed reads take microseconds, so
+ * they need no thread of their own.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
+import { rollupFor } from './buckets.js';
+import { configureConnection, numericColumns, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
+import type { ColumnarRequest, WriterReply, WriterRequest } from './sqlite-writer.js';
+import {
+  StoreUnavailableError,
+  type AggregateBucket,
+  type AggregateQuery,
+  type BatterySummary,
+  type HistoryQuery,
+  type RangeQuery,
+  type Store,
+  type StoreHealth,
+  type WriteOutcome,
+  type WriteRequest,
+} from './store.js';
+
+export const SQLITE_FILE_NAME = 'battery_monitor.sqlite';
+const EXPORT_PAGE_ROWS = 1000;
+
+type Row = Record<string, number | string | null>;
+
+/** Opens (creating on first use) the store in `dataDir`. */
+export async function openSqliteStore(dataDir: string): Promise<SqliteStore> {
+  mkdirSync(dataDir, { recursive: true });
+  const file = path.join(dataDir, SQLITE_FILE_NAME);
+  const writer = await startWriterThread(file);
+  const db = new Database(file, { readonly: true });
+  db.pragma('busy_timeout = 5000');
+  db.pragma('cache_size = -65536');
+  return new SqliteStore(file, db, writer);
+}
+
+function startWriterThread(file: string): Promise<Worker> {
+  const options = { workerData: { role: 'sqlite-writer', file } };
+  let worker: Worker;
+  if (import.meta.url.endsWith('.ts')) {
+    // Under tsx (tests, dev) this module is TypeScript, and Node 20 does not carry loader hooks
+    // into worker threads: the worker registers tsx itself before loading its TypeScript entry.
+    const tsx = import.meta.resolve('tsx/esm/api');
+    const entry = new URL('./sqlite-writer.ts', import.meta.url).href;
+    const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry)}); })`;
+    worker = new Worker(bootstrap, { ...options, eval: true });
+  } else {
+    worker = new Worker(new URL('./sqlite-writer.js', import.meta.url), options);
+  }
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: { ready?: true; fatal?: string }) => {
+      worker.off('error', reject);
+      if (message.fatal !== undefined) {
+        void worker.terminate();
+        reject(new StoreUnavailableError(`cannot open ${file}: ${message.fatal}`));
+      } else resolve(worker);
+    };
+    worker.once('message', onMessage);
+    worker.once('error', reject);
+  });
+}
+
+export class SqliteStore implements Store {
+  readonly name = 'sqlite';
+  readonly file: string;
+  readonly #db: Database.Database;
+  readonly #worker: Worker;
+  readonly #waiting = new Map<number, { resolve(reply: WriterReply): void; reject(error: Error): void }>();
+  readonly #statements: Record<KindName, ReadStatements>;
+  #closing = false;
+  #nextId = 1;
+  #failure: Error | undefined;
+
+  constructor(file: string, db: Database.Database, worker: Worker) {
+    this.file = file;
+    this.#db = db;
+    this.#worker = worker;
+    worker.on('message', (reply: WriterReply) => {
+      const waiting = this.#waiting.get(reply.id);
+      this.#waiting.delete(reply.id);
+      waiting?.resolve(reply);
+    });
+    worker.on('error', (error) => this.#fail(error));
+    worker.on('exit', (code) => this.#closing || this.#fail(new StoreUnavailableError(`the SQLite writer stopped (exit code ${code})`)));
+    this.#statements = Object.fromEntries(KIND_NAMES.map((kind) => [kind, prepareReads(db, kind)])) as Record<
+      KindName,
+      ReadStatements
+    >;
+  }
+
+  async write(requests: WriteRequest[]): Promise<WriteOutcome[]> {
+    const columnar: ColumnarRequest[] = requests.map(({ kind, records }) => {
+      const fields = Object.keys(KINDS[kind].fields);
+      const width = numericColumns(KINDS[kind]).length;
+      const numbers = new Float64Array(records.length * width);
+      const strings: string[] = new Array(records.length * 2);
+      let keys: (string | null)[] | null = null;
+      records.forEach((record, row) => {
+        const base = row * width;
+        numbers[base] = record.timestamp;
+        numbers[base + 1] = record.received_at;
+        numbers[base + 2] = record.device_time ?? NaN;
+        for (let f = 0; f < fields.length; f++) numbers[base + 3 + f] = record.values[fields[f]!]!;
+        strings[row * 2] = record.battery_id;
+        strings[row * 2 + 1] = record.source;
+        if (record.key !== undefined) {
+          keys ??= new Array<string | null>(records.length).fill(null);
+          keys[row] = record.key;
+        }
+      });
+      return { kind, count: records.length, numbers, strings, keys };
+    });
+    const reply = await this.#send(
+      { type: 'write', id: 0, requests: columnar },
+      columnar.map((request) => request.numbers.buffer as ArrayBuffer),
+    );
+    if (!('outcomes' in reply)) throw new StoreUnavailableError('unexpected reply from the SQLite writer');
+    return reply.outcomes.map((outcome) =>
+      outcome.ok ? { ok: true, ids: outcome.ids.map(String) } : { ok: false, error: new Error(outcome.message) },
+    );
+  }
+
+  async latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null> {
+    const s = this.#statements[kind];
+    const row = (batteryId === undefined ? s.latest.get() : s.latestOf.get(batteryId)) as Row | undefined;
+    return row === undefined ? null : toRecord(row);
+  }
+
+  async history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]> {
+    const s = this.#statements[kind];
+    const rows = (
+      query.batteryId === undefined
+        ? s.history.all(query.since, query.limit)
+        : s.historyOf.all(query.batteryId, query.since, query.limit)
+    ) as Row[];
+    return rows.map(toRecord);
+  }
+
+  async aggregate(kind: KindName, query: AggregateQuery): Promise<AggregateBucket[]> {
+    const spec = KINDS[kind];
+    const fields = Object.keys(spec.fields);
+    const width = query.bucketSeconds;
+    const rollup = rollupFor(width, ROLLUP_WIDTHS);
+    const where = query.batteryId === undefined ? '' : 'AND battery_id = @batteryId';
+    let sql: string;
+    if (rollup === undefined) {
+      // Widths under a minute cover short ranges: few raw rows.
+      const stats = fields.map((f) => `min(${f}) AS min_${f}, max(${f}) AS max_${f}, sum(${f}) AS sum_${f}`).join(', ');
+      sql = `SELECT @from + CAST((timestamp - @from) / @width AS INTEGER) * @width AS start, count(*) AS count, ${stats}
+             FROM ${spec.collection} WHERE timestamp >= @from AND timestamp < @to ${where}
+             GROUP BY start ORDER BY start`;
+    } else {
+      const stats = fields.map((f) => `min(min_${f}) AS min_${f}, max(max_${f}) AS max_${f}, sum(sum_${f}) AS sum_${f}`).join(', ');
+      sql = `SELECT CAST(bucket / @width AS INTEGER) * @width AS start, sum(count) AS count, ${stats}
+             FROM ${rollupTable(spec, rollup)} WHERE bucket >= @from AND bucket < @to ${where}
+             GROUP BY start ORDER BY start`;
+    }
+    const params: Record<string, number | string> = { from: query.from, to: query.to, width };
+    if (query.batteryId !== undefined) params.batteryId = query.batteryId;
+    const rows = this.#db.prepare(sql).all(params) as Row[];
+    return rows.map((row) => {
+      const count = row.count as number;
+      const bucket: AggregateBucket = { start: row.start as number, count, min: {}, max: {}, mean: {} };
+      for (const f of fields) {
+        bucket.min[f] = row[`min_${f}`] as number;
+        bucket.max[f] = row[`max_${f}`] as number;
+        bucket.mean[f] = (row[`sum_${f}`] as number) / count;
+      }
+      return bucket;
+    });
+  }
+
+  async *exportRange(kind: KindName, query: RangeQuery): AsyncIterable<StoredRecord> {
+    const s = this.#statements[kind];
+    // Keyset pages: each page is a short read, so an export never pins a snapshot or the connection.
+    let after: [number, number] = [query.from, -Infinity];
+    for (;;) {
+      const rows = (
+        query.batteryId === undefined
+          ? s.page.all(after[0], after[1], query.to)
+          : s.pageOf.all(query.batteryId, after[0], after[1], query.to)
+      ) as Row[];
+      for (const row of rows) yield toRecord(row);
+      if (rows.length < EXPORT_PAGE_ROWS) return;
+      const last = rows[rows.length - 1]!;
+      after = [last.timestamp as number, last.id as number];
+    }
+  }
+
+  async batteries(): Promise<BatterySummary[]> {
+    const rows = this.#db
+      .prepare('SELECT battery_id, kind, count, last_seen FROM battery_summary ORDER BY battery_id')
+      .all() as { battery_id: string; kind: KindName; count: number; last_seen: number }[];
+    const byId = new Map<string, BatterySummary>();
+    for (const row of rows) {
+      let summary = byId.get(row.battery_id);
+      if (summary === undefined) {
+        summary = {
+          battery_id: row.battery_id,
+          last_seen: row.last_seen,
+          counts: Object.fromEntries(KIND_NAMES.map((kind) => [kind, 0])) as Record<KindName, number>,
+          last_seen_by_kind: {},
+        };
+        byId.set(row.battery_id, summary);
+      }
+      summary.counts[row.kind] = row.count;
+      summary.last_seen_by_kind[row.kind] = row.last_seen;
+      summary.last_seen = Math.max(summary.last_seen, row.last_seen);
+    }
+    return [...byId.values()];
+  }
+
+  async deleteOlderThan(cutoff: number): Promise<number> {
+    const reply = await this.#send({ type: 'delete', id: 0, cutoff });
+    if (!('deleted' in reply)) throw new StoreUnavailableError('unexpected reply from the SQLite writer');
+    return reply.deleted;
+  }
+
+  async health(): Promise<StoreHealth> {
+    try {
+      if (this.#failure !== undefined) throw this.#failure;
+      this.#db.prepare('SELECT 1').get();
+      return { ok: true, store: 'sqlite', mode: 'wal' };
+    } catch (error) {
+      return { ok: false, store: 'sqlite', error: (error as Error).message };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#failure === undefined) {
+      const exited = new Promise((resolve) => this.#worker.once('exit', resolve));
+      this.#worker.postMessage({ type: 'close' });
+      await exited;
+    }
+    this.#db.close();
+  }
+
+  #send(message: WriterRequest, transfer: ArrayBuffer[] = []): Promise<WriterReply> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const id = this.#nextId++;
+    message.id = id;
+    return new Promise<WriterReply>((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#worker.postMessage(message, transfer);
+    }).then((reply) => {
+      if ('error' in reply) throw new StoreUnavailableError(`SQLite write failed: ${reply.error}`);
+      return reply;
+    });
+  }
+
+  #fail(error: Error): void {
+    this.#failure ??= error instanceof StoreUnavailableError ? error : new StoreUnavailableError(error.message);
+    for (const waiting of this.#waiting.values()) waiting.reject(this.#failure);
+    this.#waiting.clear();
+  }
+}
+
+function prepareReads(db: Database.Database, kind: KindName) {
+  const table = KINDS[kind].collection;
+  const columns = `id, timestamp, received_at, source, battery_id, device_time, ${Object.keys(KINDS[kind].fields).join(', ')}`;
+  return {
+    latest: db.prepare(`SELECT ${columns} FROM ${table} ORDER BY timestamp DESC, id DESC LIMIT 1`),
+    latestOf: db.prepare(`SELECT ${columns} FROM ${table} WHERE battery_id = ? ORDER BY timestamp DESC, id DESC LIMIT 1`),
+    history: db.prepare(`SELECT ${columns} FROM ${table} WHERE timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?`),
+    historyOf: db.prepare(
+      `SELECT ${columns} FROM ${table} WHERE battery_id = ? AND timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?`,
+    ),
+    page: db.prepare(
+      `SELECT ${columns} FROM ${table} WHERE (timestamp, id) > (?, ?) AND timestamp < ? ORDER BY timestamp, id LIMIT ${EXPORT_PAGE_ROWS}`,
+    ),
+    pageOf: db.prepare(
+      `SELECT ${columns} FROM ${table} WHERE battery_id = ? AND (timestamp, id) > (?, ?) AND timestamp < ? ORDER BY timestamp, id LIMIT ${EXPORT_PAGE_ROWS}`,
+    ),
+  };
+}
+
+type ReadStatements = ReturnType<typeof prepareReads>;
+
+function toRecord(row: Row): StoredRecord {
+  const { id, device_time, ...rest } = row;
+  const record = { _id: String(id), ...rest } as StoredRecord;
+  if (device_time !== null && device_time !== undefined) record.device_time = device_time as number;
+  return record;
+}
+

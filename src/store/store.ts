@@ -1,0 +1,87 @@
+/**
+ * The Store interface, in domain types. sqlite-store.ts and mongodb-store.ts implement it, and one
+ * conformance suite (test/store/conformance.ts) runs unchanged against each.
+ */
+import type { KindName, NewRecord, StoredRecord } from '../records/kinds.js';
+
+export interface WriteRequest {
+  kind: KindName;
+  records: NewRecord[];
+}
+
+/** One outcome per WriteRequest: its records' ids in order, or why the whole request failed. */
+export type WriteOutcome = { ok: true; ids: string[] } | { ok: false; error: Error };
+
+export interface HistoryQuery {
+  /** Unix seconds: records with timestamp >= since. */
+  since: number;
+  limit: number;
+  batteryId?: string;
+}
+
+export interface RangeQuery {
+  /** Unix seconds, inclusive. */
+  from: number;
+  /** Unix seconds, exclusive. */
+  to: number;
+  batteryId?: string;
+}
+
+export interface AggregateQuery extends RangeQuery {
+  /** Bucket width in seconds; `from` is a multiple of it (see buckets.ts). */
+  bucketSeconds: number;
+}
+
+/** Count, min, max and mean of each of the kind's fields over one time bucket. */
+export interface AggregateBucket {
+  /** Unix seconds at the start of the bucket. */
+  start: number;
+  count: number;
+  min: Record<string, number>;
+  max: Record<string, number>;
+  mean: Record<string, number>;
+}
+
+export interface BatterySummary {
+  battery_id: string;
+  /** Newest timestamp of any kind. */
+  last_seen: number;
+  counts: Record<KindName, number>;
+  last_seen_by_kind: Partial<Record<KindName, number>>;
+}
+
+export interface StoreHealth {
+  ok: boolean;
+  store: 'sqlite' | 'mongodb';
+  /** e.g. 'wal' for SQLite, 'timeseries' or 'plain' for MongoDB. */
+  mode?: string;
+  /** Why the store is unreachable; never holds a secret. */
+  error?: string;
+}
+
+export interface Store {
+  readonly name: 'sqlite' | 'mongodb';
+  /**
+   * Stores every request in as few transactions as the store allows (group commit); each request
+   * is all or nothing. Resolves once the writes are durable. A record whose `key` is already stored
+   * is skipped and answers the stored record's id.
+   */
+  write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
+  latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null>;
+  /** Newest first. */
+  history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]>;
+  /** Buckets that hold at least one record, oldest first. */
+  aggregate(kind: KindName, query: AggregateQuery): Promise<AggregateBucket[]>;
+  /** Oldest first, streamed: never holds the whole range in memory. */
+  exportRange(kind: KindName, query: RangeQuery): AsyncIterable<StoredRecord>;
+  batteries(): Promise<BatterySummary[]>;
+  /** Removes records with timestamp < cutoff (Unix seconds); answers how many. */
+  deleteOlderThan(cutoff: number): Promise<number>;
+  health(): Promise<StoreHealth>;
+  close(): Promise<void>;
+}
+
+/** The store is unreachable or failing: the API answers 503, not 500. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}

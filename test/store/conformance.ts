@@ -1,0 +1,256 @@
+/**
+ * The Store contract, written once and run unchanged against every store (sqlite-store.test.ts,
+ * mongodb-store.test.ts). `open` gives a fresh, empty store each time.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { toNewRecord, type KindName, type NewRecord, type RecordInput } from '../../src/records/kinds.js';
+import { planBuckets } from '../../src/store/buckets.js';
+import type { Store } from '../../src/store/store.js';
+
+export interface ConformanceOptions {
+  open(): Promise<Store>;
+  /** Whether a request is all or nothing when one of its records fails in the store. */
+  atomicRequests: boolean;
+}
+
+const NOW = 1_732_700_000;
+
+export function data(timestamp: number, battery_id = 'pack-1', voltage = 400, extra: RecordInput = {}): NewRecord {
+  return toNewRecord(
+    'battery-data',
+    { timestamp, battery_id, pack_voltage: voltage, pack_current: -10, cell_temp: 25, ...extra },
+    NOW + 1000,
+  );
+}
+
+export function performance(timestamp: number, battery_id = 'pack-1'): NewRecord {
+  return toNewRecord(
+    'battery-performance',
+    {
+      timestamp,
+      battery_id,
+      pack_voltage: 396,
+      pack_current: -10,
+      cell_temp: 30,
+      capacity_remaining: 87.5,
+      cycle_count: 412,
+      age_months: 18,
+      health_score: 92.3,
+    },
+    NOW + 1000,
+  );
+}
+
+async function withStore(options: ConformanceOptions, body: (store: Store) => Promise<void>): Promise<void> {
+  const store = await options.open();
+  try {
+    await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function writeOk(store: Store, kind: KindName, records: NewRecord[]): Promise<string[]> {
+  const [outcome] = await store.write([{ kind, records }]);
+  assert.ok(outcome?.ok, `write failed: ${outcome && !outcome.ok ? outcome.error.message : ''}`);
+  return outcome.ids;
+}
+
+export function storeConformance(name: string, options: ConformanceOptions): void {
+  describe(`Store conformance: ${name}`, () => {
+    it('answers null and empty lists when nothing is stored', () =>
+      withStore(options, async (store) => {
+        assert.equal(await store.latest('battery-data'), null);
+        assert.deepEqual(await store.history('battery-data', { since: 0, limit: 10 }), []);
+        assert.deepEqual(await store.batteries(), []);
+        assert.equal((await store.health()).ok, true);
+      }));
+
+    it('stores records and reads back every field, ids distinct', () =>
+      withStore(options, async (store) => {
+        const record = data(NOW, 'pack-1', 398.25, { device_time: 1234.5, source: 'bms-7' });
+        const ids = await writeOk(store, 'battery-data', [record, data(NOW + 1)]);
+        assert.equal(ids.length, 2);
+        assert.notEqual(ids[0], ids[1]);
+        const [newer, older] = await store.history('battery-data', { since: 0, limit: 10 });
+        assert.deepEqual(older, {
+          _id: ids[0],
+          timestamp: NOW,
+          received_at: NOW + 1000,
+          source: 'bms-7',
+          battery_id: 'pack-1',
+          device_time: 1234.5,
+          pack_voltage: 398.25,
+          pack_current: -10,
+          cell_temp: 25,
+        });
+        assert.equal(newer?._id, ids[1]);
+        assert.equal('device_time' in newer!, false);
+      }));
+
+    it('keeps integer fields integers', () =>
+      withStore(options, async (store) => {
+        await writeOk(store, 'battery-performance', [performance(NOW)]);
+        const latest = await store.latest('battery-performance');
+        assert.equal(latest?.cycle_count, 412);
+        assert.equal(latest?.health_score, 92.3);
+      }));
+
+    it('latest is the newest by timestamp, per pack or across packs', () =>
+      withStore(options, async (store) => {
+        await writeOk(store, 'battery-data', [data(NOW + 5, 'pack-1', 401), data(NOW + 9, 'pack-2', 402), data(NOW + 1, 'pack-1', 403)]);
+        assert.equal((await store.latest('battery-data'))?.pack_voltage, 402);
+        assert.equal((await store.latest('battery-data', 'pack-1'))?.pack_voltage, 401);
+        assert.equal(await store.latest('battery-data', 'pack-3'), null);
+        assert.equal(await store.latest('battery-prediction'), null);
+      }));
+
+    it('history is newest first, within the window, limited, filtered by pack', () =>
+      withStore(options, async (store) => {
+        const records = Array.from({ length: 20 }, (_, i) => data(NOW + i, i % 2 === 0 ? 'pack-1' : 'pack-2', 300 + i));
+        await writeOk(store, 'battery-data', records);
+        const all = await store.history('battery-data', { since: NOW + 10, limit: 100 });
+        assert.deepEqual(all.map((r) => r.pack_voltage), [319, 318, 317, 316, 315, 314, 313, 312, 311, 310]);
+        const limited = await store.history('battery-data', { since: 0, limit: 3 });
+        assert.deepEqual(limited.map((r) => r.pack_voltage), [319, 318, 317]);
+        const pack1 = await store.history('battery-data', { since: 0, limit: 100, batteryId: 'pack-1' });
+        assert.equal(pack1.length, 10);
+        assert.ok(pack1.every((r) => r.battery_id === 'pack-1'));
+      }));
+
+    it('groups several requests of several kinds in one write, one outcome each', () =>
+      withStore(options, async (store) => {
+        const outcomes = await store.write([
+          { kind: 'battery-data', records: [data(NOW)] },
+          { kind: 'battery-performance', records: [performance(NOW)] },
+          { kind: 'battery-data', records: [data(NOW + 1), data(NOW + 2)] },
+        ]);
+        assert.deepEqual(outcomes.map((o) => o.ok && o.ids.length), [1, 1, 2]);
+        assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 3);
+      }));
+
+    it('stores a record with a known idempotency key only once and answers its id', () =>
+      withStore(options, async (store) => {
+        const keyed = (key: string, t: number) => ({ ...data(t), key });
+        const first = await writeOk(store, 'battery-data', [keyed('batch-1:0', NOW), keyed('batch-1:1', NOW + 1)]);
+        const again = await writeOk(store, 'battery-data', [keyed('batch-1:0', NOW), keyed('batch-1:1', NOW + 1), keyed('batch-2:0', NOW + 2)]);
+        assert.deepEqual(again.slice(0, 2), first);
+        assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 3);
+        assert.equal((await store.batteries())[0]?.counts['battery-data'], 3);
+      }));
+
+    it('lists packs with their last-seen time and count per kind', () =>
+      withStore(options, async (store) => {
+        await writeOk(store, 'battery-data', [data(NOW, 'pack-2'), data(NOW + 3, 'pack-1'), data(NOW + 1, 'pack-1')]);
+        await writeOk(store, 'battery-performance', [performance(NOW + 7, 'pack-1')]);
+        const batteries = await store.batteries();
+        assert.deepEqual(batteries.map((b) => b.battery_id).sort(), ['pack-1', 'pack-2']);
+        const pack1 = batteries.find((b) => b.battery_id === 'pack-1')!;
+        assert.deepEqual(pack1.counts, { 'battery-data': 2, 'battery-performance': 1, 'battery-prediction': 0 });
+        assert.equal(pack1.last_seen, NOW + 7);
+        assert.equal(pack1.last_seen_by_kind['battery-data'], NOW + 3);
+      }));
+
+    it('retention removes only records older than the cutoff and keeps counts right', () =>
+      withStore(options, async (store) => {
+        await writeOk(store, 'battery-data', [data(NOW - 7200), data(NOW - 3601), data(NOW), data(NOW + 1, 'pack-2')]);
+        await writeOk(store, 'battery-performance', [performance(NOW - 7200, 'pack-3')]);
+        const deleted = await store.deleteOlderThan(NOW - 3600);
+        assert.equal(deleted, 3);
+        const left = await store.history('battery-data', { since: 0, limit: 10 });
+        assert.deepEqual(left.map((r) => r.timestamp), [NOW + 1, NOW]);
+        const batteries = await store.batteries();
+        assert.deepEqual(batteries.map((b) => b.battery_id).sort(), ['pack-1', 'pack-2']);
+        assert.equal(batteries.find((b) => b.battery_id === 'pack-1')?.counts['battery-data'], 1);
+      }));
+
+    it('exports a range oldest first, across pages, filtered by pack', () =>
+      withStore(options, async (store) => {
+        const records = Array.from({ length: 2500 }, (_, i) => data(NOW + Math.floor(i / 2), i % 5 === 0 ? 'pack-2' : 'pack-1', i));
+        await writeOk(store, 'battery-data', records);
+        const exported = [];
+        for await (const record of store.exportRange('battery-data', { from: NOW + 10, to: NOW + 1000, batteryId: 'pack-1' })) {
+          exported.push(record);
+        }
+        const expected = records.filter((r) => r.battery_id === 'pack-1' && r.timestamp >= NOW + 10 && r.timestamp < NOW + 1000);
+        assert.equal(exported.length, expected.length);
+        assert.deepEqual(exported.map((r) => r.pack_voltage), expected.map((r) => r.values.pack_voltage));
+      }));
+
+    it('aggregates into buckets equal to the raw computation, at every width', () =>
+      withStore(options, async (store) => {
+        // 3 hours of one reading every 7 s for two packs, with values that vary.
+        const start = NOW - (NOW % 3600);
+        const records: NewRecord[] = [];
+        for (let t = start; t < start + 3 * 3600; t += 7) {
+          records.push(data(t, 'pack-1', 350 + ((t * 13) % 97) / 4));
+          records.push(data(t + 3, 'pack-2', 300 + ((t * 7) % 89) / 8));
+        }
+        await writeOk(store, 'battery-data', records);
+        for (const buckets of [2, 3, 7, 100, 500, 2000]) {
+          for (const batteryId of ['pack-1', undefined]) {
+            const plan = planBuckets(start + 100, start + 3 * 3600, buckets);
+            const answer = await store.aggregate('battery-data', { ...plan, batteryId });
+            const expected = rawAggregate(records, plan.from, plan.to, plan.bucketSeconds, batteryId);
+            assert.ok(answer.length <= 2000);
+            assert.equal(answer.length, expected.length, `buckets=${buckets}`);
+            answer.forEach((bucket, i) => {
+              const want = expected[i]!;
+              assert.equal(bucket.start, want.start);
+              assert.equal(bucket.count, want.count);
+              assert.equal(bucket.min.pack_voltage, want.min);
+              assert.equal(bucket.max.pack_voltage, want.max);
+              assert.ok(Math.abs(bucket.mean.pack_voltage! - want.mean) < 1e-9, `mean ${bucket.mean.pack_voltage} vs ${want.mean}`);
+            });
+          }
+        }
+      }));
+
+    it('aggregates one stored row into one bucket and an empty range into none', () =>
+      withStore(options, async (store) => {
+        await writeOk(store, 'battery-data', [data(NOW + 30, 'pack-1', 401.5)]);
+        const plan = planBuckets(NOW - 3600, NOW + 3600, 1000);
+        const [only, ...rest] = await store.aggregate('battery-data', plan);
+        assert.deepEqual(rest, []);
+        assert.equal(only?.count, 1);
+        assert.equal(only?.min.pack_voltage, 401.5);
+        assert.equal(only?.mean.pack_voltage, 401.5);
+        assert.ok(only!.start <= NOW + 30 && NOW + 30 < only!.start + plan.bucketSeconds);
+        assert.deepEqual(await store.aggregate('battery-data', planBuckets(NOW + 7200, NOW + 9000, 10)), []);
+      }));
+
+    if (options.atomicRequests) {
+      it('fails a request as a whole and spares the others in the same write', () =>
+        withStore(options, async (store) => {
+          // A record without its fields gets past no validator; here it stands for a failing insert.
+          const outcomes = await store.write([
+            { kind: 'battery-data', records: [data(NOW + 2)] },
+            { kind: 'battery-performance', records: [performance(NOW), { ...performance(NOW), values: {} }] },
+          ]);
+          assert.equal(outcomes[0]?.ok, true);
+          assert.equal(outcomes[1]?.ok, false);
+          assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 1);
+          assert.equal(await store.latest('battery-performance'), null);
+          assert.deepEqual((await store.batteries()).map((b) => b.counts['battery-performance']), [0]);
+        }));
+    }
+  });
+}
+
+function rawAggregate(records: NewRecord[], from: number, to: number, width: number, batteryId?: string) {
+  const buckets = new Map<number, { start: number; count: number; min: number; max: number; sum: number }>();
+  for (const r of records) {
+    if (r.timestamp < from || r.timestamp >= to) continue;
+    if (batteryId !== undefined && r.battery_id !== batteryId) continue;
+    const start = from + Math.floor((r.timestamp - from) / width) * width;
+    const v = r.values.pack_voltage!;
+    const b = buckets.get(start) ?? { start, count: 0, min: Infinity, max: -Infinity, sum: 0 };
+    b.count++;
+    b.min = Math.min(b.min, v);
+    b.max = Math.max(b.max, v);
+    b.sum += v;
+    buckets.set(start, b);
+  }
+  return [...buckets.values()].sort((a, b) => a.start - b.start).map((b) => ({ ...b, mean: b.sum / b.count }));
+}
