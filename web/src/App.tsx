@@ -1,0 +1,79 @@
+import { useEffect, useRef } from 'react';
+import { Banner } from './Banner';
+import { FleetView } from './FleetView';
+import { ago } from './format';
+import { useConnection, useFleet, useNow, useRoute } from './hooks';
+import { PackView } from './PackView';
+import { isStale } from './status';
+
+export function App() {
+  const route = useRoute();
+  const fleet = useFleet();
+  const connection = useConnection();
+  const now = useNow() - fleet.clockOffset;
+  const main = useRef<HTMLElement>(null);
+
+  // Moving between views: put focus on the new view's heading, as a page load would.
+  const viewKey = route.view === 'pack' ? `pack:${route.id}` : 'fleet';
+  const firstView = useRef(true);
+  useEffect(() => {
+    if (firstView.current) {
+      firstView.current = false;
+      return;
+    }
+    main.current?.querySelector<HTMLElement>('h1')?.focus();
+  }, [viewKey]);
+
+  const unreachable = connection === 'down' || (fleet.phase === 'error' && fleet.error !== undefined);
+  const packs = [...fleet.packs.values()];
+  let stale: string | null = null;
+  if (!unreachable && fleet.phase === 'ready') {
+    if (route.view === 'pack') {
+      const pack = fleet.packs.get(route.id);
+      if (pack?.lastHeard !== undefined && isStale(pack.lastHeard, now)) {
+        stale = `${pack.id} was last heard from ${ago(now - pack.lastHeard)}. The values shown are its last readings.`;
+      }
+    } else if (packs.length > 0) {
+      const staleCount = packs.filter((pack) => isStale(pack.lastHeard, now)).length;
+      if (staleCount === packs.length) {
+        const newest = Math.max(...packs.map((pack) => pack.lastHeard ?? 0));
+        stale = `No pack has sent data for over a minute (newest reading ${ago(now - newest)}). Is the collector or simulator running?`;
+      } else if (staleCount > 0) {
+        stale = `${staleCount} of ${packs.length} packs have sent nothing for over a minute.`;
+      }
+    }
+  }
+
+  return (
+    <>
+      <a className="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header className="app-header">
+        <div className="app-header-inner">
+          <a className="brand" href="#/">
+            <svg aria-hidden="true" width="22" height="22" viewBox="0 0 16 16">
+              <rect x="1" y="4" width="12" height="8" rx="1.5" fill="currentColor" />
+              <rect x="13" y="6.5" width="2" height="3" fill="currentColor" />
+            </svg>
+            Battery monitor
+          </a>
+          <nav aria-label="Main">
+            <a href="#/" aria-current={route.view === 'fleet' ? 'page' : undefined}>
+              Fleet
+            </a>
+            <a href="/docs">API docs</a>
+          </nav>
+          <span className={`conn conn-${connection}`} title="Live updates from /api/stream">
+            <span className="conn-dot" aria-hidden="true" />
+            {connection === 'open' ? 'Live' : connection === 'connecting' ? 'Connecting…' : 'Offline'}
+          </span>
+        </div>
+      </header>
+      <Banner unreachable={unreachable} stale={stale} />
+      <main id="main" ref={main}>
+        {route.view === 'pack' ? <PackView id={route.id} rangeKey={route.range ?? '1h'} /> : <FleetView />}
+      </main>
+    </>
+  );
+}

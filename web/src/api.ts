@@ -1,0 +1,171 @@
+/**
+ * Types and fetchers for the battery telemetry API. The shapes follow the API contract; the
+ * frontend never assumes more than that contract names.
+ */
+
+export const KINDS = ['battery-data', 'battery-performance', 'battery-prediction'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export interface BaseRecord {
+  _id: string;
+  /** Unix seconds (float). */
+  timestamp: number;
+  received_at: number;
+  source: string;
+  battery_id: string;
+}
+
+export interface DataRecord extends BaseRecord {
+  pack_voltage: number;
+  pack_current: number;
+  cell_temp: number;
+  device_time?: number;
+}
+
+export interface PerformanceRecord extends BaseRecord {
+  pack_voltage: number;
+  pack_current: number;
+  cell_temp: number;
+  capacity_remaining: number;
+  cycle_count: number;
+  age_months: number;
+  health_score: number;
+}
+
+export interface PredictionRecord extends BaseRecord {
+  remaining_life_hours: number;
+  remaining_cycles: number;
+  degradation_rate: number;
+}
+
+export interface RecordOf {
+  'battery-data': DataRecord;
+  'battery-performance': PerformanceRecord;
+  'battery-prediction': PredictionRecord;
+}
+
+export interface BatterySummary {
+  battery_id: string;
+  last_seen: number;
+  counts: Partial<Record<Kind, number>>;
+  last_seen_by_kind: Partial<Record<Kind, number>>;
+}
+
+export interface Limits {
+  min: number;
+  max: number;
+  critical_low: number;
+  critical_high: number;
+}
+
+export interface Thresholds {
+  voltage: Limits;
+  current: Limits;
+  temperature: Limits;
+  health: { min: number; warning: number; critical: number };
+}
+
+export interface Specs {
+  nominal_capacity_ah: number;
+  nominal_voltage: number;
+  max_cycles: number;
+  max_temp: number;
+  min_temp: number;
+  max_current: number;
+  chemistry: string;
+  cell_configuration: string;
+  rated_power: number;
+}
+
+export interface Dashboard {
+  battery_data: DataRecord | null;
+  battery_performance: PerformanceRecord | null;
+  battery_prediction: PredictionRecord | null;
+  specs: Specs;
+  thresholds: Thresholds;
+}
+
+export interface AggregateBucket {
+  start: number;
+  count: number;
+  min: Record<string, number>;
+  max: Record<string, number>;
+  mean: Record<string, number>;
+}
+
+export interface Aggregate {
+  bucket_seconds: number;
+  from: number;
+  to: number;
+  buckets: AggregateBucket[];
+}
+
+/** The API answered with an error status; `status` 0 means it was not reachable at all. */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+type Query = Record<string, string | number | undefined>;
+
+export function apiUrl(path: string, query: Query = {}): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== '') params.set(key, String(value));
+  }
+  const search = params.toString();
+  return search === '' ? path : `${path}?${search}`;
+}
+
+async function getJson<T>(path: string, query?: Query, signal?: AbortSignal): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(apiUrl(path, query), { headers: { Accept: 'application/json' }, signal });
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    throw new ApiError('The API is not reachable', 0);
+  }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      const body = (await response.json()) as { detail?: unknown };
+      if (typeof body.detail === 'string') detail = body.detail;
+    } catch {
+      // Not JSON: keep the status text.
+    }
+    throw new ApiError(detail || `HTTP ${response.status}`, response.status);
+  }
+  return (await response.json()) as T;
+}
+
+export const fetchBatteries = (signal?: AbortSignal) =>
+  getJson<{ batteries: BatterySummary[] }>('/api/batteries', undefined, signal).then((body) => body.batteries);
+
+export const fetchDashboard = (signal?: AbortSignal) => getJson<Dashboard>('/api/dashboard', undefined, signal);
+
+/** The newest record of a kind for a pack, or null when there is none (404). */
+export async function fetchLatest<K extends Kind>(kind: K, batteryId: string, signal?: AbortSignal): Promise<RecordOf[K] | null> {
+  try {
+    return await getJson<RecordOf[K]>(`/api/${kind}/latest`, { battery_id: batteryId }, signal);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
+}
+
+/** Newest first, as the API answers. */
+export const fetchHistory = <K extends Kind>(kind: K, batteryId: string, hours: number, limit: number, signal?: AbortSignal) =>
+  getJson<RecordOf[K][]>(`/api/${kind}/history`, { battery_id: batteryId, hours, limit }, signal);
+
+export const fetchAggregate = (kind: Kind, batteryId: string, hours: number, buckets: number, signal?: AbortSignal) =>
+  getJson<Aggregate>(`/api/${kind}/aggregate`, { battery_id: batteryId, hours, buckets }, signal);
+
+export const exportUrl = (kind: Kind, batteryId: string, hours: number, format: 'csv' | 'ndjson' = 'csv') =>
+  apiUrl(`/api/${kind}/export`, { hours, battery_id: batteryId, format });
+
+export const streamUrl = (query: { battery_id?: string; kind?: Kind } = {}) => apiUrl('/api/stream', query);
