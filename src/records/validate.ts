@@ -4,7 +4,7 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { KIND_NAMES, type KindName, type RecordInput } from './kinds.js';
-import { inputSchemas, RECORD_AJV_OPTIONS } from './schemas.js';
+import { inputSchemas, MAX_BATCH_RECORDS, RECORD_AJV_OPTIONS } from './schemas.js';
 
 export interface ValidationDetail {
   loc: (string | number)[];
@@ -55,6 +55,22 @@ export function toDetail(errors: readonly ErrorObject[], prefix: (string | numbe
       case 'pattern':
         entry = { loc: [...prefix, ...path], msg: `string does not match ${error.params.pattern}`, type: 'value_error.str.regex' };
         break;
+      case 'additionalProperties':
+        entry = { loc: [...prefix, ...path, error.params.additionalProperty], msg: 'extra fields not permitted', type: 'value_error.extra' };
+        break;
+      case 'minimum':
+      case 'exclusiveMinimum':
+      case 'maximum':
+      case 'exclusiveMaximum': {
+        const words = { minimum: ['greater than or equal to', 'ge'], exclusiveMinimum: ['greater than', 'gt'], maximum: ['less than or equal to', 'le'], exclusiveMaximum: ['less than', 'lt'] }[error.keyword];
+        entry = { loc: [...prefix, ...path], msg: `ensure this value is ${words[0]} ${error.params.limit}`, type: `value_error.number.not_${words[1]}` };
+        break;
+      }
+      case 'enum':
+      case 'const':
+      case 'anyOf':
+        entry = { loc: [...prefix, ...path], msg: 'value is not a permitted choice', type: 'type_error.enum' };
+        break;
       case 'maxItems':
         entry = { loc: [...prefix, ...path], msg: `ensure this value has at most ${error.params.limit} items`, type: 'value_error.list.max_items' };
         break;
@@ -68,4 +84,34 @@ export function toDetail(errors: readonly ErrorObject[], prefix: (string | numbe
     }
   }
   return detail;
+}
+
+export type BodyValidation =
+  | { ok: true; records: RecordInput[]; isArray: boolean }
+  | { ok: false; detail: ValidationDetail[] };
+
+/** A POST body: one record, or an array of 1 to MAX_BATCH_RECORDS records, all valid or none taken. */
+export function validateBody(kind: KindName, body: unknown): BodyValidation {
+  if (Array.isArray(body)) {
+    if (body.length === 0 || body.length > MAX_BATCH_RECORDS) {
+      return {
+        ok: false,
+        detail: [
+          {
+            loc: ['body'],
+            msg: `send 1 to ${MAX_BATCH_RECORDS} records in one array, got ${body.length}`,
+            type: 'value_error.list.size',
+          },
+        ],
+      };
+    }
+    const detail: ValidationDetail[] = [];
+    body.forEach((item, index) => {
+      const result = validateRecord(kind, item, ['body', index]);
+      if (!result.ok) detail.push(...result.detail);
+    });
+    return detail.length === 0 ? { ok: true, records: body as RecordInput[], isArray: true } : { ok: false, detail };
+  }
+  const result = validateRecord(kind, body, ['body']);
+  return result.ok ? { ok: true, records: [result.record], isArray: false } : result;
 }

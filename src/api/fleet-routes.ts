@@ -1,0 +1,77 @@
+/** Fleet-wide reads: the list of packs, and the dashboard summary of the original service. */
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import { KIND_NAMES } from '../records/kinds.js';
+import { recordSchemas } from '../records/schemas.js';
+import { BatterySpecsFile } from '../specs.js';
+import { BatteryQuery, errorResponses } from './common.js';
+import type { AppDeps } from './app.js';
+import { requireKey } from './auth.js';
+
+const KindCounts = Type.Object(Object.fromEntries(KIND_NAMES.map((kind) => [kind, Type.Integer()])));
+
+export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const { store, specs } = deps;
+  const onRequest = requireKey(deps.config, 'read');
+
+  app.get(
+    '/api/batteries',
+    {
+      onRequest,
+      schema: {
+        summary: 'Every pack with its last-seen time and record count per kind',
+        tags: ['Fleet'],
+        response: {
+          200: Type.Object({
+            batteries: Type.Array(
+              Type.Object({
+                battery_id: Type.String({ example: 'pack-1' }),
+                last_seen: Type.Number({ description: 'Unix seconds of the newest record of any kind' }),
+                counts: KindCounts,
+                last_seen_by_kind: Type.Object(Object.fromEntries(KIND_NAMES.map((kind) => [kind, Type.Optional(Type.Number())]))),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async () => ({ batteries: await store.batteries() }),
+  );
+
+  const { battery_specifications, monitoring_thresholds } = BatterySpecsFile.properties;
+  app.get<{ Querystring: { battery_id?: string } }>(
+    '/api/dashboard',
+    {
+      onRequest,
+      schema: {
+        summary: 'Latest record of each kind, with the battery specifications and monitoring thresholds',
+        tags: ['Fleet'],
+        querystring: BatteryQuery,
+        response: {
+          200: Type.Object({
+            battery_data: Type.Union([recordSchemas['battery-data']!, Type.Null()]),
+            battery_performance: Type.Union([recordSchemas['battery-performance']!, Type.Null()]),
+            battery_prediction: Type.Union([recordSchemas['battery-prediction']!, Type.Null()]),
+            specs: battery_specifications,
+            thresholds: monitoring_thresholds,
+            timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const batteryId = request.query.battery_id;
+      const [data, performance, prediction] = await Promise.all(KIND_NAMES.map((kind) => store.latest(kind, batteryId)));
+      return {
+        battery_data: data,
+        battery_performance: performance,
+        battery_prediction: prediction,
+        specs: specs.battery_specifications,
+        thresholds: specs.monitoring_thresholds,
+        timestamp: Date.now() / 1000,
+      };
+    },
+  );
+}

@@ -1,0 +1,32 @@
+/** GET /health: 200 while the store answers, 503 naming the store when it does not. */
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import type { AppDeps } from './app.js';
+
+const Health = Type.Object({
+  status: Type.String({ example: 'healthy' }),
+  database: Type.String({ example: 'connected' }),
+  store: Type.String({ example: 'sqlite', description: 'sqlite or mongodb' }),
+  mode: Type.Optional(Type.String({ example: 'wal', description: 'sqlite: wal; mongodb: timeseries or plain' })),
+  error: Type.Optional(Type.String({ description: 'Why the store is unreachable' })),
+  timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
+});
+
+export async function healthRoute(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  app.get(
+    '/health',
+    { schema: { summary: 'Is the store reachable?', tags: ['Health'], response: { 200: Health, 503: Health } } },
+    async (request, reply) => {
+      const health = await deps.store.health();
+      const body = {
+        status: health.ok ? 'healthy' : 'unhealthy',
+        database: health.ok ? 'connected' : 'disconnected',
+        store: health.store,
+        mode: health.mode,
+        error: health.error,
+        timestamp: Date.now() / 1000,
+      };
+      return reply.code(health.ok ? 200 : 503).send(body);
+    },
+  );
+}

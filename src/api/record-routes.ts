@@ -1,0 +1,231 @@
+/**
+ * The routes of every record kind, generated from the kinds table: POST, latest, history,
+ * aggregate and export. One handler each, whatever the kind.
+ */
+import { Readable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import { ALL_KINDS, toNewRecord, type KindSpec, type StoredRecord } from '../records/kinds.js';
+import { inputSchemas, MAX_BATCH_RECORDS, recordSchemas } from '../records/schemas.js';
+import { validateBody } from '../records/validate.js';
+import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
+import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound } from './common.js';
+import type { AppDeps } from './app.js';
+import { requireKey } from './auth.js';
+
+const nowSeconds = () => Date.now() / 1000;
+
+interface HistoryParams {
+  hours: number;
+  limit: number;
+  battery_id?: string;
+}
+interface AggregateParams {
+  hours: number;
+  buckets: number;
+  battery_id?: string;
+}
+interface ExportParams {
+  hours: number;
+  format: 'csv' | 'ndjson';
+  battery_id?: string;
+}
+
+export async function recordRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  for (const kind of ALL_KINDS) registerKind(app, deps, kind);
+}
+
+function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void {
+  const { store, writer } = deps;
+  const base = `/api/${kind.name}`;
+  const tags = [kind.title];
+  const label = kind.name === 'battery-data' ? 'Battery data' : kind.name === 'battery-performance' ? 'Battery performance' : 'Battery prediction';
+  const readHook = requireKey(deps.config, 'read');
+  const Record = recordSchemas[kind.name]!;
+  const Input = inputSchemas[kind.name]!;
+
+  app.post<{ Body: unknown; Headers: { 'idempotency-key'?: string } }>(
+    base,
+    {
+      onRequest: requireKey(deps.config, 'write'),
+      schema: {
+        summary: `Store ${label.toLowerCase()}: one record or an array of up to ${MAX_BATCH_RECORDS}`,
+        description:
+          'Answers once the records are durable. An array is stored all or nothing. With an Idempotency-Key header, ' +
+          'record i is stored under the key "<header>:<i>" and a retry with the same key stores nothing twice.',
+        tags,
+        body: Type.Union([Input, Type.Array(Input, { minItems: 1, maxItems: MAX_BATCH_RECORDS })]),
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Makes a retried POST safe' })),
+        }),
+        response: {
+          200: Type.Object({
+            message: Type.String({ example: `${label} stored successfully` }),
+            id: Type.String({ description: 'Id of the (first) stored record' }),
+            ids: Type.Optional(Type.Array(Type.String(), { description: 'Arrays only: every id, in order' })),
+            count: Type.Integer({ description: 'Records stored' }),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async (request, reply) => {
+      // The same validator as the TCP collector's, so both answer alike (app.ts leaves bodies to it).
+      const result = validateBody(kind.name, request.body);
+      if (!result.ok) return reply.code(422).send({ detail: result.detail.slice(0, 100) });
+      const receivedAt = nowSeconds();
+      const idempotencyKey = request.headers['idempotency-key'];
+      const records = result.records.map((input, index) =>
+        toNewRecord(kind.name, input, receivedAt, idempotencyKey === undefined ? undefined : `${idempotencyKey}:${index}`),
+      );
+      const ids = await writer.submit(kind.name, records);
+      if (!result.isArray) return { message: `${label} stored successfully`, id: ids[0]!, count: 1 };
+      return { message: `${ids.length} records stored successfully`, id: ids[0]!, ids, count: ids.length };
+    },
+  );
+
+  app.get<{ Querystring: { battery_id?: string } }>(
+    `${base}/latest`,
+    {
+      onRequest: readHook,
+      schema: {
+        summary: `Newest ${label.toLowerCase()} record`,
+        tags,
+        querystring: BatteryQuery,
+        response: { 200: Record, 404: notFound, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const record = await store.latest(kind.name, request.query.battery_id);
+      if (record === null) {
+        const scope = request.query.battery_id === undefined ? '' : ` for battery ${request.query.battery_id}`;
+        return reply.code(404).send({ detail: `No ${label.toLowerCase()} found${scope}` });
+      }
+      return record;
+    },
+  );
+
+  app.get<{ Querystring: HistoryParams }>(
+    `${base}/history`,
+    {
+      onRequest: readHook,
+      schema: {
+        summary: `${label} history, newest first`,
+        tags,
+        querystring: HistoryQuery,
+        response: { 200: Type.Array(Record), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const { hours, limit, battery_id } = request.query;
+      return store.history(kind.name, { since: nowSeconds() - hours * 3600, limit, batteryId: battery_id });
+    },
+  );
+
+  const statsOf = (description: string) =>
+    Type.Object(Object.fromEntries(Object.keys(kind.fields).map((field) => [field, Type.Number()])), { description });
+  app.get<{ Querystring: AggregateParams }>(
+    `${base}/aggregate`,
+    {
+      onRequest: readHook,
+      schema: {
+        summary: `${label} in time buckets: count, min, max and mean of each field`,
+        description:
+          'Buckets start at multiples of bucket_seconds; only buckets holding records are listed. Long ranges are ' +
+          'answered from per-minute and per-hour rollups kept at ingest, with the same figures as the raw rows.',
+        tags,
+        querystring: Type.Object(
+          {
+            hours: Hours(24),
+            buckets: Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' }),
+            battery_id: Type.Optional(BatteryQuery.properties.battery_id),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            bucket_seconds: Type.Integer(),
+            from: Type.Number({ description: 'Unix seconds, start of the first bucket' }),
+            to: Type.Number({ description: 'Unix seconds, end of the range' }),
+            buckets: Type.Array(
+              Type.Object({
+                start: Type.Number(),
+                count: Type.Integer(),
+                min: statsOf('Smallest value per field'),
+                max: statsOf('Largest value per field'),
+                mean: statsOf('Mean per field'),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const { hours, buckets, battery_id } = request.query;
+      const to = nowSeconds();
+      const plan = planBuckets(to - hours * 3600, to, buckets);
+      const answer = await store.aggregate(kind.name, { ...plan, batteryId: battery_id });
+      return { bucket_seconds: plan.bucketSeconds, from: plan.from, to: plan.to, buckets: answer };
+    },
+  );
+
+  const columns = ['_id', 'timestamp', 'received_at', 'source', 'battery_id', ...(kind.name === 'battery-data' ? ['device_time'] : []), ...Object.keys(kind.fields)];
+  app.get<{ Querystring: ExportParams }>(
+    `${base}/export`,
+    {
+      onRequest: readHook,
+      schema: {
+        summary: `Download ${label.toLowerCase()} as CSV or NDJSON, oldest first`,
+        description: 'Streamed: any range can be exported without the server holding it in memory.',
+        tags,
+        querystring: Type.Object(
+          {
+            hours: Hours(24),
+            format: Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv' }),
+            battery_id: Type.Optional(BatteryQuery.properties.battery_id),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: { description: 'text/csv or application/x-ndjson', content: { 'text/csv': { schema: { type: 'string' } }, 'application/x-ndjson': { schema: { type: 'string' } } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { hours, format, battery_id } = request.query;
+      const to = nowSeconds();
+      const rows = store.exportRange(kind.name, { from: to - hours * 3600, to: to + 1, batteryId: battery_id });
+      const name = `${kind.collection}${battery_id === undefined ? '' : `_${battery_id}`}_${hours}h.${format}`;
+      reply.header('Content-Disposition', `attachment; filename="${name}"`);
+      if (format === 'ndjson') {
+        reply.type('application/x-ndjson');
+        return reply.send(Readable.from(lines(rows, (record) => `${JSON.stringify(record)}\n`)));
+      }
+      reply.type('text/csv; charset=utf-8');
+      const csvLine = (record: StoredRecord) => `${columns.map((column) => csvCell(record[column])).join(',')}\n`;
+      return reply.send(Readable.from(lines(rows, csvLine, `${columns.join(',')}\n`)));
+    },
+  );
+}
+
+async function* lines(rows: AsyncIterable<StoredRecord>, format: (record: StoredRecord) => string, header?: string) {
+  if (header !== undefined) yield header;
+  // Join rows into chunks: one write per row would cost more than the rows.
+  let chunk = '';
+  for await (const record of rows) {
+    chunk += format(record);
+    if (chunk.length > 64 * 1024) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk !== '') yield chunk;
+}
+
+function csvCell(value: string | number | undefined): string {
+  if (value === undefined) return '';
+  if (typeof value === 'number') return String(value);
+  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
