@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { KINDS, type KindName } from '../../src/records/kinds.js';
+import type { Service } from '../../src/service.js';
+import { call, startTestService } from '../support/service.js';
+
+const anyValue = fc.oneof(
+  fc.double(),
+  fc.integer(),
+  fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e6, max: 1e6 }),
+  fc.string({ maxLength: 5 }),
+  fc.boolean(),
+  fc.constant(null),
+  fc.array(fc.integer(), { maxLength: 2 }),
+);
+
+function bodies(kind: KindName) {
+  const fields = Object.fromEntries(Object.keys(KINDS[kind].fields).map((field) => [field, anyValue]));
+  const record = fc.record(
+    {
+      ...fields,
+      timestamp: anyValue,
+      source: fc.oneof(fc.string({ maxLength: 8 }), anyValue),
+      battery_id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/), fc.string({ maxLength: 4 }), anyValue),
+      firmware: anyValue,
+    },
+    { requiredKeys: [] },
+  );
+  // Mostly valid-looking records, some arrays of them, some arbitrary JSON.
+  return fc.oneof({ weight: 6, arbitrary: record }, { weight: 2, arbitrary: fc.array(record, { maxLength: 3 }) }, { weight: 1, arbitrary: fc.jsonValue() });
+}
+
+describe('any JSON body is stored exactly as validated or answered 422, never 500', () => {
+  let service: Service;
+  before(async () => {
+    service = await startTestService();
+  });
+  after(() => service.close());
+
+  for (const kind of ['battery-data', 'battery-performance'] as const) {
+    it(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(bodies(kind), async (body) => {
+          const sent = JSON.parse(JSON.stringify(body)) as unknown; // what travels: NaN and Infinity become null
+          const before = Date.now() / 1000;
+          const { status, body: answer } = await call(service.url, `/api/${kind}`, { body: JSON.stringify(body) });
+          assert.ok(status === 200 || status === 422, `status ${status}: ${JSON.stringify(answer)}`);
+          if (status === 422) {
+            assert.ok(Array.isArray(answer.detail) && answer.detail.length > 0);
+            return;
+          }
+          const inputs = (Array.isArray(sent) ? sent : [sent]) as Record<string, unknown>[];
+          const ids: string[] = answer.ids ?? [answer.id];
+          assert.equal(ids.length, inputs.length);
+          for (const [index, input] of inputs.entries()) {
+            const batteryId = (input.battery_id as string | undefined) ?? 'default';
+            const stored = (await service.store.history(kind, { since: -Infinity, limit: 10_000, batteryId })).find((r) => r._id === ids[index]);
+            assert.ok(stored, 'acknowledged record is stored');
+            for (const field of Object.keys(KINDS[kind].fields)) assert.equal(stored[field], input[field]);
+            assert.equal(stored.source, input.source ?? KINDS[kind].defaultSource);
+            if (input.timestamp === undefined) assert.ok((stored.timestamp as number) >= before - 1);
+            else assert.equal(stored.timestamp, input.timestamp);
+            assert.equal('firmware' in stored, false);
+          }
+        }),
+        { numRuns: 150 },
+      );
+    });
+  }
+});

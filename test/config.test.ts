@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+describe('settings', () => {
+  it('has the documented defaults', () => {
+    const config = loadConfig({});
+    assert.equal(config.mongodbUri, undefined);
+    assert.equal(config.databaseName, 'battery_db');
+    assert.equal(config.apiHost, '0.0.0.0');
+    assert.equal(config.apiPort, 8000);
+    assert.equal(config.retentionDays, 30);
+    assert.equal(config.collectorBinaryPort, 23456);
+    assert.equal(config.collectorJsonPort, 23457);
+    assert.deepEqual(config.corsOrigins, ['http://localhost:5173', 'http://localhost:3000']);
+    assert.equal(config.logLevel, 'info');
+    assert.equal(config.apiKey, undefined);
+  });
+
+  it('reads every setting from the environment', () => {
+    const config = loadConfig({
+      MONGODB_URI: 'mongodb+srv://user:pw@cluster0.example.net/',
+      DATABASE_NAME: 'fleet',
+      API_PORT: '9000',
+      RETENTION_DAYS: '0',
+      CORS_ORIGINS: 'https://ops.example.com, http://localhost:3000',
+      LOG_LEVEL: 'WARN',
+      API_KEY: 'a-long-write-key',
+    });
+    assert.equal(config.databaseName, 'fleet');
+    assert.equal(config.apiPort, 9000);
+    assert.equal(config.retentionDays, 0);
+    assert.deepEqual(config.corsOrigins, ['https://ops.example.com', 'http://localhost:3000']);
+    assert.equal(config.logLevel, 'warn');
+    assert.equal(config.apiKey, 'a-long-write-key');
+  });
+
+  for (const [name, value, pattern] of [
+    ['API_PORT', '80a', /^API_PORT must be a whole number/],
+    ['API_PORT', '70000', /^API_PORT/],
+    ['RETENTION_DAYS', '-1', /^RETENTION_DAYS/],
+    ['LOG_LEVEL', 'loud', /^LOG_LEVEL must be one of/],
+    ['CORS_ORIGINS', 'localhost:3000', /^CORS_ORIGINS/],
+    ['DATABASE_NAME', 'a b', /^DATABASE_NAME/],
+    ['BATTERY_SPECS_FILE', '/nonexistent/specs.json', /^BATTERY_SPECS_FILE/],
+    ['API_KEY', 'short', /^API_KEY must be at least 8/],
+  ] as const) {
+    it(`stops on a bad ${name} with one line naming it`, () => {
+      assert.throws(() => loadConfig({ [name]: value }), (error: Error) => error instanceof ConfigError && pattern.test(error.message) && !error.message.includes('\n'));
+    });
+  }
+
+  it('never echoes a MongoDB URI, which may hold a password', () => {
+    assert.throws(
+      () => loadConfig({ MONGODB_URI: 'postgres://admin:s3cret@db/' }),
+      (error: Error) => /^MONGODB_URI/.test(error.message) && !error.message.includes('s3cret'),
+    );
+  });
+});
