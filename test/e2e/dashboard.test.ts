@@ -200,6 +200,14 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     assert.equal(await page.locator('tr[data-pack="pack-1"] [data-status]').getAttribute('data-status'), 'critical');
     assert.equal(await page.locator('tr[data-pack="pack-2"] [data-status]').getAttribute('data-status'), 'normal');
     assert.match(await rowCell('pack-1', 'temperature').innerText(), new RegExp(`^${hot.toFixed(1)}\\s*°C`));
+  });
+
+  await t.test('a pack silent for over a minute stands out as stale', async () => {
+    await post('battery-data', { battery_id: 'pack-3', timestamp: Date.now() / 1000 - 600, pack_voltage: 352.4, pack_current: 0, cell_temp: 22.5 });
+    await page.locator('tr[data-pack="pack-3"] [data-stale="true"]').waitFor({ timeout: LIVE_TIMEOUT_MS });
+    assert.match(await rowCell('pack-3', 'last-heard').innerText(), /10 min ago/);
+    assert.equal(await page.locator('tr[data-pack="pack-1"] [data-stale]').count(), 0);
+    assert.match(await page.locator('[data-banner="stale"]').innerText(), /1 of 3 packs has sent nothing/);
     await page.screenshot({ path: path.join(OUTPUT, 'fleet.png'), fullPage: true });
   });
 
@@ -209,5 +217,16 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     const box = await page.locator('tr[data-pack="pack-1"]').boundingBox();
     assert.ok(box && box.width <= 390, 'the pack card fits the screen');
     await page.screenshot({ path: path.join(OUTPUT, 'fleet-phone.png'), fullPage: true });
+    await page.locator('tr[data-pack="pack-1"] a').click();
+    await liveTile('voltage').waitFor();
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: path.join(OUTPUT, 'pack-phone.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test('a banner says when the API is unreachable', async () => {
+    await service.close();
+    await page.locator('[data-banner="unreachable"]').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('.conn-down').count(), 1);
   });
 });

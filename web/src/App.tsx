@@ -4,7 +4,7 @@ import { FleetView } from './FleetView';
 import { ago } from './format';
 import { useConnection, useFleet, useNow, useRoute } from './hooks';
 import { PackView } from './PackView';
-import { isStale } from './status';
+import { isStale, packStatus } from './status';
 
 export function App() {
   const route = useRoute();
@@ -39,10 +39,18 @@ export function App() {
         const newest = Math.max(...packs.map((pack) => pack.lastHeard ?? 0));
         stale = `No pack has sent data for over a minute (newest reading ${ago(now - newest)}). Is the collector or simulator running?`;
       } else if (staleCount > 0) {
-        stale = `${staleCount} of ${packs.length} packs have sent nothing for over a minute.`;
+        stale = `${staleCount} of ${packs.length} packs ${staleCount === 1 ? 'has' : 'have'} sent nothing for over a minute.`;
       }
     }
   }
+
+  // The tab title tells an operator with the tab in the background that something needs a look.
+  const thresholds = fleet.dashboard?.thresholds;
+  const critical = thresholds ? packs.filter((pack) => packStatus(pack.data, pack.performance, thresholds).level === 'critical').length : 0;
+  const title = `${critical > 0 ? `(${critical} critical) ` : ''}${route.view === 'pack' ? `${route.id} · ` : ''}Battery monitor`;
+  useEffect(() => {
+    document.title = title;
+  }, [title]);
 
   return (
     <>

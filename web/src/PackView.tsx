@@ -162,7 +162,7 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
   if (!pack) {
     return (
       <section>
-        <p>
+        <p className="crumbs">
           <a href="#/">← All packs</a>
         </p>
         <h1 tabIndex={-1}>{id}</h1>
@@ -319,7 +319,7 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
               ys={perfRecords.map((r) => r.health_score)}
               digits={1}
               window={trendWindow}
-              extra={`warning < ${thresholds.health.warning} %, critical < ${thresholds.health.critical} %`}
+              extra={`warning <\u00a0${thresholds.health.warning}\u00a0%, critical <\u00a0${thresholds.health.critical}\u00a0%`}
             />
             <TrendTile
               field="capacity"

@@ -41,7 +41,11 @@ function alpha(hex: string, a: number): string {
   return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
 }
 
-function drawLimits(u: uPlot, limits: Limits, unit: string): void {
+/**
+ * Draws the limits: bands and lines go under the data ('under'), their labels over it ('over'),
+ * so the data never hides a label.
+ */
+function drawLimits(u: uPlot, limits: Limits, unit: string, layer: 'under' | 'over'): void {
   const { ctx } = u;
   const { left, top, width, height } = u.bbox;
   const pr = uPlot.pxRatio;
@@ -51,17 +55,26 @@ function drawLimits(u: uPlot, limits: Limits, unit: string): void {
   ctx.rect(left, top, width, height);
   ctx.clip();
 
-  const yMax = y(limits.max);
-  const yMin = y(limits.min);
-  ctx.fillStyle = 'rgba(21, 128, 61, 0.07)';
-  ctx.fillRect(left, yMax, width, yMin - yMax);
+  if (layer === 'under') {
+    const yMax = y(limits.max);
+    const yMin = y(limits.min);
+    ctx.fillStyle = 'rgba(21, 128, 61, 0.07)';
+    ctx.fillRect(left, yMax, width, yMin - yMax);
+  }
 
   const label = (text: string, color: string, py: number, below: boolean) => {
-    ctx.fillStyle = color;
+    if (layer === 'under') return;
     ctx.font = FONT.replace('12px', `${11 * pr}px`);
     ctx.textAlign = 'right';
     ctx.textBaseline = below ? 'top' : 'bottom';
-    ctx.fillText(text, left + width - 4 * pr, py + (below ? 3 : -3) * pr);
+    const x = left + width - 4 * pr;
+    const ty = py + (below ? 3 : -3) * pr;
+    const w = ctx.measureText(text).width;
+    const h = 13 * pr;
+    ctx.fillStyle = 'rgba(255, 255, 255, 0.85)';
+    ctx.fillRect(x - w - 3 * pr, below ? ty - pr : ty - h + pr, w + 6 * pr, h);
+    ctx.fillStyle = color;
+    ctx.fillText(text, x, ty);
   };
   // Limits outside the view are named at the edge they lie beyond, so the chart never hides them.
   const above: string[] = [];
@@ -76,14 +89,16 @@ function drawLimits(u: uPlot, limits: Limits, unit: string): void {
       beneath.push(`${name} ${value} ${unit}`);
       return;
     }
-    ctx.strokeStyle = color;
-    ctx.lineWidth = pr * (dash.length ? 1 : 1.5);
-    ctx.setLineDash(dash.map((d) => d * pr));
-    ctx.beginPath();
-    ctx.moveTo(left, py);
-    ctx.lineTo(left + width, py);
-    ctx.stroke();
-    ctx.setLineDash([]);
+    if (layer === 'under') {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = pr * (dash.length ? 1 : 1.5);
+      ctx.setLineDash(dash.map((d) => d * pr));
+      ctx.beginPath();
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + width, py);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
     label(`${name} ${value} ${unit}`, color, py, below);
   };
   line(limits.max, '#92400e', [5, 4], 'max', false);
@@ -133,7 +148,7 @@ export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLim
     const format = (_u: uPlot, value: number | null) => (value === null || value === undefined ? '—' : `${value.toFixed(1)} ${unit}`);
     const series: uPlot.Series[] = [
       {},
-      { label: banded ? 'mean' : title, stroke: color, width: 1.75, value: format, points: { show: false } },
+      { label: banded ? 'mean' : title, stroke: color, width: 1.75, value: format, points: { size: 5, fill: color } },
     ];
     if (banded) {
       series.push(
@@ -179,7 +194,13 @@ export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLim
         drawClear: [
           (u) => {
             const l = settings.current.limits;
-            if (l) drawLimits(u, l, settings.current.unit);
+            if (l) drawLimits(u, l, settings.current.unit, 'under');
+          },
+        ],
+        draw: [
+          (u) => {
+            const l = settings.current.limits;
+            if (l) drawLimits(u, l, settings.current.unit, 'over');
           },
         ],
       },

@@ -83,6 +83,8 @@ export interface Dashboard {
   battery_prediction: PredictionRecord | null;
   specs: Specs;
   thresholds: Thresholds;
+  /** Server time, Unix seconds. */
+  timestamp?: number;
 }
 
 export interface AggregateBucket {
@@ -146,17 +148,9 @@ async function getJson<T>(path: string, query?: Query, signal?: AbortSignal): Pr
 export const fetchBatteries = (signal?: AbortSignal) =>
   getJson<{ batteries: BatterySummary[] }>('/api/batteries', undefined, signal).then((body) => body.batteries);
 
-export const fetchDashboard = (signal?: AbortSignal) => getJson<Dashboard>('/api/dashboard', undefined, signal);
-
-/** The newest record of a kind for a pack, or null when there is none (404). */
-export async function fetchLatest<K extends Kind>(kind: K, batteryId: string, signal?: AbortSignal): Promise<RecordOf[K] | null> {
-  try {
-    return await getJson<RecordOf[K]>(`/api/${kind}/latest`, { battery_id: batteryId }, signal);
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 404) return null;
-    throw error;
-  }
-}
+/** Latest record of each kind (of one pack, or of any), with the specs and thresholds. */
+export const fetchDashboard = (batteryId?: string, signal?: AbortSignal) =>
+  getJson<Dashboard>('/api/dashboard', { battery_id: batteryId }, signal);
 
 /** Newest first, as the API answers. */
 export const fetchHistory = <K extends Kind>(kind: K, batteryId: string, hours: number, limit: number, signal?: AbortSignal) =>

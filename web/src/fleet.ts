@@ -6,7 +6,6 @@
 import {
   fetchBatteries,
   fetchDashboard,
-  fetchLatest,
   type BatterySummary,
   type Dashboard,
   type DataRecord,
@@ -61,8 +60,9 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, task: (item:
 const newer = <T extends { timestamp: number }>(a: T | null, b: T | null): T | null =>
   a === null ? b : b === null ? a : b.timestamp >= a.timestamp ? b : a;
 
-const heardAt = (record: { received_at?: number; timestamp: number } | null) =>
-  record === null ? undefined : Math.max(record.received_at ?? 0, record.timestamp);
+// The age of the data shown, as /api/batteries counts last_seen: a backfilled old reading does not
+// make a silent pack look alive.
+const heardAt = (record: { timestamp: number } | null) => record?.timestamp;
 
 function maxDefined(...values: (number | undefined)[]): number | undefined {
   const defined = values.filter((value): value is number => value !== undefined && Number.isFinite(value));
@@ -115,14 +115,21 @@ export class FleetStore {
     this.loading = controller;
     const { signal } = controller;
     try {
-      const [dashboard, batteries] = await Promise.all([fetchDashboard(signal), fetchBatteries(signal)]);
+      const started = Date.now() / 1000;
+      const [dashboard, batteries] = await Promise.all([fetchDashboard(undefined, signal), fetchBatteries(signal)]);
+      if (typeof dashboard.timestamp === 'number' && this.offsetSamples.length === 0) {
+        // Until live records give a better estimate: the server's clock at the middle of the request.
+        this.snapshot = { ...this.snapshot, clockOffset: (started + Date.now() / 1000) / 2 - dashboard.timestamp };
+      }
+      // One request per pack: /api/dashboard?battery_id= answers the latest of all three kinds.
       const loaded = await mapLimited(batteries, CONCURRENCY, async (summary: BatterySummary) => {
-        const [data, performance, prediction] = await Promise.all([
-          fetchLatest('battery-data', summary.battery_id, signal),
-          fetchLatest('battery-performance', summary.battery_id, signal),
-          fetchLatest('battery-prediction', summary.battery_id, signal),
-        ]);
-        return { summary, data, performance, prediction };
+        const latest = await fetchDashboard(summary.battery_id, signal);
+        return {
+          summary,
+          data: latest.battery_data,
+          performance: latest.battery_performance,
+          prediction: latest.battery_prediction,
+        };
       });
       if (signal.aborted) return;
       const packs = new Map(this.snapshot.packs);
