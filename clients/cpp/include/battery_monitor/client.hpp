@@ -747,9 +747,11 @@ class Channel {
     schedule_retry_(now);
   }
 
+  // Waits a random time in [backoff/2, backoff], then doubles the backoff up to the maximum.
   void schedule_retry_(Clock::time_point now) {
-    const int delay = backoff_ms_ <= 1 ? backoff_ms_ : backoff_ms_ / 2 + static_cast<int>(rng_() % (backoff_ms_ / 2 + 1));
-    next_attempt_ = now + std::chrono::milliseconds(delay);
+    const int64_t half = backoff_ms_ / 2;
+    const int64_t jitter = static_cast<int64_t>(rng_() % static_cast<std::minstd_rand::result_type>(half + 1));
+    next_attempt_ = now + std::chrono::milliseconds(backoff_ms_ - half + jitter);
     backoff_ms_ = (backoff_ms_ > options_.backoff_max_ms / 2) ? options_.backoff_max_ms : backoff_ms_ * 2;
     if (backoff_ms_ < 1) backoff_ms_ = 1;
   }
@@ -946,7 +948,7 @@ class Client {
     // Jitter only needs devices to differ from each other: clock ticks are enough.
     const uint64_t ticks =
         static_cast<uint64_t>(detail::Clock::now().time_since_epoch().count());
-    return static_cast<std::minstd_rand::result_type>((ticks ^ (ticks >> 32)) % 2147483646u + 1u);
+    return (ticks ^ (ticks >> 32)) % 2147483646u + 1u;  // minstd needs a seed in [1, 2^31 - 2]
   }
 
   ClientOptions options_;
