@@ -1,0 +1,386 @@
+// test_vectors: the C++ encoders against the shared wire-format vectors in test/vectors/, the
+// same files the TypeScript decoder tests read, so both sides agree byte for byte.
+//
+// Usage: test_vectors [VECTORS_DIR]   (default: ../../test/vectors, then test/vectors)
+//
+// The vectors are read with tests/mini_json.hpp, a small reader kept in the tests, so nothing
+// needs installing (no nlohmann-json).
+
+#include "battery_monitor/client.hpp"
+#include "check.hpp"
+#include "mini_json.hpp"
+
+#include <cfloat>
+#include <clocale>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+using battery_monitor::Reading;
+using mini_json::Value;
+
+namespace {
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path.c_str(), std::ios::in | std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+std::string to_hex(const uint8_t* bytes, std::size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) {
+    s += digits[bytes[i] >> 4];
+    s += digits[bytes[i] & 15];
+  }
+  return s;
+}
+
+bool from_hex(const std::string& hex, uint8_t* out, std::size_t n) {
+  if (hex.size() != 2 * n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    unsigned v = 0;
+    if (std::sscanf(hex.c_str() + 2 * i, "%2x", &v) != 1) return false;
+    out[i] = static_cast<uint8_t>(v);
+  }
+  return true;
+}
+
+// Same bits, so -0.0 differs from 0.0 and NaN payloads would count.
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+bool same_bits_f(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// The vector's decoded value as float32; false if the double is not exactly a float32.
+bool exact_float(double v, float& f) {
+  f = static_cast<float>(v);
+  return same_bits(static_cast<double>(f), v);
+}
+
+void test_binary_vectors(const std::string& dir) {
+  std::string text;
+  const std::string path = dir + "/binary-frames.json";
+  CHECK(read_file(path, text), "cannot read %s", path.c_str());
+  if (text.empty()) return;
+  const Value doc = mini_json::parse(text);
+  CHECK(doc["frame_bytes"].number == 16, "frame_bytes is %g", doc["frame_bytes"].number);
+  const Value& cases = doc["cases"];
+  int good = 0, rejected = 0;
+  for (std::size_t i = 0; i < cases.items.size(); ++i) {
+    const Value& c = cases.items[i];
+    const char* name = c["name"].text.c_str();
+    uint8_t bytes[16];
+    CHECK(from_hex(c["hex"].text, bytes, 16), "%s: bad hex", name);
+
+    Reading decoded;
+    const bool finite = battery_monitor::decode_frame(bytes, decoded);
+    if (c.has("rejected")) {
+      ++rejected;
+      CHECK(!finite, "%s: decode_frame accepted a frame the vectors reject", name);
+      // The encoder must refuse the same values, and leave the output alone.
+      uint8_t out[16];
+      std::memset(out, 0xAA, sizeof out);
+      CHECK(!battery_monitor::encode_frame(decoded, out), "%s: encode_frame accepted non-finite values", name);
+      bool untouched = true;
+      for (int k = 0; k < 16; ++k) untouched = untouched && out[k] == 0xAA;
+      CHECK(untouched, "%s: encode_frame wrote into the output while refusing", name);
+      continue;
+    }
+
+    ++good;
+    const Value& rec = c["record"];
+    float t, v, a, temp;
+    CHECK(exact_float(rec["device_time"].number, t) && exact_float(rec["pack_voltage"].number, v) &&
+              exact_float(rec["pack_current"].number, a) && exact_float(rec["cell_temp"].number, temp),
+          "%s: record values are not exact float32", name);
+    uint8_t out[16];
+    CHECK(battery_monitor::encode_frame(Reading(t, v, a, temp), out), "%s: encode_frame refused", name);
+    CHECK(to_hex(out, 16) == c["hex"].text, "%s: encoded %s, vector says %s", name, to_hex(out, 16).c_str(),
+          c["hex"].text.c_str());
+
+    CHECK(finite, "%s: decode_frame rejected a good frame", name);
+    CHECK(same_bits_f(decoded.device_time, t) && same_bits_f(decoded.pack_voltage, v) &&
+              same_bits_f(decoded.pack_current, a) && same_bits_f(decoded.cell_temp, temp),
+          "%s: decoded (%.17g, %.17g, %.17g, %.17g)", name, decoded.device_time, decoded.pack_voltage,
+          decoded.pack_current, decoded.cell_temp);
+  }
+  CHECK(good > 0 && rejected > 0, "expected both good and rejected cases");
+  std::printf("binary vectors: %d encoded and decoded, %d rejected cases refused\n", good, rejected);
+}
+
+// A number field of the parsed message equals the expected value bit for bit.
+void check_number(const Value& msg, const char* key, double expected, const char* name) {
+  const Value* v = msg.find(key);
+  CHECK(v && v->type == Value::kNumber, "%s: %s missing or not a number", name, key);
+  if (v && v->type == Value::kNumber) {
+    CHECK(same_bits(v->number, expected), "%s: %s is %s, expected %.17g", name, key, v->text.c_str(), expected);
+  }
+}
+
+// The message is one line, ends in '\n', parses, and routes as the collector routes it.
+Value parse_line(const std::string& line, const char* name) {
+  CHECK(!line.empty() && line[line.size() - 1] == '\n', "%s: message does not end in a newline", name);
+  CHECK(line.find('\n') == line.size() - 1, "%s: newline inside the message", name);
+  try {
+    return mini_json::parse(line);
+  } catch (const std::exception& e) {
+    CHECK(false, "%s: message does not parse (%s): %s", name, e.what(), line.c_str());
+    return Value();
+  }
+}
+
+// Every key the vector's record holds is in the message with the same value, and nothing else.
+void check_matches_record(const Value& msg, const Value& rec, const char* name) {
+  CHECK(msg.members.size() == rec.members.size(), "%s: message has %lu fields, record %lu", name,
+        static_cast<unsigned long>(msg.members.size()), static_cast<unsigned long>(rec.members.size()));
+  for (std::size_t i = 0; i < rec.members.size(); ++i) {
+    const std::string& key = rec.members[i].first;
+    const Value& want = rec.members[i].second;
+    const Value* got = msg.find(key);
+    CHECK(got != 0, "%s: %s missing", name, key.c_str());
+    if (!got) continue;
+    CHECK(got->type == want.type, "%s: %s has the wrong type", name, key.c_str());
+    if (want.type == Value::kNumber) {
+      CHECK(same_bits(got->number, want.number), "%s: %s is %s, expected %s", name, key.c_str(),
+            got->text.c_str(), want.text.c_str());
+    } else {
+      CHECK(got->text == want.text, "%s: %s is \"%s\", expected \"%s\"", name, key.c_str(),
+            got->text.c_str(), want.text.c_str());
+    }
+  }
+}
+
+void fill_common(const Value& rec, bool& has_timestamp, double& timestamp, std::string& battery_id,
+                 std::string& source) {
+  has_timestamp = rec.has("timestamp");
+  if (has_timestamp) timestamp = rec["timestamp"].number;
+  if (rec.has("battery_id")) battery_id = rec["battery_id"].text;
+  if (rec.has("source")) source = rec["source"].text;
+}
+
+void test_json_vectors(const std::string& dir) {
+  std::string text;
+  const std::string path = dir + "/json-messages.json";
+  CHECK(read_file(path, text), "cannot read %s", path.c_str());
+  if (text.empty()) return;
+  const Value doc = mini_json::parse(text);
+  const Value& cases = doc["cases"];
+  int built = 0, skipped = 0;
+  for (std::size_t i = 0; i < cases.items.size(); ++i) {
+    const Value& c = cases.items[i];
+    const char* name = c["name"].text.c_str();
+    // The library builds performance records and predictions; battery data goes as frames, and
+    // the rejected cases are malformed input a builder cannot produce.
+    const std::string kind = c.has("kind") ? c["kind"].text : "";
+    if (kind != "battery-performance" && kind != "battery-prediction") {
+      ++skipped;
+      continue;
+    }
+    const Value& rec = c["record"];
+    std::string line;
+    if (kind == "battery-performance") {
+      battery_monitor::PerformanceRecord r;
+      r.pack_voltage = rec["pack_voltage"].number;
+      r.pack_current = rec["pack_current"].number;
+      r.cell_temp = rec["cell_temp"].number;
+      r.capacity_remaining = rec["capacity_remaining"].number;
+      r.cycle_count = static_cast<uint32_t>(rec["cycle_count"].number);
+      r.age_months = rec["age_months"].number;
+      r.health_score = rec["health_score"].number;
+      fill_common(rec, r.has_timestamp, r.timestamp, r.battery_id, r.source);
+      CHECK(battery_monitor::encode_performance(r, line), "%s: refused", name);
+    } else {
+      battery_monitor::Prediction p;
+      p.remaining_life_hours = rec["remaining_life_hours"].number;
+      p.remaining_cycles = rec["remaining_cycles"].number;
+      p.degradation_rate = rec["degradation_rate"].number;
+      fill_common(rec, p.has_timestamp, p.timestamp, p.battery_id, p.source);
+      CHECK(battery_monitor::encode_prediction(p, line), "%s: refused", name);
+    }
+    ++built;
+    const Value msg = parse_line(line, name);
+    CHECK(msg.type == Value::kObject, "%s: not an object", name);
+    check_matches_record(msg, rec, name);
+    // Routing, as DESIGN.md states it: capacity_remaining makes a performance record,
+    // remaining_life_hours a prediction.
+    const bool routed_perf = msg.has("capacity_remaining");
+    const bool routed_pred = msg.has("remaining_life_hours");
+    CHECK(routed_perf != routed_pred && routed_perf == (kind == "battery-performance"),
+          "%s: message would not route to %s", name, kind.c_str());
+    if (routed_perf) {
+      const std::string& cc = msg["cycle_count"].text;
+      CHECK(cc.find_first_not_of("0123456789") == std::string::npos, "%s: cycle_count printed as %s", name,
+            cc.c_str());
+    }
+  }
+  CHECK(built >= 2, "expected a performance and a prediction case in the vectors");
+  std::printf("json vectors: %d messages built and parsed back, %d cases not for the encoder\n", built, skipped);
+}
+
+// Any finite double must come back with the same bits.
+void test_number_round_trip() {
+  double specials[] = {0.0,     -0.0,    0.1,      -0.021,  92.3,   15000.5,   1732700000.5, 1e21,
+                       1e-7,    DBL_MAX, -DBL_MAX, DBL_MIN, 5e-324, 1.0 / 3, 2.5e-308,     123456789012345678.0};
+  int count = 0;
+  for (std::size_t i = 0; i < sizeof specials / sizeof specials[0]; ++i) {
+    battery_monitor::Prediction p;
+    p.degradation_rate = specials[i];
+    std::string line;
+    CHECK(battery_monitor::encode_prediction(p, line), "refused %.17g", specials[i]);
+    check_number(parse_line(line, "special"), "degradation_rate", specials[i], "special");
+    ++count;
+  }
+  // Random bit patterns cover every exponent, subnormals included.
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 20000; ++i) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    double v;
+    std::memcpy(&v, &state, sizeof v);
+    if (!std::isfinite(v)) continue;
+    battery_monitor::PerformanceRecord r;
+    r.health_score = v;
+    std::string line;
+    CHECK(battery_monitor::encode_performance(r, line), "refused %.17g", v);
+    const Value msg = parse_line(line, "random");
+    check_number(msg, "health_score", v, "random");
+    ++count;
+  }
+  std::printf("number round trip: %d values exact\n", count);
+}
+
+// With a locale whose decimal point is ',' the output must still be JSON. Skipped if no such
+// locale is installed.
+void test_locale() {
+  const char* names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"};
+  const char* found = 0;
+  for (std::size_t i = 0; i < sizeof names / sizeof names[0] && !found; ++i) {
+    if (std::setlocale(LC_NUMERIC, names[i])) found = names[i];
+  }
+  if (!found) {
+    std::printf("locale: no comma-decimal locale installed, skipped\n");
+    return;
+  }
+  battery_monitor::Prediction p;
+  p.degradation_rate = 0.021;
+  p.remaining_life_hours = 15000.5;
+  std::string line;
+  const bool ok = battery_monitor::encode_prediction(p, line);
+  std::setlocale(LC_NUMERIC, "C");
+  CHECK(ok, "refused under %s", found);
+  const Value msg = parse_line(line, found);
+  check_number(msg, "degradation_rate", 0.021, found);
+  check_number(msg, "remaining_life_hours", 15000.5, found);
+  std::printf("locale: %s gives %s", found, line.c_str());
+}
+
+void test_refusals() {
+  const double bad[] = {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                        -std::numeric_limits<double>::infinity()};
+  int refused = 0;
+  for (int b = 0; b < 3; ++b) {
+    // Each numeric field of a performance record in turn, timestamp included.
+    for (int field = 0; field < 7; ++field) {
+      battery_monitor::PerformanceRecord r;
+      double* fields[] = {&r.pack_voltage, &r.pack_current, &r.cell_temp, &r.capacity_remaining,
+                          &r.age_months,   &r.health_score, &r.timestamp};
+      r.has_timestamp = true;
+      *fields[field] = bad[b];
+      std::string line = "stale";
+      CHECK(!battery_monitor::encode_performance(r, line) && line.empty(), "performance field %d accepted %g",
+            field, bad[b]);
+      ++refused;
+    }
+    for (int field = 0; field < 4; ++field) {
+      battery_monitor::Prediction p;
+      double* fields[] = {&p.remaining_life_hours, &p.remaining_cycles, &p.degradation_rate, &p.timestamp};
+      p.has_timestamp = true;
+      *fields[field] = bad[b];
+      std::string line;
+      CHECK(!battery_monitor::encode_prediction(p, line), "prediction field %d accepted %g", field, bad[b]);
+      ++refused;
+    }
+  }
+  // Without has_timestamp the timestamp is not sent, so its value does not matter.
+  battery_monitor::Prediction p;
+  p.timestamp = std::numeric_limits<double>::quiet_NaN();
+  std::string line;
+  CHECK(battery_monitor::encode_prediction(p, line) && line.find("timestamp") == std::string::npos,
+        "unset timestamp was sent or refused: %s", line.c_str());
+
+  // battery_id: the server's pattern, 1-64 of A-Z a-z 0-9 . _ : -
+  CHECK(battery_monitor::is_valid_battery_id("pack-1"), "pack-1");
+  CHECK(battery_monitor::is_valid_battery_id("A.b_C:9-z"), "A.b_C:9-z");
+  CHECK(battery_monitor::is_valid_battery_id(std::string(64, 'x')), "64 characters");
+  CHECK(!battery_monitor::is_valid_battery_id(std::string(65, 'x')), "65 characters");
+  CHECK(!battery_monitor::is_valid_battery_id("pack 1"), "space");
+  CHECK(!battery_monitor::is_valid_battery_id("pack/1"), "slash");
+  CHECK(!battery_monitor::is_valid_battery_id("p\xc3\xa4"), "non-ASCII");
+  p = battery_monitor::Prediction();
+  p.battery_id = "pack 1";
+  CHECK(!battery_monitor::encode_prediction(p, line), "invalid battery_id accepted");
+
+  // source: at most 128 characters as the server counts them (UTF-16 units).
+  p = battery_monitor::Prediction();
+  p.source = std::string(128, 's');
+  CHECK(battery_monitor::encode_prediction(p, line), "128-character source refused");
+  p.source = std::string(129, 's');
+  CHECK(!battery_monitor::encode_prediction(p, line), "129-character source accepted");
+  std::string batteries;
+  for (int i = 0; i < 64; ++i) batteries += "\xF0\x9F\x94\x8B";  // U+1F50B: two UTF-16 units each
+  p.source = batteries;
+  CHECK(battery_monitor::encode_prediction(p, line), "64 emoji (128 units) refused");
+  p.source = batteries + "\xF0\x9F\x94\x8B";
+  CHECK(!battery_monitor::encode_prediction(p, line), "65 emoji (130 units) accepted");
+  std::printf("refusals: %d non-finite fields refused; battery_id and source limits enforced\n", refused);
+}
+
+void test_string_escaping() {
+  battery_monitor::PerformanceRecord r;
+  r.source = std::string("q\"b\\s/\n\r\t\b\f\x01\x1f\x7f ") + "\xC3\xA9 \xF0\x9F\x94\x8B end";
+  r.battery_id = "pack-7";
+  std::string line;
+  CHECK(battery_monitor::encode_performance(r, line), "refused");
+  const Value msg = parse_line(line, "escaping");
+  CHECK(msg.has("source") && msg["source"].text == r.source, "source did not round-trip: %s", line.c_str());
+  CHECK(msg["battery_id"].text == "pack-7", "battery_id");
+  std::printf("string escaping: control characters, quotes and UTF-8 round-trip\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir;
+  if (argc > 1) {
+    dir = argv[1];
+  } else {
+    const char* candidates[] = {"../../test/vectors", "test/vectors"};
+    for (std::size_t i = 0; i < 2 && dir.empty(); ++i) {
+      std::string probe;
+      if (read_file(std::string(candidates[i]) + "/binary-frames.json", probe)) dir = candidates[i];
+    }
+    if (dir.empty()) {
+      std::fprintf(stderr, "test_vectors: cannot find test/vectors; pass its path as the argument\n");
+      return 2;
+    }
+  }
+  try {
+    test_binary_vectors(dir);
+    test_json_vectors(dir);
+  } catch (const std::exception& e) {
+    CHECK(false, "reading the vectors: %s", e.what());
+  }
+  test_number_round_trip();
+  test_refusals();
+  test_string_escaping();
+  test_locale();
+  std::printf("test_vectors: %d checks passed, %d failed\n", check::passes(), check::failures());
+  return check::failures() == 0 ? 0 : 1;
+}
