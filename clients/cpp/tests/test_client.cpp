@@ -37,6 +37,9 @@ typedef std::chrono::steady_clock Clock;
 // kernel may do.
 bool g_short_writes = false;
 std::minstd_rand g_short_rng(99);
+// When >= 0, the bytes send() still accepts before it reports EAGAIN on every call: a kernel
+// whose buffer has filled at an exact point, here in the middle of a frame.
+long g_write_budget = -1;
 
 }  // namespace
 
@@ -44,6 +47,14 @@ std::minstd_rand g_short_rng(99);
 // the executable wins), so the real Client code runs over real sockets. It forwards to sendto(),
 // which with no address is the same call.
 extern "C" ssize_t send(int fd, const void* buf, size_t len, int flags) {
+  if (g_write_budget >= 0) {
+    if (g_write_budget == 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+    if (len > static_cast<size_t>(g_write_budget)) len = static_cast<size_t>(g_write_budget);
+    g_write_budget -= static_cast<long>(len);
+  }
   if (g_short_writes) {
     if (g_short_rng() % 4 == 0) {
       errno = EAGAIN;
@@ -547,6 +558,33 @@ void test_reset_mid_frame() {
               cut_rounds);
 }
 
+// close() gives up while a frame is half written (the fake kernel below takes 5 frames and 7
+// bytes, then nothing). The same Client, used again, must open its next connection with that
+// frame whole.
+void test_close_mid_frame_then_reuse() {
+  Listener bin;
+  CHECK(bin.start(0), "cannot listen");
+  Client client(fast_options(bin.port(), 0));
+  g_write_budget = 5 * 16 + 7;
+  for (uint32_t i = 0; i < 10; ++i) client.send_reading(make_reading(i));
+  CHECK(!client.close(50), "close() claimed success with writes blocked");
+  g_write_budget = -1;
+  const Stats at_close = client.stats();
+  CHECK(at_close.frames_sent == 5 && at_close.resent == 1 && client.pending_frames() == 5,
+        "after close: sent %llu resent %llu pending %lu", static_cast<unsigned long long>(at_close.frames_sent),
+        static_cast<unsigned long long>(at_close.resent), static_cast<unsigned long>(client.pending_frames()));
+  client.send_reading(make_reading(10));
+  CHECK(pump_until(client, &bin, 0, [&] { return client.pending_frames() == 0 && bin.streams().size() == 2 && bin.streams()[1].size() == 6 * 16; }, 5000),
+        "did not deliver after reuse");
+  std::string want_first, want_second;
+  for (uint32_t i = 0; i < 5; ++i) want_first += frame_of(i);
+  want_first += frame_of(5).substr(0, 7);  // what the collector saw, and drops, on the first connection
+  for (uint32_t i = 5; i <= 10; ++i) want_second += frame_of(i);
+  CHECK(bin.streams().size() == 2 && bin.streams()[0] == want_first && bin.streams()[1] == want_second,
+        "streams after close and reuse are not as expected");
+  std::printf("close mid-frame: the cut frame opened the next connection whole\n");
+}
+
 // Nothing listening: every call returns at once, readings pile up in the ring and overflow.
 void test_dead_port() {
   Listener probe;
@@ -614,6 +652,7 @@ int main() {
   test_exact_bytes_then_outage();
   test_stalled_collector();
   test_reset_mid_frame();
+  test_close_mid_frame_then_reuse();
   test_dead_port();
   test_connect_timeout();
   std::printf("test_client: %d checks passed, %d failed\n", check::passes(), check::failures());

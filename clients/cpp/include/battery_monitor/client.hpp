@@ -634,16 +634,11 @@ class Channel {
         break;
       }
     }
-    close_fd_();
-    state_ = kIdle;
+    disconnect_();
     return confirmed;
   }
 
-  void close_now() {
-    if (state_ == kConnected) outbox_.restart();
-    close_fd_();
-    state_ = kIdle;
-  }
+  void close_now() { disconnect_(); }
 
  private:
   enum State { kIdle, kConnecting, kConnected };
@@ -729,18 +724,23 @@ class Channel {
     ever_connected_ = true;
   }
 
-  void fail_attempt_(Clock::time_point now) {
+  // Every way a socket ends goes through here: an item cut off mid-write must start again from
+  // its first byte on the next connection, or that connection's stream would begin misaligned.
+  void disconnect_() {
     close_fd_();
     state_ = kIdle;
+    outbox_.restart();
+  }
+
+  void fail_attempt_(Clock::time_point now) {
+    disconnect_();
     ++connect_failures_;
     ++addr_index_;
     schedule_retry_(now);
   }
 
   void lost_(Clock::time_point now) {
-    close_fd_();
-    state_ = kIdle;
-    outbox_.restart();
+    disconnect_();
     if (ms_between(connected_at_, now) >= options_.stable_connection_ms) {
       backoff_ms_ = options_.backoff_initial_ms;
     }
