@@ -1,10 +1,12 @@
 // test_client: the Client over real TCP sockets on 127.0.0.1, against listeners in this process.
 //
 // Everything runs on one thread: the client is non-blocking and the test listeners are too, so
-// the test interleaves client.poll() and listener.pump() and every step is deterministic. The
-// scenarios: exact bytes on both ports; a collector outage with the ring overflowing; a stalled
-// collector (partial writes) drained in odd-sized reads; a connection reset mid-stream; a dead
-// port and a collector that never completes the handshake, neither of which may block.
+// the test interleaves client.poll() and listener.pump() (a thread only while close() waits).
+// The scenarios: exact bytes on both ports; a collector outage with the ring overflowing; a
+// stalled collector drained in odd-sized reads; a connection reset, and a close(), with a frame
+// half written; a dead port and a collector that never completes the handshake, neither of which
+// may block. Short writes are injected by a stand-in for send() (below), since Linux loopback
+// rarely produces them.
 //
 // Frames are checked whole: each reading carries its sequence number in device_time and values
 // derived from it, so a torn or misaligned frame decodes to a reading that does not match.
