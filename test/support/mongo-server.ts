@@ -1,0 +1,174 @@
+/**
+ * A real server speaking the MongoDB wire protocol for the tests, on a free loopback port with a
+ * temporary data directory. In order of preference:
+ *   1. MONGODB_TEST_URI, when set: a server someone else runs (it is neither stopped nor restarted);
+ *   2. `mongod` on PATH;
+ *   3. FerretDB 1.24.2 on its SQLite backend, built into .cache/bin by scripts/install-ferretdb.sh
+ *      when missing (Go from the module proxy, a few minutes once).
+ *
+ *   const server = await startMongoServer();
+ *   after(() => server.stop());
+ *   ... openMongoStore({ uri: server.uri, databaseName: 'x', retentionDays: 30 }) ...
+ *
+ * For fault tests a local server can be suspended (the process stops, its data stays) and resumed
+ * on the same port with the same data.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MongoClient } from 'mongodb';
+
+export const FERRETDB_VERSION = 'v1.24.2';
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const FERRETDB_BIN = path.join(REPO, '.cache', 'bin', 'ferretdb');
+const READY_TIMEOUT_MS = 30_000;
+
+export interface MongoTestServer {
+  uri: string;
+  kind: 'external' | 'mongod' | 'ferretdb';
+  /** What it is, for test names and logs; never holds credentials. */
+  description: string;
+  /** Stops the server for good and removes its data (for an external server: does nothing). */
+  stop(): Promise<void>;
+  /** Stops the process, keeping its data and port; undefined for an external server. */
+  suspend?(): Promise<void>;
+  /** Starts it again on the same port with the same data, and waits until it answers. */
+  resume?(): Promise<void>;
+}
+
+export async function startMongoServer(): Promise<MongoTestServer> {
+  const external = process.env.MONGODB_TEST_URI?.trim();
+  if (external) {
+    return { uri: external, kind: 'external', description: 'MONGODB_TEST_URI', stop: async () => {} };
+  }
+  const mongod = onPath('mongod');
+  if (mongod !== undefined) {
+    return startLocal('mongod', (port, dir) => [
+      mongod,
+      ['--dbpath', path.join(dir, 'db'), '--port', String(port), '--bind_ip', '127.0.0.1', '--quiet', '--nounixsocket'],
+    ]);
+  }
+  installFerretDb();
+  return startLocal('ferretdb', (port, dir) => [
+    FERRETDB_BIN,
+    [
+      '--handler=sqlite',
+      `--sqlite-url=file:${path.join(dir, 'db')}/`,
+      `--listen-addr=127.0.0.1:${port}`,
+      '--telemetry=disable',
+      '--debug-addr=-',
+      `--state-dir=${path.join(dir, 'state')}`,
+      '--log-level=WARN',
+    ],
+  ]);
+}
+
+function onPath(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, command);
+    if (dir !== '' && existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function installFerretDb(): void {
+  const stamp = path.join(REPO, '.cache', 'bin', 'ferretdb.version');
+  if (existsSync(FERRETDB_BIN) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === FERRETDB_VERSION) return;
+  // Progress goes to stderr: the test runner reads stdout.
+  const result = spawnSync('sh', [path.join(REPO, 'scripts', 'install-ferretdb.sh')], {
+    stdio: ['ignore', 2, 2],
+    env: { ...process.env, FERRETDB_VERSION },
+  });
+  if (result.status !== 0 || !existsSync(FERRETDB_BIN)) {
+    throw new Error('could not build FerretDB (scripts/install-ferretdb.sh failed); set MONGODB_TEST_URI or put mongod on PATH');
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function startLocal(
+  kind: 'mongod' | 'ferretdb',
+  command: (port: number, dir: string) => [string, string[]],
+): Promise<MongoTestServer> {
+  const dir = mkdtempSync(path.join(tmpdir(), `battery-${kind}-`));
+  mkdirSync(path.join(dir, 'db'));
+  mkdirSync(path.join(dir, 'state'));
+  const port = await freePort();
+  const uri = `mongodb://127.0.0.1:${port}/`;
+  const [file, args] = command(port, dir);
+  let child: ChildProcess | undefined;
+  let output = '';
+
+  const killOnExit = () => child?.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  async function start(): Promise<void> {
+    output = '';
+    const proc = spawn(file, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = proc;
+    const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000));
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
+    const exited = new Promise<never>((_, reject) =>
+      proc.once('exit', (code, signal) => reject(new Error(`${kind} exited (${code ?? signal}) before answering:\n${output}`))),
+    );
+    exited.catch(() => undefined);
+    await Promise.race([waitUntilAnswering(uri, kind, () => output), exited]);
+  }
+
+  async function halt(): Promise<void> {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  await start();
+  return {
+    uri,
+    kind,
+    description: `${kind === 'ferretdb' ? `FerretDB ${FERRETDB_VERSION} (SQLite backend)` : 'mongod'} on 127.0.0.1:${port}`,
+    async stop() {
+      await halt();
+      process.off('exit', killOnExit);
+      rmSync(dir, { recursive: true, force: true });
+    },
+    suspend: halt,
+    async resume() {
+      if (child !== undefined) return;
+      await start();
+    },
+  };
+}
+
+async function waitUntilAnswering(uri: string, kind: string, output: () => string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const client = new MongoClient(uri, { serverSelectionTimeoutMS: 300, connectTimeoutMS: 300 });
+    try {
+      await client.db('admin').command({ ping: 1 });
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`${kind} did not answer at ${uri} within ${READY_TIMEOUT_MS} ms: ${(error as Error).message}\n${output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      await client.close();
+    }
+  }
+}
