@@ -100,8 +100,12 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
     }, databaseName);
   });
 
-  it('decides its mode by asking the server, and says it in health()', () =>
-    withStore(async (store, databaseName) => {
+  it('decides its mode by asking the server, says it in health() and logs it', async () => {
+    const logged: string[] = [];
+    const logger = { info: (line: string) => logged.push(line), warn: (line: string) => logged.push(line) };
+    const databaseName = freshDatabase();
+    const store = await open(databaseName, { logger });
+    try {
       const health = await store.health();
       const types = new Map(
         (await admin.db(databaseName).listCollections({}, { nameOnly: false }).toArray()).map((info) => [info.name, info.type]),
@@ -116,7 +120,21 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         assert.ok(indexes.some((index) => index.name === 'battery_time'));
         assert.deepEqual(indexes.find((index) => index.name === 'battery_time')?.key, { battery_id: 1, timestamp: 1, _id: 1 });
       }
-    }));
+      assert.ok(logged.some((line) => line.includes(`mode ${expected}`)), logged.join('\n'));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('keeps everything with retention 0, and a later retention applies to the same database', async () => {
+    const databaseName = freshDatabase();
+    const keepAll = await open(databaseName, { retentionDays: 0 });
+    assert.equal((await keepAll.health()).ok, true);
+    await keepAll.close();
+    const store = await open(databaseName, { retentionDays: 7 });
+    assert.equal((await store.health()).ok, true);
+    await store.close();
+  });
 
   it('sets up idempotently: a second store on the same database starts cleanly and sees the data', async () => {
     const databaseName = freshDatabase();
@@ -169,12 +187,14 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
           });
         }),
     );
+    const logged: string[] = [];
     const started = Date.now();
     const store = await openMongoStore({
       uri: `mongodb://monitor:${secret}@127.0.0.1:${port}/?authSource=admin`,
       databaseName: freshDatabase(),
       retentionDays: 30,
       serverSelectionTimeoutMs: 500,
+      logger: { info: (line) => logged.push(line), warn: (line) => logged.push(line) },
     });
     try {
       assert.ok(Date.now() - started < 5000, 'openMongoStore resolves while nothing listens');
@@ -190,6 +210,8 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
       assert.ok(error instanceof StoreUnavailableError);
       assert.ok(!error.message.includes(secret) && !String(error.stack).includes(secret));
       await assert.rejects(store.latest('battery-data'), StoreUnavailableError);
+      assert.ok(logged.length > 0 && logged.every((line) => !line.includes(secret)), logged.join('\n'));
+      assert.ok(logged.some((line) => line.includes('mongodb://***@127.0.0.1')), logged.join('\n'));
     } finally {
       await store.close();
     }
@@ -240,6 +262,29 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         await eventually('write after the server came back', () => writeOk(store, NOW + 2));
         assert.deepEqual((await store.history('battery-data', { since: 0, limit: 10 })).map((r) => r.timestamp), [NOW + 2, NOW]);
         assert.equal((await store.health()).ok, true);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('answers within the bound when the server hangs, and goes on once it answers again', async () => {
+      const store = await open(freshDatabase(), { operationTimeoutMs: 1500 });
+      try {
+        await writeOk(store, NOW);
+        server.freeze!();
+        try {
+          const started = Date.now();
+          await assert.rejects(writeOk(store, NOW + 1), StoreUnavailableError);
+          await assert.rejects(store.latest('battery-data'), StoreUnavailableError);
+          assert.ok(Date.now() - started < 2 * 1500 + 1000, `took ${Date.now() - started} ms`);
+          assert.equal((await store.health()).ok, false);
+        } finally {
+          server.thaw!();
+        }
+        await eventually('write after the server answers again', () => writeOk(store, NOW + 2));
+        // The write that timed out may still land once the server wakes: a 503 means "not known to
+        // be stored", which is why resending producers use idempotency keys.
+        assert.ok((await store.history('battery-data', { since: 0, limit: 10 })).length >= 2);
       } finally {
         await store.close();
       }

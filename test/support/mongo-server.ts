@@ -37,6 +37,10 @@ export interface MongoTestServer {
   suspend?(): Promise<void>;
   /** Starts it again on the same port with the same data, and waits until it answers. */
   resume?(): Promise<void>;
+  /** Pauses the process (SIGSTOP): connections stay open and nothing answers, as with a hung server. */
+  freeze?(): void;
+  /** Lets a frozen process go on (SIGCONT). */
+  thaw?(): void;
 }
 
 export async function startMongoServer(): Promise<MongoTestServer> {
@@ -131,8 +135,9 @@ async function startLocal(
   async function halt(): Promise<void> {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    if (proc === undefined || proc.exitCode !== null) return;
     const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGCONT');
     proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
     await exited;
@@ -154,6 +159,8 @@ async function startLocal(
       if (child !== undefined) return;
       await start();
     },
+    freeze: () => child?.kill('SIGSTOP'),
+    thaw: () => child?.kill('SIGCONT'),
   };
 }
 
