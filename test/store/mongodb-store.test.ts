@@ -14,13 +14,19 @@ import { data, performance, storeConformance } from './conformance.js';
 const NOW = 1_732_700_000;
 const server = await startMongoServer();
 const admin = new MongoClient(server.uri);
+const created: string[] = [];
 after(async () => {
+  // On a server of the user's own (MONGODB_TEST_URI) nothing may be left behind.
+  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
   await admin.close();
   await server.stop();
 });
 
-let databases = 0;
-const freshDatabase = () => `store_test_${process.pid}_${++databases}`;
+const freshDatabase = () => {
+  const name = `store_test_${process.pid}_${created.length + 1}`;
+  created.push(name);
+  return name;
+};
 const open = (databaseName = freshDatabase(), options: Partial<MongoStoreOptions> = {}) =>
   openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, ...options });
 
