@@ -14,8 +14,9 @@
  *   backstop for when no instance runs.
  * - Indexes: (battery_id, timestamp, _id) for a pack's latest, history and export, (timestamp, _id)
  *   across packs.
- * - The per-pack summary behind batteries(), built once from the data for a database that the
- *   original service filled.
+ * - The per-pack summary behind batteries(): the original service's documents are counted into it
+ *   once per database (countLegacyDocumentsOnce, which the store runs after set-up, in the
+ *   background, as it may take a while on a large database).
  */
 import type { Collection, Db, Document, IndexDescription, MongoServerError } from 'mongodb';
 import { ALL_KINDS, KIND_NAMES, type KindName } from '../records/kinds.js';
@@ -72,7 +73,6 @@ export async function setUp(db: Db, options: SetupOptions, replicaSet: boolean):
 
   const existing = new Map<string, Document>();
   for (const info of await db.listCollections({}, { nameOnly: false }).toArray()) existing.set(info.name, info);
-  const metaExisted = existing.has(META_COLLECTION);
 
   // One mode per database: an existing plain collection (an older deployment's) keeps the rest plain.
   const existingPlain = ALL_KINDS.find((kind) => existing.has(kind.collection) && existing.get(kind.collection)?.type !== 'timeseries');
@@ -106,7 +106,6 @@ export async function setUp(db: Db, options: SetupOptions, replicaSet: boolean):
   if (expireAfterSeconds !== undefined && anyExpiry && !allExpiry) notes.push('expiry on some collections only');
 
   const summary = handle<SummaryDocument>(SUMMARY_COLLECTION);
-  if (!metaExisted) await buildSummaryOnce(db, kinds, summary, notes);
 
   const serverAggregation = await probeServerAggregation(kinds['battery-data'].collection, notes);
   return { kinds, summary, mode, retention, serverAggregation, replicaSet, notes };
@@ -218,41 +217,43 @@ async function createIndexes(collection: Collection<Document>, timeseries: boole
 }
 
 /**
- * The first start on a database builds the per-pack summary from what is there (nothing, or the
- * original service's documents). The meta document is claimed first so that of several instances
- * starting together only one counts.
+ * Counts the original service's documents (no battery_id) into the per-pack summary as pack
+ * "default", once per database. This store counts its own documents as it writes them, and it never
+ * writes one without battery_id, so this count cannot overlap with theirs, whatever runs meanwhile.
+ * The meta document is claimed right before the counts are added, so that of several instances
+ * starting together only one adds them.
  */
-async function buildSummaryOnce(
+export async function countLegacyDocumentsOnce(
   db: Db,
   kinds: Record<KindName, KindCollection>,
   summary: Collection<SummaryDocument>,
-  notes: string[],
-): Promise<void> {
-  const meta = db.collection<{ _id: string; at: Date }>(META_COLLECTION);
-  try {
-    await meta.insertOne({ _id: 'summary', at: new Date() });
-  } catch (error) {
-    if (isServerError(error) && error.code === 11000) return;
-    throw error;
-  }
-  let packs = 0;
+): Promise<number> {
+  const meta = db.collection<{ _id: string; at: Date; legacy?: number }>(META_COLLECTION);
+  if ((await meta.findOne({ _id: 'legacy-counted' })) !== null) return 0;
+  const legacy = { battery_id: { $exists: false } };
+  const found: { kind: KindName; count: number; lastSeen: number }[] = [];
   for (const kind of KIND_NAMES) {
     const { collection } = kinds[kind];
-    const groups = await collection.aggregate<{ _id: unknown; n: number }>([{ $group: { _id: '$battery_id', n: { $sum: 1 } } }]).toArray();
-    for (const group of groups) {
-      const filter = { battery_id: group._id === undefined ? null : group._id };
-      // $max as an accumulator is not on every server; the newest by index is.
-      const newest = await collection.findOne(filter, { sort: { timestamp: -1 }, projection: { timestamp: 1 } });
-      const batteryId = typeof group._id === 'string' ? group._id : 'default';
-      await summary.updateOne(
-        { _id: summaryId(batteryId, kind) },
-        { $inc: { count: group.n }, $max: { last_seen: Number(newest?.timestamp ?? 0) }, $setOnInsert: { battery_id: batteryId, kind } },
-        { upsert: true },
-      );
-      packs++;
-    }
+    const count = await collection.countDocuments(legacy);
+    if (count === 0) continue;
+    const newest = await collection.findOne(legacy, { sort: { timestamp: -1 }, projection: { timestamp: 1 } });
+    found.push({ kind, count, lastSeen: Number(newest?.timestamp ?? 0) });
   }
-  if (packs > 0) notes.push(`built the per-pack summary from ${packs} existing (pack, kind) groups`);
+  const total = found.reduce((sum, { count }) => sum + count, 0);
+  try {
+    await meta.insertOne({ _id: 'legacy-counted', at: new Date(), legacy: total });
+  } catch (error) {
+    if (isServerError(error) && error.code === 11000) return 0;
+    throw error;
+  }
+  for (const { kind, count, lastSeen } of found) {
+    await summary.updateOne(
+      { _id: summaryId('default', kind) },
+      { $inc: { count }, $max: { last_seen: lastSeen }, $setOnInsert: { battery_id: 'default', kind } },
+      { upsert: true },
+    );
+  }
+  return total;
 }
 
 /** Runs the bucket pipeline on no documents: a server without the expressions refuses it at parse time. */

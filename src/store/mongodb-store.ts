@@ -29,7 +29,7 @@ import {
   type RecordDocument,
   type SummaryDocument,
 } from './mongodb-documents.js';
-import { bucketGroup, isReplicaSet, serverRefused, setUp, type KindCollection, type Setup } from './mongodb-setup.js';
+import { bucketGroup, countLegacyDocumentsOnce, isReplicaSet, serverRefused, setUp, type KindCollection, type Setup } from './mongodb-setup.js';
 import { maskMongoUri, redactor, uriOptionNames } from './mongodb-uri.js';
 import {
   StoreUnavailableError,
@@ -65,6 +65,8 @@ export interface MongoStoreOptions {
 }
 
 const DEFAULTS = { serverSelectionTimeoutMs: 2500, operationTimeoutMs: 10_000, retryIntervalMs: 5000 };
+/** Set-up builds indexes, which on a large existing collection takes minutes, not seconds. */
+const SETUP_TIMEOUT_MS = 10 * 60_000;
 const EXPORT_BATCH = 1000;
 const AGGREGATE_SCAN_BATCH = 5000;
 const SILENT: StoreLogger = { info() {}, warn() {} };
@@ -91,6 +93,7 @@ export class MongoStore implements Store {
   #settingUp: Promise<Setup> | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #lastProblem: string | undefined;
+  #legacyCount: Promise<void> | undefined;
   #closed = false;
 
   constructor(options: MongoStoreOptions) {
@@ -114,15 +117,20 @@ export class MongoStore implements Store {
     }
   }
 
-  /** Resolves once set-up has run; rejects with StoreUnavailableError while the server is away. */
+  /**
+   * Resolves once set-up has run; rejects with StoreUnavailableError while the server is away. A
+   * caller waits at most the operation bound; set-up itself may take longer (index builds on a large
+   * existing collection) and goes on in the background.
+   */
   ready(): Promise<Setup> {
     if (this.#setup !== undefined) return Promise.resolve(this.#setup);
     if (this.#closed) return Promise.reject(new StoreUnavailableError('MongoDB store is closed'));
-    this.#settingUp ??= this.#bounded(this.#setUp(), 'set-up').then(
+    this.#settingUp ??= this.#bounded(this.#setUp(), 'set-up', SETUP_TIMEOUT_MS).then(
       (setup) => {
         this.#setup = setup;
         this.#settingUp = undefined;
         clearTimeout(this.#retryTimer);
+        void this.#countLegacy(setup);
         return setup;
       },
       (error: unknown) => {
@@ -133,7 +141,27 @@ export class MongoStore implements Store {
         throw failure;
       },
     );
-    return this.#settingUp;
+    return this.#bounded(this.#settingUp, 'set-up');
+  }
+
+  /** Resolves when the background work after set-up is done: for tests. */
+  settled(): Promise<void> {
+    return this.#legacyCount ?? Promise.resolve();
+  }
+
+  #countLegacy(setup: Setup): Promise<void> {
+    this.#legacyCount = countLegacyDocumentsOnce(this.#client.db(this.#databaseName), setup.kinds, setup.summary).then(
+      (count) => {
+        if (count > 0) this.#log.info(`MongoDB store: counted ${count} documents of the original service as pack "default"`);
+      },
+      (error: unknown) => {
+        if (this.#closed) return;
+        this.#log.warn(`MongoDB store: counting the original service's documents failed, retrying: ${this.#storeError(error).message}`);
+        const timer = setTimeout(() => void this.#countLegacy(setup), this.#retryIntervalMs);
+        timer.unref();
+      },
+    );
+    return this.#legacyCount;
   }
 
   async #setUp(): Promise<Setup> {
@@ -178,7 +206,11 @@ export class MongoStore implements Store {
     requests.forEach((request, index) => {
       const problem = requestProblem(request);
       if (problem !== undefined) outcomes[index] = { ok: false, error: new Error(problem) };
-      else byKind.set(request.kind, [...(byKind.get(request.kind) ?? []), index]);
+      else {
+        const indexes = byKind.get(request.kind);
+        if (indexes === undefined) byKind.set(request.kind, [index]);
+        else indexes.push(index);
+      }
     });
     if (byKind.size > 0) {
       const setup = await this.ready();
@@ -518,13 +550,10 @@ export class MongoStore implements Store {
   }
 
   /** Bounds an operation in time; a late driver answer is dropped. Driver errors become store errors. */
-  #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
+  #bounded<T>(operation: Promise<T>, what: string, timeoutMs = this.#operationTimeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new StoreUnavailableError(`MongoDB store: ${what} got no answer within ${this.#operationTimeoutMs} ms`)),
-        this.#operationTimeoutMs,
-      );
+      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB store: ${what} got no answer within ${timeoutMs} ms`)), timeoutMs);
     });
     return Promise.race([operation, deadline])
       .catch((error: unknown) => {
