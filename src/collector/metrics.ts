@@ -1,0 +1,91 @@
+/**
+ * The collector's counters, in Prometheus text format at GET /metrics: on the API in the all-in-one
+ * process, on the collector's own small HTTP listener in standalone `collect` mode.
+ *
+ * `collectorRegistry` holds the process's counters; tests give each collector a registry of its own.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+
+export type ListenerName = 'binary' | 'json';
+
+/** Why input was dropped. The first six are bad input; spool_full and store_failed are ours. */
+export type RejectReason =
+  | 'non_finite'
+  | 'partial_frame'
+  | 'malformed_json'
+  | 'unknown_kind'
+  | 'invalid_record'
+  | 'too_large'
+  | 'spool_full'
+  | 'store_failed';
+
+export type CloseReason = 'peer' | 'idle_timeout' | 'error' | 'shutdown';
+
+export interface CollectorMetrics {
+  readonly registry: Registry;
+  /** Binary frames and JSON messages received, good or bad. */
+  readonly framesReceived: Counter<'listener'>;
+  readonly bytesReceived: Counter<'listener'>;
+  /** Records decoded, valid, and handed to the writer or the spool. */
+  readonly recordsAccepted: Counter<'listener' | 'kind'>;
+  /** Records durable: in the store (in-process) or in the spool (standalone). */
+  readonly recordsStored: Counter<'listener' | 'kind'>;
+  readonly rejected: Counter<'listener' | 'reason'>;
+  readonly connectionsOpen: Gauge<'listener'>;
+  readonly connectionsTotal: Counter<'listener'>;
+  readonly connectionsRefused: Counter<'listener'>;
+  readonly connectionsClosed: Counter<'listener' | 'reason'>;
+  /** 1 while sockets are paused because the writer or spool is behind. */
+  readonly backpressure: Gauge;
+  readonly spoolRecords: Gauge;
+  readonly spoolBytes: Gauge;
+  readonly spoolCapacityBytes: Gauge;
+  /** Records the API acknowledged (standalone mode). */
+  readonly forwardedRecords: Counter<'kind'>;
+  readonly forwardRequests: Counter<'outcome'>;
+}
+
+export function createCollectorMetrics(registry: Registry = new Registry()): CollectorMetrics {
+  const registers = [registry];
+  return {
+    registry,
+    framesReceived: new Counter({ name: 'collector_frames_received_total', help: 'Binary frames and JSON messages received, good or bad', labelNames: ['listener'], registers }),
+    bytesReceived: new Counter({ name: 'collector_bytes_received_total', help: 'Bytes received on the TCP listeners', labelNames: ['listener'], registers }),
+    recordsAccepted: new Counter({ name: 'collector_records_accepted_total', help: 'Valid records handed to the writer (in-process) or the spool (standalone)', labelNames: ['listener', 'kind'], registers }),
+    recordsStored: new Counter({ name: 'collector_records_stored_total', help: 'Records durable in the store (in-process) or in the spool (standalone)', labelNames: ['listener', 'kind'], registers }),
+    rejected: new Counter({ name: 'collector_rejected_total', help: 'Frames, messages or records dropped, by reason', labelNames: ['listener', 'reason'], registers }),
+    connectionsOpen: new Gauge({ name: 'collector_connections_open', help: 'Open TCP connections', labelNames: ['listener'], registers }),
+    connectionsTotal: new Counter({ name: 'collector_connections_total', help: 'TCP connections accepted', labelNames: ['listener'], registers }),
+    connectionsRefused: new Counter({ name: 'collector_connections_refused_total', help: 'TCP connections refused: over COLLECTOR_MAX_CONNECTIONS', labelNames: ['listener'], registers }),
+    connectionsClosed: new Counter({ name: 'collector_connections_closed_total', help: 'TCP connections closed, by reason', labelNames: ['listener', 'reason'], registers }),
+    backpressure: new Gauge({ name: 'collector_backpressure', help: '1 while reading is paused because the writer or spool is behind', registers }),
+    spoolRecords: new Gauge({ name: 'collector_spool_records', help: 'Records in the spool not yet acknowledged by the API', registers }),
+    spoolBytes: new Gauge({ name: 'collector_spool_bytes', help: 'Bytes of spool segment files on disk', registers }),
+    spoolCapacityBytes: new Gauge({ name: 'collector_spool_capacity_bytes', help: 'SPOOL_MAX_BYTES', registers }),
+    forwardedRecords: new Counter({ name: 'collector_forwarded_records_total', help: 'Records the API acknowledged', labelNames: ['kind'], registers }),
+    forwardRequests: new Counter({ name: 'collector_forward_requests_total', help: 'POSTs to the API, by outcome', labelNames: ['outcome'], registers }),
+  };
+}
+
+/** The process's registry, and the counters the collector uses unless given others. */
+export const collectorRegistry = new Registry();
+export const collectorMetrics = createCollectorMetrics(collectorRegistry);
+
+export const METRICS_CONTENT_TYPE = collectorRegistry.contentType;
+
+/** Prometheus text of a registry (by default the process's collector counters). */
+export function renderMetrics(registry: Registry = collectorRegistry): Promise<string> {
+  return registry.metrics();
+}
+
+/** Current value of one labelled series (tests, logs); 0 when it was never touched. */
+export async function metricValue(metric: Counter<string> | Gauge<string>, labels: Record<string, string> = {}): Promise<number> {
+  const { values } = await metric.get();
+  const wanted = Object.entries(labels);
+  let sum = 0;
+  for (const value of values) {
+    const l = value.labels as Record<string, string | number | undefined>;
+    if (wanted.every(([k, v]) => l[k] === v)) sum += value.value;
+  }
+  return sum;
+}
