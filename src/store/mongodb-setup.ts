@@ -196,6 +196,8 @@ async function setTtlIndex(collection: Collection<Document>, expireAfterSeconds:
 async function createIndexes(collection: Collection<Document>, timeseries: boolean, notes: string[]): Promise<void> {
   const specs: IndexDescription[] = timeseries
     ? [
+        // MongoDB 6.3+ makes (battery_id, time) by itself; older servers need it for the newest-first reads.
+        { key: { battery_id: 1, [TIME_FIELD]: 1 }, name: 'battery_clock' },
         { key: { battery_id: 1, timestamp: 1 }, name: 'battery_time' },
         { key: { timestamp: 1 }, name: 'time_order' },
         // No unique index on a time-series collection: keys are looked up before inserting.

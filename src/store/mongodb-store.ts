@@ -62,6 +62,11 @@ export interface MongoStoreOptions {
   operationTimeoutMs?: number;
   /** Pause between set-up attempts while the server is away. */
   retryIntervalMs?: number;
+  /**
+   * Tests only: run the time-series query and write paths on whatever collections there are, so that
+   * a server without time-series collections (FerretDB) still exercises them. health() tells the truth.
+   */
+  timeseriesPaths?: boolean;
 }
 
 const DEFAULTS = { serverSelectionTimeoutMs: 2500, operationTimeoutMs: 10_000, retryIntervalMs: 5000 };
@@ -89,6 +94,7 @@ export class MongoStore implements Store {
   readonly #where: string;
   readonly #operationTimeoutMs: number;
   readonly #retryIntervalMs: number;
+  readonly #timeseriesPaths: boolean;
   #setup: Setup | undefined;
   #settingUp: Promise<Setup> | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -104,6 +110,7 @@ export class MongoStore implements Store {
     this.#where = maskMongoUri(options.uri);
     this.#operationTimeoutMs = options.operationTimeoutMs ?? DEFAULTS.operationTimeoutMs;
     this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULTS.retryIntervalMs;
+    this.#timeseriesPaths = options.timeseriesPaths ?? false;
     const selection = options.serverSelectionTimeoutMs ?? DEFAULTS.serverSelectionTimeoutMs;
     const set = uriOptionNames(options.uri);
     const clientOptions: MongoClientOptions = { appName: 'battery-monitor', ignoreUndefined: true };
@@ -173,6 +180,7 @@ export class MongoStore implements Store {
     const writeConcern = replicaSet ? { w: 'majority' as const, wtimeoutMS: this.#operationTimeoutMs } : undefined;
     const setup = await setUp(db, { retentionDays: this.#retentionDays, writeConcern }, replicaSet);
     if (this.#closed) throw new StoreUnavailableError('MongoDB store is closed');
+    if (this.#timeseriesPaths) for (const kind of KIND_NAMES) setup.kinds[kind].timeseries = true;
     for (const note of setup.notes) this.#log.info(`MongoDB store: ${note}`);
     this.#log.info(
       `MongoDB store ready at ${this.#where}, database ${this.#databaseName}: mode ${setup.mode}, ` +
@@ -344,13 +352,33 @@ export class MongoStore implements Store {
   }
 
   async latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null> {
-    const { collection } = await this.#kind(kind);
-    const filter = batteryFilter(batteryId);
+    const kc = await this.#kind(kind);
+    let filter = batteryFilter(batteryId);
+    if (kc.timeseries) {
+      const edge = await this.#timeEdge(kc, filter, 1);
+      if (edge === undefined) return null;
+      filter = { ...filter, [TIME_FIELD]: { $gte: edge } };
+    }
     const doc = await this.#bounded(
-      collection.findOne(filter, { sort: { timestamp: -1, _id: -1 }, projection: projectionFor(kind) }),
+      kc.collection.findOne(filter, { sort: { timestamp: -1, _id: -1 }, projection: projectionFor(kind) }),
       'read',
     );
     return doc === null ? null : fromDocument(kind, doc);
+  }
+
+  /**
+   * On a time-series collection a sort on the `timestamp` measurement reads every bucket in range;
+   * a sort on the time field alone is served bucket by bucket from the (battery_id, time) index.
+   * So the newest-first reads first find the time of the n-th newest document, then sort exactly
+   * only what is at or after it: `time` is `timestamp` rounded down, so that set holds the n newest.
+   */
+  async #timeEdge(kc: KindCollection, filter: Filter<Document>, n: number): Promise<Date | undefined> {
+    const [edge] = await this.#bounded(
+      kc.collection.find(filter, { sort: { [TIME_FIELD]: -1 }, projection: { _id: 0, [TIME_FIELD]: 1 } }).skip(n - 1).limit(1).toArray(),
+      'read',
+    );
+    const time: unknown = edge?.[TIME_FIELD];
+    return time instanceof Date ? time : undefined;
   }
 
   async history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]> {
@@ -359,7 +387,12 @@ export class MongoStore implements Store {
     const kc = await this.#kind(kind);
     // limit(0) means no limit to MongoDB.
     if (limit <= 0) return [];
-    const filter = { ...batteryFilter(query.batteryId), ...timeRange(kc, since, undefined) };
+    let filter = { ...batteryFilter(query.batteryId), ...timeRange(kc, since, undefined) };
+    if (kc.timeseries) {
+      // Fewer than `limit` documents in the window: the window itself is the bound.
+      const edge = await this.#timeEdge(kc, filter, limit);
+      if (edge !== undefined) filter = { ...filter, [TIME_FIELD]: { $gte: edge } };
+    }
     const docs = await this.#bounded(
       kc.collection
         .find(filter, { sort: { timestamp: -1, _id: -1 }, projection: projectionFor(kind), allowDiskUse: kc.timeseries || undefined })

@@ -45,6 +45,22 @@ async function withStore(body: (store: MongoStore, databaseName: string) => Prom
 // store does guarantee is tested below ("fails a request with a bad record as a whole").
 storeConformance(`mongodb on ${server.description}`, { open: () => open(), atomicRequests: false });
 
+// The time-series read and write paths (time-field filters, newest-first reads narrowed by the time
+// field, idempotency keys looked up instead of a unique _id) run on plain collections too: where
+// the server has no time-series collections, this is how they are tested.
+const timeseriesPathsToo = await (async () => {
+  const probe = await open();
+  const mode = (await probe.health()).mode;
+  await probe.close();
+  return mode !== 'timeseries';
+})();
+if (timeseriesPathsToo) {
+  storeConformance(`mongodb on ${server.description}, time-series paths on plain collections`, {
+    open: () => open(undefined, { timeseriesPaths: true }),
+    atomicRequests: false,
+  });
+}
+
 describe(`MongoDB store specifics on ${server.description}`, () => {
   it('reads the original service\'s documents as battery "default", new documents beside them', async () => {
     const databaseName = freshDatabase();
@@ -161,6 +177,33 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
       assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 1);
       assert.equal((await store.batteries())[0]?.counts['battery-data'], 1, 'the summary is built once, not again');
     }, databaseName);
+  });
+
+  it('reads newest first exactly on the time-series paths, also within one millisecond', async () => {
+    // Several readings inside one millisecond of `time` and across the edges of it.
+    const stamps = [0, 0.0001, 0.0004, 0.0009, 0.001, 0.0012, 0.5, 0.5004, 1, 1.0002].map((d) => NOW + d);
+    const records = stamps.map((t, i) => data(t, i % 3 === 0 ? 'pack-2' : 'pack-1', 300 + i));
+    const byNewest = [...records].sort((a, b) => b.timestamp - a.timestamp);
+    for (const timeseriesPaths of [false, true]) {
+      const store = await open(undefined, { timeseriesPaths });
+      try {
+        // Shuffled so that insertion order cannot stand in for timestamp order.
+        const [outcome] = await store.write([{ kind: 'battery-data', records: [...records].reverse().sort((a, b) => (a.values.pack_voltage! * 7) % 11 - (b.values.pack_voltage! * 7) % 11) }]);
+        assert.ok(outcome?.ok);
+        for (let limit = 1; limit <= records.length; limit++) {
+          const got = await store.history('battery-data', { since: NOW, limit });
+          assert.deepEqual(got.map((r) => r.timestamp), byNewest.slice(0, limit).map((r) => r.timestamp), `limit ${limit}`);
+        }
+        const pack2 = byNewest.filter((r) => r.battery_id === 'pack-2');
+        assert.equal((await store.latest('battery-data', 'pack-2'))?.timestamp, pack2[0]!.timestamp);
+        assert.deepEqual(
+          (await store.history('battery-data', { since: NOW + 0.0001, limit: 2, batteryId: 'pack-2' })).map((r) => r.timestamp),
+          pack2.filter((r) => r.timestamp >= NOW + 0.0001).slice(0, 2).map((r) => r.timestamp),
+        );
+      } finally {
+        await store.close();
+      }
+    }
   });
 
   it('fails a request with a bad record as a whole and spares the others in the same write', () =>
