@@ -1,0 +1,373 @@
+/**
+ * `battery-monitor simulate`: packs that send what real edge devices send, so a new user sees data
+ * flow without hardware. Each pack has its own TCP connections: binary frames to the binary port
+ * (battery-data readings) and JSON messages to the JSON port (performance every 10th reading,
+ * predictions every 30th, each with the pack's battery_id).
+ *
+ * Several packs and binary frames: a frame carries no pack id, the collector names the pack of a
+ * connection from COLLECTOR_BATTERY_MAP (listening port or peer address). The simulator reads the
+ * same setting: a pack with a `port:P=pack-k` rule sends its frames to port P, so they are stored as
+ * pack-k. With `--frames auto` (the default), one pack sends frames (named by the map, normally
+ * "default"); several packs send frames when every pack has a port rule, and otherwise send their
+ * readings as JSON battery-data messages carrying battery_id, which is the only way several packs on
+ * one port can be told apart. `--frames binary|json` chooses explicitly.
+ */
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.js';
+import { encodeFrame, FRAME_BYTES } from './binary-decoder.js';
+import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
+import { PackModel, SCENARIOS, type Reading, type Scenario } from './pack-model.js';
+
+export type FramesVia = 'auto' | 'binary' | 'json';
+
+export interface SimulationOptions {
+  host: string;
+  binaryPort: number;
+  jsonPort: number;
+  scenario: Scenario;
+  packs: number;
+  /** Readings per second per pack. */
+  rate: number;
+  /** Stop after this long (seconds); with neither this nor `count`, run until stop(). */
+  durationSeconds?: number;
+  /** Stop after this many readings per pack. */
+  count?: number;
+  frames?: FramesVia;
+  batteryMap?: BatteryMap;
+  seed?: number;
+  /** Pack time per reading, seconds (default 1: one reading is one second of the pack's life). */
+  secondsPerReading?: number;
+  /** Called with every reading sent (tests). */
+  onReading?: (batteryId: string, via: 'binary' | 'json', reading: Reading) => void;
+  /** Progress lines; default none. */
+  log?: (line: string) => void;
+}
+
+export interface PackPlan {
+  batteryId: string;
+  /** How its battery-data readings travel. */
+  via: 'binary' | 'json';
+  /** Port the frames go to (binary only). */
+  framePort?: number;
+}
+
+export interface SimulationStats {
+  readings: number;
+  frames: number;
+  messages: number;
+  /** Readings not sent because the collector was unreachable or not reading. */
+  skipped: number;
+}
+
+export interface SimulationHandle {
+  readonly plan: readonly PackPlan[];
+  stats(): SimulationStats;
+  /** Settles when `count` or `durationSeconds` is reached, or after stop(). */
+  readonly done: Promise<SimulationStats>;
+  stop(): Promise<SimulationStats>;
+}
+
+/** Decides per pack its battery id and whether its readings travel as frames or JSON. */
+export function planPacks(options: Pick<SimulationOptions, 'packs' | 'frames' | 'batteryMap' | 'binaryPort'>): PackPlan[] {
+  const map = options.batteryMap ?? parseBatteryMap('');
+  const portOf = new Map([...map.byPort].map(([port, id]) => [id, port]));
+  const frames = options.frames ?? 'auto';
+  if (options.packs === 1) {
+    const ownPort = portOf.get('pack-1');
+    const batteryId = ownPort !== undefined ? 'pack-1' : batteryIdFor(map, undefined, options.binaryPort);
+    if (frames === 'json') return [{ batteryId: 'pack-1', via: 'json' }];
+    return [{ batteryId, via: 'binary', framePort: ownPort ?? options.binaryPort }];
+  }
+  const ids = Array.from({ length: options.packs }, (_, i) => `pack-${i + 1}`);
+  const allMapped = ids.every((id) => portOf.has(id));
+  return ids.map((batteryId) => {
+    const port = portOf.get(batteryId);
+    const binary = frames === 'binary' || (frames === 'auto' && allMapped);
+    if (!binary) return { batteryId, via: 'json' };
+    // Unmapped packs forced to frames land on the main port: the collector names them, not us.
+    return { batteryId: port !== undefined ? batteryId : batteryIdFor(map, undefined, options.binaryPort), via: 'binary', framePort: port ?? options.binaryPort };
+  });
+}
+
+/** A TCP connection that reconnects with backoff; writes are skipped while it is down or full. */
+class Link {
+  #socket: net.Socket | undefined;
+  #connected = false;
+  #stopped = false;
+  #delay = 250;
+  #timer: NodeJS.Timeout | undefined;
+  #warned = false;
+  readonly ready: Promise<void>;
+  #markReady!: () => void;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly log: (line: string) => void,
+  ) {
+    this.ready = new Promise((resolve) => (this.#markReady = resolve));
+    this.#connect();
+  }
+
+  #connect(): void {
+    const socket = net.connect({ host: this.host, port: this.port });
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on('connect', () => {
+      this.#connected = true;
+      this.#delay = 250;
+      if (this.#warned) this.log(`connected to ${this.host}:${this.port}`);
+      this.#warned = false;
+      this.#markReady();
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (!this.#warned && !this.#stopped) {
+        this.log(`cannot reach the collector at ${this.host}:${this.port} (${error.code ?? error.message}); retrying`);
+        this.#warned = true;
+      }
+    });
+    socket.on('close', () => {
+      this.#connected = false;
+      this.#markReady();
+      if (this.#stopped) return;
+      this.#timer = setTimeout(() => this.#connect(), this.#delay);
+      this.#delay = Math.min(5000, this.#delay * 2);
+    });
+  }
+
+  /** Answers false when the bytes were not sent (down, or over 1 MiB waiting in the socket). */
+  write(bytes: Buffer | string): boolean {
+    if (!this.#connected || this.#socket === undefined || this.#socket.writableLength > 1024 * 1024) return false;
+    this.#socket.write(bytes);
+    return true;
+  }
+
+  /** Sends what is queued, then closes. */
+  async close(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const socket = this.#socket;
+    if (socket === undefined || socket.destroyed) return;
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      if (this.#connected) socket.end();
+      else socket.destroy();
+    });
+  }
+}
+
+interface SimPack {
+  plan: PackPlan;
+  model: PackModel;
+  frames: Link | undefined;
+  json: Link;
+  sent: number;
+}
+
+export async function startSimulation(options: SimulationOptions): Promise<SimulationHandle> {
+  if (!SCENARIOS.includes(options.scenario)) throw new Error(`unknown scenario "${options.scenario}"; one of ${SCENARIOS.join(', ')}`);
+  const log = options.log ?? (() => {});
+  const plan = planPacks(options);
+  const secondsPerReading = options.secondsPerReading ?? 1;
+  const seed = options.seed ?? 1;
+  const packs: SimPack[] = plan.map((p, i) => ({
+    plan: p,
+    model: new PackModel(options.scenario, seed + i * 7919),
+    frames: p.via === 'binary' ? new Link(options.host, p.framePort!, log) : undefined,
+    json: new Link(options.host, options.jsonPort, log),
+    sent: 0,
+  }));
+  // Give the first connections a moment, so a short run does not start by skipping readings.
+  await Promise.race([Promise.all(packs.flatMap((p) => [p.json.ready, p.frames?.ready])), new Promise((resolve) => setTimeout(resolve, 2000))]);
+
+  const stats: SimulationStats = { readings: 0, frames: 0, messages: 0, skipped: 0 };
+  const started = performance.now();
+  const tickMs = Math.min(100, Math.max(5, 1000 / options.rate));
+  let finish!: (stats: SimulationStats) => void;
+  const done = new Promise<SimulationStats>((resolve) => (finish = resolve));
+  let stopping: Promise<SimulationStats> | undefined;
+
+  const tick = () => {
+    const elapsed = (performance.now() - started) / 1000;
+    let due = Math.floor(elapsed * options.rate) + 1;
+    if (options.count !== undefined) due = Math.min(due, options.count);
+    for (const pack of packs) {
+      const n = due - pack.sent;
+      if (n > 0) sendReadings(pack, n);
+    }
+    const timeUp = options.durationSeconds !== undefined && elapsed >= options.durationSeconds;
+    const countDone = options.count !== undefined && packs.every((p) => p.sent >= options.count!);
+    if (timeUp || countDone) void stop();
+  };
+
+  const sendReadings = (pack: SimPack, n: number) => {
+    const frames = pack.plan.via === 'binary' ? Buffer.allocUnsafe(n * FRAME_BYTES) : undefined;
+    const lines: string[] = [];
+    const now = Date.now() / 1000;
+    const id = pack.plan.batteryId;
+    for (let i = 0; i < n; i++) {
+      const reading = pack.model.next(secondsPerReading);
+      pack.sent++;
+      options.onReading?.(id, pack.plan.via, reading);
+      if (frames !== undefined) encodeFrame(reading, frames, i * FRAME_BYTES);
+      else {
+        const { device_time: _deviceTime, ...values } = reading;
+        lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...values }));
+      }
+      if (pack.sent % 10 === 0) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.performance(reading) }));
+      if (pack.sent % 30 === 0) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.prediction() }));
+    }
+    stats.readings += n;
+    if (frames !== undefined) {
+      if (pack.frames!.write(frames)) stats.frames += n;
+      else stats.skipped += n;
+    }
+    if (lines.length > 0) {
+      const dataLines = frames === undefined ? n : 0;
+      if (pack.json.write(`${lines.join('\n')}\n`)) stats.messages += lines.length;
+      else stats.skipped += dataLines;
+    }
+  };
+
+  const timer = setInterval(tick, tickMs);
+  tick();
+
+  async function stop(): Promise<SimulationStats> {
+    return (stopping ??= (async () => {
+      clearInterval(timer);
+      await Promise.all(packs.flatMap((p) => [p.json.close(), p.frames?.close()]));
+      finish({ ...stats });
+      return { ...stats };
+    })());
+  }
+
+  return { plan, stats: () => ({ ...stats }), done, stop };
+}
+
+const HELP = `Usage: battery-monitor simulate [options]
+
+Sends simulated battery packs' readings to the collector: binary frames (battery-data) and JSON
+messages (performance every 10th reading, predictions every 30th).
+
+Options:
+  -s, --scenario NAME   ${SCENARIOS.join(' | ')} (default normal)
+  -n, --packs N         packs at once, each on its own connections, ids pack-1..N (default 1)
+  -r, --rate N          readings per second per pack (default 1)
+  -d, --duration SEC    stop after SEC seconds (default: until Ctrl-C)
+  -c, --count N         stop after N readings per pack
+      --frames HOW      auto | binary | json: how battery-data readings travel (default auto)
+      --host HOST       collector host (default COLLECTOR_HOST, 127.0.0.1 when that is 0.0.0.0)
+      --binary-port N   default COLLECTOR_BINARY_PORT (23456)
+      --json-port N     default COLLECTOR_JSON_PORT (23457)
+      --seed N          random seed (default 1)
+  -h, --help            this text
+
+Binary frames carry no pack id: the collector names the pack of a frame connection from
+COLLECTOR_BATTERY_MAP (e.g. port:23460=pack-1,port:23461=pack-2), and the simulator reads the same
+setting. With --frames auto, one pack sends frames; several packs send frames when each has a
+port rule, and otherwise send their readings as JSON messages carrying battery_id, so the
+dashboard shows them apart.`;
+
+function positiveNumber(name: string, raw: string | undefined, fallback: number | undefined, integer: boolean): number | undefined {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw new UsageError(`--${name} must be a positive ${integer ? 'whole number' : 'number'}, got "${raw}"`);
+  }
+  return value;
+}
+
+class UsageError extends Error {}
+
+export async function runSimulateCommand(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        scenario: { type: 'string', short: 's' },
+        packs: { type: 'string', short: 'n' },
+        rate: { type: 'string', short: 'r' },
+        duration: { type: 'string', short: 'd' },
+        count: { type: 'string', short: 'c' },
+        frames: { type: 'string' },
+        host: { type: 'string' },
+        'binary-port': { type: 'string' },
+        'json-port': { type: 'string' },
+        seed: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (parsed.help) {
+    console.log(HELP);
+    return;
+  }
+  let options: SimulationOptions;
+  try {
+    const config = loadConfig();
+    const scenario = (parsed.scenario ?? 'normal') as Scenario;
+    if (!SCENARIOS.includes(scenario)) throw new UsageError(`--scenario must be one of ${SCENARIOS.join(', ')}, got "${scenario}"`);
+    const frames = (parsed.frames ?? 'auto') as FramesVia;
+    if (!['auto', 'binary', 'json'].includes(frames)) throw new UsageError(`--frames must be auto, binary or json, got "${frames}"`);
+    const host = parsed.host ?? (['0.0.0.0', '::'].includes(config.collectorHost) ? '127.0.0.1' : config.collectorHost);
+    const port = (name: string, raw: string | undefined, fallback: number) => {
+      const value = positiveNumber(name, raw, fallback, true)!;
+      if (value > 65535) throw new UsageError(`--${name} must be at most 65535`);
+      return value;
+    };
+    options = {
+      host,
+      binaryPort: port('binary-port', parsed['binary-port'], config.collectorBinaryPort),
+      jsonPort: port('json-port', parsed['json-port'], config.collectorJsonPort),
+      scenario,
+      packs: positiveNumber('packs', parsed.packs, 1, true)!,
+      rate: positiveNumber('rate', parsed.rate, 1, false)!,
+      durationSeconds: positiveNumber('duration', parsed.duration, undefined, false),
+      count: positiveNumber('count', parsed.count, undefined, true),
+      frames,
+      batteryMap: parseBatteryMap(config.collectorBatteryMap),
+      seed: positiveNumber('seed', parsed.seed, 1, true),
+      log: (line) => console.log(line),
+    };
+  } catch (error) {
+    console.error(error instanceof UsageError ? `${error.message}\n\nbattery-monitor simulate --help shows the options` : (error as Error).message);
+    process.exitCode = 2;
+    return;
+  }
+
+  const simulation = await startSimulation(options);
+  for (const pack of simulation.plan) {
+    console.log(
+      pack.via === 'binary'
+        ? `${pack.batteryId}: ${options.scenario}, frames to ${options.host}:${pack.framePort} (pack id from the collector's battery map), JSON to ${options.host}:${options.jsonPort}`
+        : `${pack.batteryId}: ${options.scenario}, JSON messages with battery_id to ${options.host}:${options.jsonPort}`,
+    );
+  }
+  console.log(`${options.rate} reading(s)/s per pack; ${options.durationSeconds !== undefined ? `for ${options.durationSeconds} s` : options.count !== undefined ? `${options.count} per pack` : 'Ctrl-C stops'}`);
+  let last = simulation.stats();
+  const progress = setInterval(() => {
+    const now = simulation.stats();
+    const skipped = now.skipped - last.skipped;
+    console.log(`sent ${now.readings} readings (${((now.readings - last.readings) / 5).toFixed(1)}/s), ${now.messages} JSON messages${skipped > 0 ? `; ${skipped} skipped: collector unreachable` : ''}`);
+    last = now;
+  }, 5000);
+  const onSignal = () => void simulation.stop();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const totals = await simulation.done;
+    console.log(`done: ${totals.readings} readings, ${totals.frames} frames, ${totals.messages} JSON messages, ${totals.skipped} skipped`);
+  } finally {
+    clearInterval(progress);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
