@@ -21,6 +21,10 @@ if [ -x "$BIN" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FERRETDB_VERSION"
   exit 0
 fi
 
+# Go's official tarball installs to /usr/local/go, which is not always on PATH (e.g. under CI).
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  PATH="$PATH:/usr/local/go/bin"
+fi
 if ! command -v go >/dev/null 2>&1; then
   echo "install-ferretdb: Go is needed to build FerretDB $FERRETDB_VERSION;" >&2
   echo "or set MONGODB_TEST_URI, or put mongod on PATH." >&2
