@@ -157,6 +157,27 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
     }
   });
 
+  it('acknowledges writes with majority write concern when the server is a replica set', { skip: server.kind !== 'ferretdb' && 'needs a server started as a replica set member' }, async () => {
+    const replica = await startMongoServer({ replicaSetName: 'rs0' });
+    const logged: string[] = [];
+    const store = await openMongoStore({
+      uri: replica.uri,
+      databaseName: 'majority',
+      retentionDays: 30,
+      logger: { info: (line) => logged.push(line), warn: (line) => logged.push(line) },
+    });
+    try {
+      assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW)] }]))[0]?.ok);
+      assert.ok(logged.some((line) => line.includes('write concern majority')), logged.join('\n'));
+    } finally {
+      await store.close();
+      await replica.stop();
+    }
+    const standalone = await open(undefined, { logger: { info: (line) => logged.push(line), warn() {} } });
+    await standalone.close();
+    assert.ok(logged.some((line) => line.includes('write concern server default')), logged.join('\n'));
+  });
+
   it('keeps everything with retention 0, and a later retention applies to the same database', async () => {
     const databaseName = freshDatabase();
     const keepAll = await open(databaseName, { retentionDays: 0 });

@@ -43,7 +43,15 @@ export interface MongoTestServer {
   thaw?(): void;
 }
 
-export async function startMongoServer(): Promise<MongoTestServer> {
+export interface MongoServerOptions {
+  /**
+   * FerretDB only: answer `hello` as a member of this replica set, as Atlas does, so that clients
+   * take the replica-set code paths (majority write concern). Other servers ignore it.
+   */
+  replicaSetName?: string;
+}
+
+export async function startMongoServer(options: MongoServerOptions = {}): Promise<MongoTestServer> {
   const external = process.env.MONGODB_TEST_URI?.trim();
   if (external) {
     return { uri: external, kind: 'external', description: 'MONGODB_TEST_URI', stop: async () => {} };
@@ -66,6 +74,7 @@ export async function startMongoServer(): Promise<MongoTestServer> {
       '--debug-addr=-',
       `--state-dir=${path.join(dir, 'state')}`,
       '--log-level=WARN',
+      ...(options.replicaSetName === undefined ? [] : [`--repl-set-name=${options.replicaSetName}`]),
     ],
   ]);
 }
