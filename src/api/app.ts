@@ -9,7 +9,8 @@ import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import type { Config } from '../config.js';
 import type { BatchWriter } from '../ingest/batch-writer.js';
 import type { LiveFeed } from '../ingest/live-feed.js';
@@ -24,6 +25,7 @@ import { streamRoute } from './stream-route.js';
 
 export interface AppDeps {
   config: Pick<Config, 'apiKey' | 'readApiKey' | 'corsOrigins' | 'logLevel'>;
+  logger: FastifyBaseLogger;
   store: Store;
   writer: BatchWriter;
   liveFeed: LiveFeed;
@@ -38,11 +40,16 @@ const BODY_LIMIT = 16 * 1024 * 1024;
 
 const LOCATION: Record<string, string> = { querystring: 'query', headers: 'header', params: 'path', body: 'body' };
 
+/** JSON lines at LOG_LEVEL; request headers (keys) are never logged, and redacted should that change. */
+export function createLogger(level: Config['logLevel']): FastifyBaseLogger {
+  return pino({ level, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] });
+}
+
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps;
   const verbose = config.logLevel === 'debug' || config.logLevel === 'trace';
   const app = Fastify({
-    logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] },
+    loggerInstance: deps.logger,
     // One log line per request costs a third of the throughput on two cores; on at debug level.
     logController: new LogController({ disableRequestLogging: !verbose }),
     bodyLimit: BODY_LIMIT,

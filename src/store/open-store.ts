@@ -1,9 +1,19 @@
 /** Chooses the store: MongoDB when MONGODB_URI is set, else the embedded SQLite file. */
+import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config.js';
+import { openMongoStore } from './mongodb-store.js';
 import { openSqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 
-export async function openStore(config: Pick<Config, 'mongodbUri' | 'databaseName' | 'dataDir' | 'retentionDays'>): Promise<Store> {
-  if (config.mongodbUri !== undefined) throw new Error('the MongoDB store is not built yet');
-  return openSqliteStore(config.dataDir);
+export async function openStore(
+  config: Pick<Config, 'mongodbUri' | 'databaseName' | 'dataDir' | 'retentionDays'>,
+  log: Pick<FastifyBaseLogger, 'info' | 'warn'>,
+): Promise<Store> {
+  if (config.mongodbUri === undefined) return openSqliteStore(config.dataDir);
+  return openMongoStore({
+    uri: config.mongodbUri,
+    databaseName: config.databaseName,
+    retentionDays: config.retentionDays,
+    logger: { info: (message) => log.info(message), warn: (message) => log.warn(message) },
+  });
 }

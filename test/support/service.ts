@@ -8,7 +8,18 @@ import { tempDir } from './temp-dir.js';
  */
 export async function startTestService(overrides: Partial<Config> = {}, options: ServiceOptions = { collector: false }): Promise<Service> {
   const service = await startService(
-    { dataDir: tempDir(), apiHost: '127.0.0.1', apiPort: 0, logLevel: 'silent', apiKey: undefined, readApiKey: undefined, ...overrides },
+    {
+      dataDir: tempDir(),
+      apiHost: '127.0.0.1',
+      apiPort: 0,
+      collectorHost: '127.0.0.1',
+      collectorBinaryPort: 0,
+      collectorJsonPort: 0,
+      logLevel: 'silent',
+      apiKey: undefined,
+      readApiKey: undefined,
+      ...overrides,
+    },
     options,
   );
   return service;

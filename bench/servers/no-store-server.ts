@@ -1,0 +1,19 @@
+/**
+ * The ceiling for single POSTs: the same Fastify instance settings, the same body validation and
+ * record building as the real route, but no store. Prints its URL as one line, then serves.
+ */
+import Fastify from 'fastify';
+import { toNewRecord } from '../../src/records/kinds.js';
+import { validateBody } from '../../src/records/validate.js';
+
+const app = Fastify({ logger: false, bodyLimit: 16 * 1024 * 1024 });
+app.post('/api/battery-data', async (request, reply) => {
+  const result = validateBody('battery-data', request.body);
+  if (!result.ok) return reply.code(422).send({ detail: result.detail });
+  const now = Date.now() / 1000;
+  const records = result.records.map((input) => toNewRecord('battery-data', input, now));
+  return { message: 'Battery data stored successfully', id: String(records.length), count: records.length };
+});
+await app.listen({ host: '127.0.0.1', port: 0 });
+const address = app.server.address();
+process.stdout.write(`${JSON.stringify({ msg: 'battery monitor API listening', url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}` })}\n`);
