@@ -17,21 +17,29 @@ export type StoredListener = (kind: KindName, records: StoredRecord[]) => void;
 export interface BatchWriterOptions {
   /** Upper bound on records in one store write; a larger queue is written in several. */
   maxRecordsPerWrite?: number;
+  /**
+   * Writes handed to the store before the first is done. Two keep the store busy: the next batch
+   * is already waiting when a commit ends, instead of a round trip later. The SQLite writer thread
+   * still commits them one after the other, in order.
+   */
+  maxWritesInFlight?: number;
 }
 
 export class BatchWriter {
   readonly #store: Pick<Store, 'write'>;
   readonly #maxRecordsPerWrite: number;
+  readonly #maxWritesInFlight: number;
   readonly #listeners = new Set<StoredListener>();
   #queue: Pending[] = [];
   #queuedRecords = 0;
-  #inFlight: Promise<void> | undefined;
+  readonly #inFlight = new Set<Promise<void>>();
   #scheduled = false;
   #closed = false;
 
   constructor(store: Pick<Store, 'write'>, options: BatchWriterOptions = {}) {
     this.#store = store;
     this.#maxRecordsPerWrite = options.maxRecordsPerWrite ?? 50_000;
+    this.#maxWritesInFlight = options.maxWritesInFlight ?? 2;
   }
 
   /** Records queued and not yet durable: producers use it to apply back-pressure. */
@@ -59,24 +67,24 @@ export class BatchWriter {
   /** Writes what is queued, waits for it, then refuses new submissions. */
   async close(): Promise<void> {
     this.#closed = true;
-    while (this.#inFlight !== undefined || this.#queue.length > 0) {
-      if (this.#inFlight === undefined) this.#flush();
-      await this.#inFlight;
+    while (this.#inFlight.size > 0 || this.#queue.length > 0) {
+      this.#flush();
+      await Promise.race(this.#inFlight);
     }
   }
 
   #schedule(): void {
-    if (this.#inFlight !== undefined || this.#scheduled) return;
+    if (this.#inFlight.size >= this.#maxWritesInFlight || this.#scheduled) return;
     // Wait one turn of the event loop so that submissions of the same tick share the write.
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      if (this.#inFlight === undefined) this.#flush();
+      this.#flush();
     });
   }
 
   #flush(): void {
-    if (this.#queue.length === 0) return;
+    if (this.#queue.length === 0 || this.#inFlight.size >= this.#maxWritesInFlight) return;
     const batch: Pending[] = [];
     let records = 0;
     while (this.#queue.length > 0) {
@@ -86,10 +94,11 @@ export class BatchWriter {
       records += next.records.length;
     }
     this.#queuedRecords -= records;
-    this.#inFlight = this.#write(batch).finally(() => {
-      this.#inFlight = undefined;
-      if (this.#queue.length > 0) this.#flush();
+    const write: Promise<void> = this.#write(batch).finally(() => {
+      this.#inFlight.delete(write);
+      this.#flush();
     });
+    this.#inFlight.add(write);
   }
 
   async #write(batch: Pending[]): Promise<void> {
