@@ -20,4 +20,4 @@ fi
 npm run typecheck
 npm run build
 make -C clients/cpp test
-node --import tsx --test --test-timeout=600000 'test/**/*.test.ts'
+node --import tsx --test --test-timeout=600000 $(find test -name '*.test.ts' | sort)
