@@ -47,6 +47,8 @@ async function main(argv: string[]): Promise<void> {
       return serve(true);
     case 'serve':
       return serve(false);
+    case 'simulate':
+      return (await import('./collector/simulate.js')).runSimulateCommand(rest);
     default:
       process.stderr.write(`battery-monitor: unknown command "${command}"\n\n${HELP}`);
       process.exitCode = 2;
