@@ -29,8 +29,11 @@ export interface RecordSink {
   readonly pendingRecords: number;
 }
 
-/** A sink's refusal that retrying will not fix (a full spool): the records are counted as dropped. */
-export function isRefusal(error: unknown): error is Error & { reason: RejectReason } {
+/**
+ * A sink's refusal that retrying will not fix (a full spool): the first `accepted` records were
+ * taken (and are durable), the others are counted as dropped.
+ */
+export function isRefusal(error: unknown): error is Error & { reason: RejectReason; accepted: number } {
   return error instanceof Error && (error as { refused?: unknown }).refused === true;
 }
 
@@ -408,8 +411,8 @@ class Collector implements CollectorHandle {
       },
       (error: unknown) => {
         if (isRefusal(error)) {
-          this.#labels[batch.listener].rejected(error.reason).inc(batch.records.length);
-          this.#log.warn({ listener: batch.listener, kind: batch.kind, records: batch.records.length, reason: error.reason }, error.message);
+          // The sink logs its refusals (rate-limited); here they are counted.
+          this.#refused(batch, error);
           return;
         }
         if (this.#closing) {
@@ -431,6 +434,12 @@ class Collector implements CollectorHandle {
     this.#checkPressure();
   }
 
+  #refused(batch: Batch, refusal: { reason: RejectReason; accepted: number }): void {
+    const labels = this.#labels[batch.listener];
+    if (refusal.accepted > 0) labels.stored(batch.kind).inc(refusal.accepted);
+    labels.rejected(refusal.reason).inc(batch.records.length - refusal.accepted);
+  }
+
   #scheduleRetry(): void {
     if (this.#retryTimer !== undefined) return;
     this.#checkPressure();
@@ -448,7 +457,7 @@ class Collector implements CollectorHandle {
         await this.#sink.submit(batch.kind, batch.records);
       } catch (error) {
         if (isRefusal(error)) {
-          this.#labels[batch.listener].rejected(error.reason).inc(batch.records.length);
+          this.#refused(batch, error);
         } else if (!this.#closing) {
           this.#scheduleRetry();
           return;

@@ -8,7 +8,10 @@ import { Counter, Gauge, Registry } from 'prom-client';
 
 export type ListenerName = 'binary' | 'json';
 
-/** Why input was dropped. The first six are bad input; spool_full and store_failed are ours. */
+/**
+ * Why input was dropped. The first six are bad input; spool_full and store_failed are ours;
+ * api_rejected is a batch the API answered 422 to (the forwarder's, listener "forwarder").
+ */
 export type RejectReason =
   | 'non_finite'
   | 'partial_frame'
@@ -17,7 +20,8 @@ export type RejectReason =
   | 'invalid_record'
   | 'too_large'
   | 'spool_full'
-  | 'store_failed';
+  | 'store_failed'
+  | 'api_rejected';
 
 export type CloseReason = 'peer' | 'idle_timeout' | 'error' | 'shutdown';
 

@@ -1,0 +1,174 @@
+/**
+ * Standalone mode's sender: takes batches from the spool, in order per kind, and POSTs them to the
+ * API (`POST /api/{kind}`, up to 10,000 records each). A batch leaves the spool only once the API
+ * answered 2xx. While the API or its database is away (connection refused, 5xx, 503, timeouts) the
+ * same batch is retried with exponential backoff; its Idempotency-Key (spool id, kind, position)
+ * makes a retry whose first attempt was stored after all a no-op, so a reader of the API sees every
+ * record once.
+ */
+import { KIND_NAMES, type KindName } from '../records/kinds.js';
+import { silentLogger, type CollectorLogger } from './logger.js';
+import type { CollectorMetrics } from './metrics.js';
+import type { Spool, SpoolBatch } from './spool.js';
+
+export interface ForwarderOptions {
+  /** Base URL of the API, e.g. http://host:8000. */
+  apiUrl: string;
+  spool: Spool;
+  /** Sent as X-API-Key when set; never logged. */
+  apiKey?: string;
+  logger?: CollectorLogger;
+  metrics?: CollectorMetrics;
+  requestTimeoutMs?: number;
+  retryMinMs?: number;
+  retryMaxMs?: number;
+}
+
+export interface ForwarderHandle {
+  /** Records the API acknowledged since start. */
+  readonly forwarded: number;
+  /** Resolves once the spool holds nothing unacknowledged (tests, benchmarks). */
+  idle(): Promise<void>;
+  /** Lets requests in flight finish (up to graceMs), then stops. What is left stays in the spool. */
+  close(graceMs?: number): Promise<void>;
+}
+
+type Outcome = { type: 'stored' } | { type: 'rejected'; detail: string } | { type: 'retry'; why: string; status?: number };
+
+export function startForwarder(options: ForwarderOptions): ForwarderHandle {
+  const log = options.logger ?? silentLogger;
+  const metrics = options.metrics;
+  const spool = options.spool;
+  const base = options.apiUrl.replace(/\/+$/, '');
+  const timeoutMs = options.requestTimeoutMs ?? 60_000;
+  const retryMin = options.retryMinMs ?? 200;
+  const retryMax = options.retryMaxMs ?? 10_000;
+  /** Aborted by close(): wakes loops that sleep or wait for records. */
+  const stop = new AbortController();
+  /** Aborted graceMs after close(): cuts requests still in flight (their batches stay in the spool). */
+  const abortRequests = new AbortController();
+  let stopped = false;
+  let forwarded = 0;
+  /** Per kind: the outage being reported (logged once when it starts and once when it ends). */
+  const outage = new Map<KindName, { since: number; why: string }>();
+
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (options.apiKey !== undefined) headers['x-api-key'] = options.apiKey;
+
+  async function post(batch: SpoolBatch): Promise<Outcome> {
+    let response: Response;
+    try {
+      response = await fetch(`${base}/api/${batch.kind}`, {
+        method: 'POST',
+        headers: { ...headers, 'idempotency-key': batch.key },
+        body: batch.body as Uint8Array<ArrayBuffer>,
+        signal: AbortSignal.any([abortRequests.signal, AbortSignal.timeout(timeoutMs)]),
+      });
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      return { type: 'retry', why: cause?.code ?? cause?.message ?? (error as Error).message };
+    }
+    // Read the answer in full either way, so the connection is kept for the next request.
+    const text = await response.text().catch(() => '');
+    if (response.ok) return { type: 'stored' };
+    if (response.status === 422) return { type: 'rejected', detail: text.slice(0, 500) };
+    if (response.status === 401 || response.status === 403) {
+      return { type: 'retry', status: response.status, why: `the API refused the key (HTTP ${response.status}): set API_KEY to the API's write key` };
+    }
+    return { type: 'retry', status: response.status, why: `HTTP ${response.status} ${text.slice(0, 200)}` };
+  }
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (stopped) return resolve();
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        stop.signal.removeEventListener('abort', done);
+        resolve();
+      }
+      stop.signal.addEventListener('abort', done);
+    });
+
+  async function deliver(batch: SpoolBatch): Promise<void> {
+    let delay = retryMin;
+    while (!stopped) {
+      const outcome = await post(batch);
+      if (outcome.type === 'retry') {
+        if (stopped) return;
+        metrics?.forwardRequests.inc({ outcome: 'retry' });
+        if (!outage.has(batch.kind)) {
+          outage.set(batch.kind, { since: Date.now(), why: outcome.why });
+          const level = outcome.status === 401 || outcome.status === 403 ? 'error' : 'warn';
+          log[level]({ api: base, kind: batch.kind, why: outcome.why, waiting: spool.depth().byKind[batch.kind] }, 'the API does not take records; they wait in the spool and are retried');
+        }
+        // Full jitter: many collectors coming back at once do not all retry together.
+        await sleep(delay / 2 + Math.random() * (delay / 2));
+        delay = Math.min(retryMax, delay * 2);
+        continue;
+      }
+      const down = outage.get(batch.kind);
+      if (down !== undefined) {
+        outage.delete(batch.kind);
+        log.info({ api: base, kind: batch.kind, downForMs: Date.now() - down.since, waiting: spool.depth().byKind[batch.kind] }, 'the API takes records again; delivering the spool');
+      }
+      if (outcome.type === 'rejected') {
+        // The same validator passed them here, so this is a version mismatch; holding them would stop the queue for good.
+        metrics?.forwardRequests.inc({ outcome: 'rejected' });
+        metrics?.rejected.inc({ listener: 'forwarder', reason: 'api_rejected' }, batch.end - batch.start);
+        log.error({ kind: batch.kind, start: batch.start, records: batch.end - batch.start, detail: outcome.detail }, 'the API refused a batch as invalid (422); it is dropped');
+      } else {
+        metrics?.forwardRequests.inc({ outcome: 'stored' });
+        metrics?.forwardedRecords.inc({ kind: batch.kind }, batch.end - batch.start);
+        forwarded += batch.end - batch.start;
+      }
+      await spool.ack(batch);
+      return;
+    }
+  }
+
+  async function run(kind: KindName): Promise<void> {
+    let delay = retryMin;
+    while (!stopped) {
+      let batch: SpoolBatch | null;
+      try {
+        batch = await spool.nextBatch(kind);
+        delay = retryMin;
+      } catch (error) {
+        log.error({ err: error, kind }, 'cannot read the spool; retrying');
+        await sleep(delay);
+        delay = Math.min(retryMax, delay * 2);
+        continue;
+      }
+      if (batch === null) {
+        await Promise.race([spool.waitForRecords(kind), new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }))]);
+        continue;
+      }
+      try {
+        await deliver(batch);
+      } catch (error) {
+        log.error({ err: error, kind }, 'forwarding failed; retrying');
+        await sleep(delay);
+        delay = Math.min(retryMax, delay * 2);
+      }
+    }
+  }
+
+  const loops = KIND_NAMES.map((kind) => run(kind));
+
+  return {
+    get forwarded() {
+      return forwarded;
+    },
+    async idle() {
+      while (spool.depth().records > 0 || spool.pendingRecords > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    },
+    async close(graceMs = 5000) {
+      stopped = true;
+      stop.abort();
+      const timer = setTimeout(() => abortRequests.abort(), graceMs);
+      await Promise.all(loops);
+      clearTimeout(timer);
+    },
+  };
+}
