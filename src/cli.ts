@@ -47,6 +47,8 @@ async function main(argv: string[]): Promise<void> {
       return serve(true);
     case 'serve':
       return serve(false);
+    case 'collect':
+      return (await import('./collector/collect.js')).runCollectCommand(rest);
     case 'simulate':
       return (await import('./collector/simulate.js')).runSimulateCommand(rest);
     default:
