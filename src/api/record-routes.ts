@@ -39,7 +39,7 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
   const { store, writer } = deps;
   const base = `/api/${kind.name}`;
   const tags = [kind.title];
-  const label = kind.name === 'battery-data' ? 'Battery data' : kind.name === 'battery-performance' ? 'Battery performance' : 'Battery prediction';
+  const label = kind.label;
   const readHook = requireKey(deps.config, 'read');
   const Record = recordSchemas[kind.name]!;
   const Input = inputSchemas[kind.name]!;

@@ -18,6 +18,8 @@ export interface KindSpec {
   /** MongoDB collection and SQLite table, as the original service named them. */
   readonly collection: string;
   readonly title: string;
+  /** For messages: "Battery data stored successfully". */
+  readonly label: string;
   readonly defaultSource: string;
   /** The kind's own measurement fields, all required on input. */
   readonly fields: Readonly<Record<string, FieldSpec>>;
@@ -39,6 +41,7 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     name: 'battery-data',
     collection: 'battery_data',
     title: 'BatteryData',
+    label: 'Battery data',
     defaultSource: 'battery_monitor',
     fields: { pack_voltage: packVoltage, pack_current: packCurrent, cell_temp: cellTemp },
   },
@@ -46,6 +49,7 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     name: 'battery-performance',
     collection: 'battery_performance',
     title: 'BatteryPerformance',
+    label: 'Battery performance',
     defaultSource: 'battery_ai_predictor',
     fields: {
       pack_voltage: packVoltage,
@@ -61,6 +65,7 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     name: 'battery-prediction',
     collection: 'battery_predictions',
     title: 'BatteryPrediction',
+    label: 'Battery prediction',
     defaultSource: 'battery_ai_predictor',
     fields: {
       remaining_life_hours: { type: 'number', description: 'Predicted remaining life in hours', example: 15000.5 },
