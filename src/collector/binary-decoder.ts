@@ -120,6 +120,26 @@ export function frameToRecord(frame: FrameValues, arrivalSeconds: number, batter
   };
 }
 
+/**
+ * decodeFrame and frameToRecord in one step, for the collector's hot path: one record object per
+ * good frame and nothing else allocated; `undefined` for a non-finite frame.
+ */
+export function decodeFrameRecord(buf: Buffer, offset: number, arrivalSeconds: number, batteryId: string): NewRecord | undefined {
+  const device_time = buf.readFloatLE(offset);
+  const pack_voltage = buf.readFloatLE(offset + 4);
+  const pack_current = buf.readFloatLE(offset + 8);
+  const cell_temp = buf.readFloatLE(offset + 12);
+  if (Number.isNaN(device_time - device_time + (pack_voltage - pack_voltage) + (pack_current - pack_current) + (cell_temp - cell_temp))) return undefined;
+  return {
+    timestamp: arrivalSeconds,
+    source: BATTERY_DATA_SOURCE,
+    battery_id: batteryId,
+    received_at: arrivalSeconds,
+    device_time,
+    values: { pack_voltage, pack_current, cell_temp },
+  };
+}
+
 /** Arrival time as the collector stamps it: Unix seconds, millisecond precision. */
 export const arrivalSeconds = (nowMs: number = Date.now()): number => Math.round(nowMs) / 1000;
 

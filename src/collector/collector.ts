@@ -15,7 +15,7 @@
 import net from 'node:net';
 import type { Config } from '../config.js';
 import { DEFAULT_BATTERY_ID, toNewRecord, type KindName, type NewRecord } from '../records/kinds.js';
-import { arrivalSeconds, decodeFrame, FrameAssembler, frameToRecord, type FrameSink } from './binary-decoder.js';
+import { arrivalSeconds, decodeFrameRecord, FrameAssembler, type FrameSink } from './binary-decoder.js';
 import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
 import { JsonDecoder, type MessageSink } from './json-decoder.js';
 import { silentLogger, type CollectorLogger } from './logger.js';
@@ -169,7 +169,7 @@ class Collector implements CollectorHandle {
     this.#map = typeof options.batteryMap === 'string' ? parseBatteryMap(options.batteryMap) : (options.batteryMap ?? parseBatteryMap(''));
     this.#maxConnections = options.maxConnections ?? 2000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
-    this.#highWater = options.highWaterRecords ?? 200_000;
+    this.#highWater = options.highWaterRecords ?? 50_000;
     this.#lowWater = options.lowWaterRecords ?? Math.floor(this.#highWater / 4);
     this.#maxBatch = options.maxBatchRecords ?? 10_000;
     this.#labels = { binary: labelled(this.metrics, 'binary'), json: labelled(this.metrics, 'json') };
@@ -271,11 +271,11 @@ class Collector implements CollectorHandle {
     const batch = this.#batchFor('binary', 'battery-data');
     const frames = this.#labels.binary.frames;
     const onFrame: FrameSink = (buf, offset) => {
-      const frame = decodeFrame(buf, offset);
-      if (frame.ok) {
-        batch().records.push(frameToRecord(frame, conn.arrival, conn.batteryId));
+      const record = decodeFrameRecord(buf, offset, conn.arrival, conn.batteryId);
+      if (record !== undefined) {
+        batch().records.push(record);
         this.#pendingRecords++;
-      } else this.#reject(conn, frame.reason, buf.toString('hex', offset, offset + 16));
+      } else this.#reject(conn, 'non_finite', buf.toString('hex', offset, offset + 16));
     };
     return (chunk) => {
       const count = assembler.push(chunk, onFrame);

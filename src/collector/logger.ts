@@ -21,6 +21,8 @@ const REDACT = ['apiKey', 'api_key', 'headers["x-api-key"]', '*.apiKey', '*.head
 export function createCollectorLogger(config: Pick<Config, 'logLevel' | 'collectorLogFile'>, name = 'collector'): pino.Logger {
   mkdirSync(path.dirname(config.collectorLogFile), { recursive: true });
   const level = config.logLevel;
+  // A closed console (a pipe whose reader went away) must not stop the collector; the file goes on.
+  if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', () => {});
   const streams = pino.multistream([
     { level, stream: process.stdout },
     { level, stream: pino.destination({ dest: config.collectorLogFile, mkdir: true, sync: false }) },

@@ -107,17 +107,44 @@ interface KindQueue {
   /** Byte offset of `acked` in segments[0]. */
   ackOffset: number;
   /** Lines submitted, not yet written. */
-  queue: { text: string; records: number; bytes: number; waiter: Waiter }[];
+  queue: { data: Buffer; records: number; bytes: number; waiter: Waiter }[];
   /** Called when new records become durable. */
   notify: (() => void)[];
 }
 
-/** The API's JSON shape of a record: what a POST /api/{kind} takes. */
+/** JSON text of the few distinct strings records carry (sources, battery ids), and whether it is ASCII. */
+const quotedCache = new Map<string, { json: string; ascii: boolean }>();
+function quoted(value: string): { json: string; ascii: boolean } {
+  let q = quotedCache.get(value);
+  if (q === undefined) {
+    const json = JSON.stringify(value);
+    q = { json, ascii: Buffer.byteLength(json) === json.length };
+    if (quotedCache.size >= 10_000) quotedCache.clear();
+    quotedCache.set(value, q);
+  }
+  return q;
+}
+
+const num = (value: number) => (Number.isFinite(value) ? `${value}` : 'null');
+
+/**
+ * The API's JSON shape of a record (what a POST /api/{kind} takes), built as text directly: this
+ * runs for every record the collector takes, and an object plus JSON.stringify per record would
+ * double its cost and its garbage.
+ */
 export function recordLine(record: NewRecord): string {
-  const out: Record<string, number | string> = { timestamp: record.timestamp, source: record.source, battery_id: record.battery_id };
-  if (record.device_time !== undefined) out.device_time = record.device_time;
-  for (const field in record.values) out[field] = record.values[field]!;
-  return JSON.stringify(out);
+  return encodeLine(record).line.slice(0, -1);
+}
+
+function encodeLine(record: NewRecord): { line: string; bytes: number } {
+  const source = quoted(record.source);
+  const batteryId = quoted(record.battery_id);
+  let line = `{"timestamp":${num(record.timestamp)},"source":${source.json},"battery_id":${batteryId.json}`;
+  if (record.device_time !== undefined) line += `,"device_time":${num(record.device_time)}`;
+  const values = record.values;
+  for (const field in values) line += `,"${field}":${num(values[field]!)}`;
+  line += '}\n';
+  return { line, bytes: source.ascii && batteryId.ascii ? line.length : Buffer.byteLength(line) };
 }
 
 const segmentName = (start: number) => `${String(start).padStart(POSITION_DIGITS, '0')}.seg`;
@@ -207,15 +234,13 @@ export class Spool {
     if (this.#closed) return Promise.reject(new Error('the spool is closed'));
     if (records.length === 0) return Promise.resolve();
     const room = this.maxBytes - this.#usedBytes;
-    let text = '';
+    const lines: string[] = [];
     let bytes = 0;
     let count = 0;
     for (const record of records) {
-      const line = `${recordLine(record)}\n`;
-      // Lines are ASCII but for string fields: length is bytes unless a string holds other characters.
-      const lineBytes = Buffer.byteLength(line);
+      const { line, bytes: lineBytes } = encodeLine(record);
       if (bytes + lineBytes > room) break;
-      text += line;
+      lines.push(line);
       bytes += lineBytes;
       count++;
     }
@@ -227,7 +252,12 @@ export class Spool {
     this.#pendingRecords += count;
     this.#checkLevel();
     const durable = new Promise<void>((resolve, reject) => {
-      this.#kinds[kind].queue.push({ text, records: count, bytes, waiter: { resolve, reject } });
+      // Held as bytes off the JS heap until written; the line strings die young. (Joining them
+      // first would make one string of megabytes, allocated straight into the old generation.)
+      const data = Buffer.allocUnsafeSlow(bytes);
+      let offset = 0;
+      for (const line of lines) offset += data.write(line, offset);
+      this.#kinds[kind].queue.push({ data, records: count, bytes, waiter: { resolve, reject } });
       this.#scheduleWrite();
     });
     return refused === 0 ? durable : durable.then(() => Promise.reject(full()));
@@ -308,27 +338,28 @@ export class Spool {
     this.#updateGauges();
   }
 
-  async #append(q: KindQueue, items: { text: string; records: number; bytes: number }[]): Promise<void> {
+  async #append(q: KindQueue, items: { data: Buffer; records: number; bytes: number }[]): Promise<void> {
     let i = 0;
     while (i < items.length) {
       const segment = await this.#segmentForAppend(q);
       // Fill this segment up to its size (at least one submission), then the next.
-      const chunk: string[] = [];
+      const chunk: Buffer[] = [];
       let bytes = 0;
       let records = 0;
       while (i < items.length && (chunk.length === 0 || segment.bytes + bytes + items[i]!.bytes <= this.#segmentBytes)) {
-        chunk.push(items[i]!.text);
+        chunk.push(items[i]!.data);
         bytes += items[i]!.bytes;
         records += items[i]!.records;
         i++;
       }
-      const buffer = Buffer.from(chunk.join(''));
-      let written = 0;
-      while (written < buffer.length) {
-        const { bytesWritten } = await q.handle!.write(buffer, written, buffer.length - written, null);
-        written += bytesWritten;
+      const { bytesWritten } = await q.handle!.writev(chunk);
+      if (bytesWritten < bytes) {
+        // A short write (rare: disk full, signals): write the rest in order.
+        const rest = Buffer.concat(chunk).subarray(bytesWritten);
+        let done = 0;
+        while (done < rest.length) done += (await q.handle!.write(rest, done, rest.length - done, null)).bytesWritten;
       }
-      segment.bytes += buffer.length;
+      segment.bytes += bytes;
       q.appended += records;
     }
   }

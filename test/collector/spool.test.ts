@@ -171,3 +171,20 @@ test('bounded: warnings at 50, 80 and 95 % full; when full new records are refus
   assert.equal(spool.depth().records, 100);
   await spool.close();
 });
+
+test('property: a spooled line is the JSON of the record in the API shape, whatever its strings and numbers', async () => {
+  const { default: fc } = await import('fast-check');
+  const finite = fc.double({ noNaN: true, noDefaultInfinity: true });
+  fc.assert(
+    fc.property(
+      fc.record({ timestamp: finite, source: fc.string({ minLength: 1, maxLength: 20, unit: 'grapheme' }), battery_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/), device_time: fc.option(finite, { nil: undefined }), a: finite, b: finite }),
+      (r) => {
+        const record: NewRecord = { timestamp: r.timestamp, source: r.source, battery_id: r.battery_id, received_at: 0, values: { pack_voltage: r.a, pack_current: r.b, cell_temp: 1 } };
+        if (r.device_time !== undefined) record.device_time = r.device_time;
+        const expected = { timestamp: r.timestamp, source: r.source, battery_id: r.battery_id, ...(r.device_time === undefined ? {} : { device_time: r.device_time }), pack_voltage: r.a, pack_current: r.b, cell_temp: 1 };
+        assert.equal(recordLine(record), JSON.stringify(expected));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
