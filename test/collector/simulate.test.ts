@@ -4,7 +4,7 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { parseBatteryMap } from '../../src/collector/battery-map.js';
 import { PackModel, SCENARIOS, type Reading } from '../../src/collector/pack-model.js';
-import { planPacks, runSimulateCommand, startSimulation } from '../../src/collector/simulate.js';
+import { planPacks, startSimulation } from '../../src/collector/simulate.js';
 import { allRecords, settle, startTestCollector } from './helpers.js';
 
 const f32 = (x: number) => Math.fround(x);
