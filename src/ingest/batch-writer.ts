@@ -4,7 +4,7 @@
  * load many requests share one durable transaction, so the cost of a sync to disk is paid once per
  * batch instead of once per request, and no request waits longer than one write plus its own.
  */
-import { toStoredRecord, type KindName, type NewRecord, type StoredRecord } from '../records/kinds.js';
+import type { KindName, NewRecord } from '../records/kinds.js';
 import type { Store, WriteRequest } from '../store/store.js';
 
 interface Pending extends WriteRequest {
@@ -12,7 +12,8 @@ interface Pending extends WriteRequest {
   reject(error: Error): void;
 }
 
-export type StoredListener = (kind: KindName, records: StoredRecord[]) => void;
+/** Gets the stored records with their ids; builds API-shaped records only if it needs them. */
+export type StoredListener = (kind: KindName, records: readonly NewRecord[], ids: readonly string[]) => void;
 
 export interface BatchWriterOptions {
   /** Upper bound on records in one store write; a larger queue is written in several. */
@@ -117,10 +118,7 @@ export class BatchWriter {
         return;
       }
       pending.resolve(outcome.ids);
-      if (this.#listeners.size > 0) {
-        const stored = pending.records.map((record, i) => toStoredRecord(pending.kind, record, outcome.ids[i]!));
-        for (const listener of this.#listeners) listener(pending.kind, stored);
-      }
+      for (const listener of this.#listeners) listener(pending.kind, pending.records, outcome.ids);
     });
   }
 }

@@ -3,7 +3,7 @@
  * gets the events it asked for (by pack and kind) in one write per batch. A subscriber that does not
  * keep up is dropped rather than allowed to grow the server's memory.
  */
-import type { KindName, StoredRecord } from '../records/kinds.js';
+import { toStoredRecord, type KindName, type NewRecord } from '../records/kinds.js';
 import type { BatchWriter } from './batch-writer.js';
 
 export interface Subscriber {
@@ -24,7 +24,7 @@ export class LiveFeed {
   dropped = 0;
 
   constructor(writer: Pick<BatchWriter, 'onStored'>) {
-    this.#unsubscribe = writer.onStored((kind, records) => this.publish(kind, records));
+    this.#unsubscribe = writer.onStored((kind, records, ids) => this.publish(kind, records, ids));
   }
 
   get size(): number {
@@ -36,9 +36,10 @@ export class LiveFeed {
     return () => this.#subscribers.delete(subscriber);
   }
 
-  publish(kind: KindName, records: StoredRecord[]): void {
+  publish(kind: KindName, records: readonly NewRecord[], ids: readonly string[]): void {
+    // Nobody listening (the usual case under heavy ingest): build nothing.
     if (this.#subscribers.size === 0) return;
-    const events = records.map((record) => `event: ${kind}\nid: ${record._id}\ndata: ${JSON.stringify(record)}\n\n`);
+    const events = records.map((record, i) => `event: ${kind}\nid: ${ids[i]}\ndata: ${JSON.stringify(toStoredRecord(kind, record, ids[i]!))}\n\n`);
     let all: string | undefined;
     for (const subscriber of this.#subscribers) {
       if (subscriber.kind !== undefined && subscriber.kind !== kind) continue;

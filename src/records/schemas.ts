@@ -15,6 +15,9 @@ const BATTERY_ID_OPTIONS = {
 };
 export const BatteryId = Type.String(BATTERY_ID_OPTIONS);
 
+/** Binary frames' own clock; the standalone collector forwards it, so the API takes it too. */
+const DeviceTime = Type.Number({ description: 'The device clock value a binary frame carried (seconds, often since device start)', example: 1234.5 });
+
 function measurementProperties(kind: KindSpec): Record<string, TSchema> {
   const properties: Record<string, TSchema> = {};
   for (const [name, field] of Object.entries(kind.fields)) {
@@ -37,6 +40,7 @@ export function inputSchemaOf(kind: KindSpec) {
       battery_id: Type.Optional(
         Type.String({ ...BATTERY_ID_OPTIONS, description: `${BATTERY_ID_OPTIONS.description}. Default "${DEFAULT_BATTERY_ID}".` }),
       ),
+      ...(kind.name === 'battery-data' ? { device_time: Type.Optional(DeviceTime) } : {}),
       ...measurementProperties(kind),
     },
     { $id: `${kind.title}Input`, additionalProperties: false, title: `${kind.title}Input` },
@@ -52,13 +56,7 @@ export function recordSchemaOf(kind: KindSpec) {
       received_at: Type.Number({ description: 'Unix seconds (float) when the server stored it', example: 1732700000.61 }),
       source: Type.String({ description: 'Producer name', example: kind.defaultSource }),
       battery_id: BatteryId,
-      ...(kind.name === 'battery-data'
-        ? {
-            device_time: Type.Optional(
-              Type.Number({ description: 'Binary frames only: the device clock value the frame carried', example: 1234.5 }),
-            ),
-          }
-        : {}),
+      ...(kind.name === 'battery-data' ? { device_time: Type.Optional(DeviceTime) } : {}),
       ...measurementProperties(kind),
     },
     { $id: kind.title, title: kind.title },

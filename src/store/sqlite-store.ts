@@ -37,7 +37,7 @@ export async function openSqliteStore(dataDir: string): Promise<SqliteStore> {
   const writer = await startWriterThread(file);
   const db = new Database(file, { readonly: true });
   db.pragma('busy_timeout = 5000');
-  db.pragma('cache_size = -65536');
+  db.pragma('cache_size = -16384');
   return new SqliteStore(file, db, writer);
 }
 

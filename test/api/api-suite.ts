@@ -95,6 +95,14 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       });
     }
 
+    it('keeps device_time on battery data (the standalone collector forwards it), and only there', async () => {
+      const posted = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'clock-pack', device_time: 1234.5 } });
+      assert.equal(posted.status, 200);
+      assert.equal((await call(url, '/api/battery-data/latest?battery_id=clock-pack')).body.device_time, 1234.5);
+      await call(url, '/api/battery-prediction', { body: { ...EXAMPLES['battery-prediction'], battery_id: 'clock-pack', device_time: 1 } });
+      assert.equal('device_time' in (await call(url, '/api/battery-prediction/latest?battery_id=clock-pack')).body, false);
+    });
+
     it('refuses non-finite numbers and fractional cycle counts', async () => {
       const overflow = await call(url, '/api/battery-data', { body: '{"pack_voltage": 1e999, "pack_current": 1, "cell_temp": 1}' });
       assert.equal(overflow.status, 422);
