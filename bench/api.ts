@@ -13,12 +13,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import { toNewRecord, type NewRecord } from '../src/records/kinds.js';
-import { configureConnection, createSchema } from '../src/store/sqlite-schema.js';
 import { openStore } from '../src/store/open-store.js';
 import { startMongoServer, type MongoTestServer } from '../test/support/mongo-server.js';
-import { load, spawnServer, writeResults } from './support.js';
+import { load, rawInsertCeiling, spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -44,29 +42,6 @@ function tempDir(): string {
   return dir;
 }
 
-/** Raw better-sqlite3: the same rows into the same table and indexes, 1,000 per transaction. */
-function rawInsertCeiling(total: number): number {
-  const dir = tempDir();
-  const db = new Database(path.join(dir, 'raw.sqlite'));
-  configureConnection(db);
-  createSchema(db);
-  const insert = db.prepare(
-    'INSERT INTO battery_data (battery_id, source, idem_key, timestamp, received_at, device_time, pack_voltage, pack_current, cell_temp) VALUES (?, ?, NULL, ?, ?, NULL, ?, ?, ?)',
-  );
-  const now = Date.now() / 1000;
-  const batch = db.transaction((start: number) => {
-    for (let i = start; i < start + 1000; i++) {
-      const r = reading(i);
-      insert.run(r.battery_id, 'battery_monitor', now + i / 1000, now, r.pack_voltage, r.pack_current, r.cell_temp);
-    }
-  });
-  const began = performance.now();
-  for (let start = 0; start < total; start += 1000) batch(start);
-  const rate = total / ((performance.now() - began) / 1000);
-  db.close();
-  rmSync(dir, { recursive: true, force: true });
-  return Math.round(rate);
-}
 
 async function prefill(target: Target, total: number): Promise<void> {
   const store = await openStore({ ...target, retentionDays: 0 }, { info() {}, warn() {} });

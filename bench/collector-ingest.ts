@@ -26,14 +26,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import { encodeFrame, FRAME_BYTES } from '../src/collector/binary-decoder.js';
 import { startForwarder } from '../src/collector/forwarder.js';
 import { createCollectorMetrics } from '../src/collector/metrics.js';
 import { Spool } from '../src/collector/spool.js';
 import type { NewRecord } from '../src/records/kinds.js';
-import { configureConnection, createSchema } from '../src/store/sqlite-schema.js';
-import { spawnServer, writeResults } from './support.js';
+import { rawInsertCeiling, spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -84,31 +82,6 @@ const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** di
 
 // ---- 1. ceiling ----
 
-function rawInsertCeiling(total: number, schema: 'store' | 'bare'): number {
-  const dir = tempDir();
-  const db = new Database(path.join(dir, 'raw.sqlite'));
-  configureConnection(db);
-  if (schema === 'store') createSchema(db);
-  else db.exec('CREATE TABLE battery_data (id INTEGER PRIMARY KEY, battery_id TEXT NOT NULL, timestamp REAL NOT NULL, received_at REAL NOT NULL, source TEXT NOT NULL, device_time REAL, idem_key TEXT, pack_voltage REAL NOT NULL, pack_current REAL NOT NULL, cell_temp REAL NOT NULL)');
-  const insert = db.prepare(
-    'INSERT INTO battery_data (battery_id, source, idem_key, timestamp, received_at, device_time, pack_voltage, pack_current, cell_temp) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)',
-  );
-  const now = Date.now() / 1000;
-  const batch = db.transaction((start: number) => {
-    for (let i = start; i < start + 1000; i++) {
-      const r = reading(i);
-      // Frames of one arrival share a millisecond timestamp, as the collector stamps them.
-      const t = Math.round((now + i / 100_000) * 1000) / 1000;
-      insert.run('default', 'battery_monitor', t, t, r.device_time, r.pack_voltage, r.pack_current, r.cell_temp);
-    }
-  });
-  const began = performance.now();
-  for (let start = 0; start < total; start += 1000) batch(start);
-  const rate = total / ((performance.now() - began) / 1000);
-  db.close();
-  rmSync(dir, { recursive: true, force: true });
-  return Math.round(rate);
-}
 
 // ---- 2. in-process ingest ----
 

@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import Database from 'better-sqlite3';
+import { configureConnection, createSchema } from '../src/store/sqlite-schema.js';
 
 export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 
@@ -65,4 +67,34 @@ export async function load(options: autocannon.Options): Promise<LoadFigures> {
     errors: result.errors,
     non2xx: result.non2xx,
   };
+}
+
+/**
+ * The ceiling every ingest figure is compared with: raw better-sqlite3 inserts of battery-data rows
+ * in 1,000-row transactions, with the store's pragmas, into the store's table and indexes ('store')
+ * or into a bare table without indexes ('bare', for context). Rows per second.
+ */
+export function rawInsertCeiling(total: number, schema: 'store' | 'bare' = 'store'): number {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'battery-ceiling-'));
+  const db = new Database(path.join(dir, 'raw.sqlite'));
+  configureConnection(db);
+  if (schema === 'store') createSchema(db);
+  else db.exec('CREATE TABLE battery_data (id INTEGER PRIMARY KEY, battery_id TEXT NOT NULL, timestamp REAL NOT NULL, received_at REAL NOT NULL, source TEXT NOT NULL, device_time REAL, idem_key TEXT, pack_voltage REAL NOT NULL, pack_current REAL NOT NULL, cell_temp REAL NOT NULL)');
+  const insert = db.prepare(
+    'INSERT INTO battery_data (battery_id, source, idem_key, timestamp, received_at, device_time, pack_voltage, pack_current, cell_temp) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)',
+  );
+  const now = Date.now() / 1000;
+  const batch = db.transaction((start: number) => {
+    for (let i = start; i < start + 1000; i++) {
+      // Rows of one arrival share a millisecond timestamp, as the collector stamps them.
+      const t = Math.round((now + i / 100_000) * 1000) / 1000;
+      insert.run(`pack-${i % 10}`, 'battery_monitor', t, t, i / 10, 380 + (i % 40) / 4, -12.5 + (i % 7), 25 + (i % 11) / 2);
+    }
+  });
+  const began = performance.now();
+  for (let start = 0; start < total; start += 1000) batch(start);
+  const rate = total / ((performance.now() - began) / 1000);
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  return Math.round(rate);
 }
