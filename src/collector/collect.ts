@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseFlags } from '../cli/flags.js';
 import { collectDefaultMetrics, type Registry } from 'prom-client';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector.js';
@@ -117,28 +117,17 @@ COLLECTOR_BATTERY_MAP, COLLECTOR_MAX_CONNECTIONS, COLLECTOR_IDLE_TIMEOUT, COLLEC
 DATA_DIR, SPOOL_MAX_BYTES, API_KEY (sent as X-API-Key), LOG_LEVEL.`;
 
 export async function runCollectCommand(args: string[]): Promise<void> {
-  let values;
-  try {
-    values = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        api: { type: 'string' },
-        'metrics-port': { type: 'string' },
-        'metrics-host': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${HELP}`);
-    process.exitCode = 2;
-    return;
-  }
-  if (values.help) {
-    console.log(HELP);
-    return;
-  }
+  const values = parseFlags(
+    args,
+    {
+      api: { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    HELP,
+  );
+  if (values === undefined) return;
   let config: Config;
   let apiUrl: string;
   let metricsPort: number;

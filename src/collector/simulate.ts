@@ -13,7 +13,7 @@
  * one port can be told apart. `--frames binary|json` chooses explicitly.
  */
 import net from 'node:net';
-import { parseArgs } from 'node:util';
+import { parseFlags } from '../cli/flags.js';
 import { loadConfig } from '../config.js';
 import { encodeFrame, FRAME_BYTES } from './binary-decoder.js';
 import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
@@ -281,35 +281,24 @@ function positiveNumber(name: string, raw: string | undefined, fallback: number 
 class UsageError extends Error {}
 
 export async function runSimulateCommand(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        scenario: { type: 'string', short: 's' },
-        packs: { type: 'string', short: 'n' },
-        rate: { type: 'string', short: 'r' },
-        duration: { type: 'string', short: 'd' },
-        count: { type: 'string', short: 'c' },
-        frames: { type: 'string' },
-        host: { type: 'string' },
-        'binary-port': { type: 'string' },
-        'json-port': { type: 'string' },
-        seed: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${HELP}`);
-    process.exitCode = 2;
-    return;
-  }
-  if (parsed.help) {
-    console.log(HELP);
-    return;
-  }
+  const parsed = parseFlags(
+    args,
+    {
+      scenario: { type: 'string', short: 's' },
+      packs: { type: 'string', short: 'n' },
+      rate: { type: 'string', short: 'r' },
+      duration: { type: 'string', short: 'd' },
+      count: { type: 'string', short: 'c' },
+      frames: { type: 'string' },
+      host: { type: 'string' },
+      'binary-port': { type: 'string' },
+      'json-port': { type: 'string' },
+      seed: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    HELP,
+  );
+  if (parsed === undefined) return;
   let options: SimulationOptions;
   try {
     const config = loadConfig();
