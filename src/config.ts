@@ -26,7 +26,8 @@ export interface Config {
   collectorBatteryMap: string;
   collectorMaxConnections: number;
   collectorIdleTimeoutSeconds: number;
-  collectorLogFile: string;
+  /** Collector log file; unset: data_collector.log in DATA_DIR (see collectorLogPath). */
+  collectorLogFile: string | undefined;
   spoolMaxBytes: number;
   logLevel: LogLevel;
   apiKey: string | undefined;
@@ -109,13 +110,18 @@ export function loadConfig(env: Env = loadDotEnv()): Config {
     collectorBatteryMap: text(env, 'COLLECTOR_BATTERY_MAP', ''),
     collectorMaxConnections: integer(env, 'COLLECTOR_MAX_CONNECTIONS', 2000, 1, 100_000),
     collectorIdleTimeoutSeconds: integer(env, 'COLLECTOR_IDLE_TIMEOUT', 300, 0, 86_400),
-    collectorLogFile: path.resolve(text(env, 'COLLECTOR_LOG_FILE', path.join(dataDir, 'data_collector.log'))),
+    collectorLogFile: env.COLLECTOR_LOG_FILE?.trim() ? path.resolve(env.COLLECTOR_LOG_FILE.trim()) : undefined,
     spoolMaxBytes: integer(env, 'SPOOL_MAX_BYTES', 1024 * 1024 * 1024, 1024 * 1024, Number.MAX_SAFE_INTEGER),
     logLevel: logLevel as LogLevel,
     apiKey: optionalSecret(env, 'API_KEY'),
     readApiKey: optionalSecret(env, 'READ_API_KEY'),
     batterySpecsFile,
   };
+}
+
+/** Where the collector logs: COLLECTOR_LOG_FILE, else beside the data, wherever DATA_DIR points. */
+export function collectorLogPath(config: Pick<Config, 'collectorLogFile' | 'dataDir'>): string {
+  return config.collectorLogFile ?? path.join(config.dataDir, 'data_collector.log');
 }
 
 function loadDotEnv(): Env {

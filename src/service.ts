@@ -2,7 +2,6 @@
  * The service as one process: store, batching writer, live feed, HTTP API and (unless turned off)
  * the TCP collector. `startService` is what the CLI, the tests and the benchmarks all start.
  */
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import { buildApp, createLogger } from './api/app.js';
@@ -35,12 +34,7 @@ export interface Service {
 }
 
 export async function startService(overrides: Partial<Config> = {}, options: ServiceOptions = {}): Promise<Service> {
-  const base = loadConfig();
-  const config: Config = { ...base, ...overrides };
-  // The log file follows an overridden data dir unless it was set itself.
-  if (overrides.dataDir !== undefined && overrides.collectorLogFile === undefined && process.env.COLLECTOR_LOG_FILE === undefined) {
-    config.collectorLogFile = path.join(overrides.dataDir, 'data_collector.log');
-  }
+  const config: Config = { ...loadConfig(), ...overrides };
   const specs = loadSpecs(config.batterySpecsFile);
   // Counters of this service only (tests run several services in one process).
   const registry = new Registry();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import path from 'node:path';
+import { collectorLogPath, ConfigError, loadConfig } from '../src/config.js';
 
 describe('settings', () => {
   it('has the documented defaults', () => {
@@ -49,6 +50,13 @@ describe('settings', () => {
       assert.throws(() => loadConfig({ [name]: value }), (error: Error) => error instanceof ConfigError && pattern.test(error.message) && !error.message.includes('\n'));
     });
   }
+
+  it('puts the collector log in DATA_DIR unless COLLECTOR_LOG_FILE says otherwise, whatever DATA_DIR becomes', () => {
+    const config = loadConfig({ DATA_DIR: '/srv/battery' });
+    assert.equal(collectorLogPath(config), '/srv/battery/data_collector.log');
+    assert.equal(collectorLogPath({ ...config, dataDir: '/tmp/other' }), '/tmp/other/data_collector.log');
+    assert.equal(collectorLogPath(loadConfig({ COLLECTOR_LOG_FILE: '/var/log/collector.log' })), path.resolve('/var/log/collector.log'));
+  });
 
   it('never echoes a MongoDB URI, which may hold a password', () => {
     assert.throws(

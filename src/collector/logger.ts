@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
-import type { Config } from '../config.js';
+import { collectorLogPath, type Config } from '../config.js';
 
 export interface CollectorLogger {
   debug(obj: object, msg?: string): void;
@@ -18,14 +18,15 @@ export interface CollectorLogger {
 /** Never let a key reach a log line, whatever a caller passes. */
 const REDACT = ['apiKey', 'api_key', 'headers["x-api-key"]', '*.apiKey', '*.headers["x-api-key"]', 'config.apiKey', 'config.readApiKey', 'config.mongodbUri'];
 
-export function createCollectorLogger(config: Pick<Config, 'logLevel' | 'collectorLogFile'>, name = 'collector'): pino.Logger {
-  mkdirSync(path.dirname(config.collectorLogFile), { recursive: true });
+export function createCollectorLogger(config: Pick<Config, 'logLevel' | 'collectorLogFile' | 'dataDir'>, name = 'collector'): pino.Logger {
+  const file = collectorLogPath(config);
+  mkdirSync(path.dirname(file), { recursive: true });
   const level = config.logLevel;
   // A closed console (a pipe whose reader went away) must not stop the collector; the file goes on.
   if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', () => {});
   const streams = pino.multistream([
     { level, stream: process.stdout },
-    { level, stream: pino.destination({ dest: config.collectorLogFile, mkdir: true, sync: false }) },
+    { level, stream: pino.destination({ dest: file, mkdir: true, sync: false }) },
   ]);
   return pino({ level, name, redact: { paths: REDACT, censor: '[redacted]' } }, streams);
 }

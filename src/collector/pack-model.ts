@@ -44,7 +44,8 @@ function cellOcv(soc: number): number {
   return 3.3 + 0.8 * s + 0.12 * Math.max(0, s - 0.9) * 10 - 0.3 * Math.max(0, 0.1 - s) * 10;
 }
 
-function mulberry32(seed: number): () => number {
+/** A small deterministic random generator, so a simulation (or a failing test) can be repeated. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

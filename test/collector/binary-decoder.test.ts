@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { splitAt } from './helpers.js';
 import {
   decodeChunks,
   decodeFrame,
@@ -38,17 +39,6 @@ function decodeAll(chunks: Buffer[]): { outcomes: Outcome[]; leftover: number } 
     });
   }
   return { outcomes, leftover: assembler.pendingBytes };
-}
-function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
-  const points = [...new Set(cuts.map((c) => Math.min(Math.max(c, 0), buf.length)))].sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let from = 0;
-  for (const p of points) {
-    chunks.push(buf.subarray(from, p));
-    from = p;
-  }
-  chunks.push(buf.subarray(from));
-  return chunks;
 }
 
 const vectorStream = Buffer.concat(vectors.cases.map((c) => Buffer.from(c.hex, 'hex')));

@@ -9,6 +9,7 @@ import type { KindName, StoredRecord } from '../../src/records/kinds.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/store.js';
 import { tempDir } from '../support/temp-dir.js';
+import { mulberry32 } from '../../src/collector/pack-model.js';
 
 export interface LogEntry {
   level: 'debug' | 'info' | 'warn' | 'error';
@@ -104,15 +105,19 @@ export async function settle(tc: TestCollector): Promise<void> {
 }
 
 /** A small deterministic random generator (mulberry32), so a failing run can be repeated. */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+export const random = mulberry32;
+
+/** `buf` cut at the given offsets (clamped, deduplicated, in order): how TCP might deliver it. */
+export function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
+  const points = [...new Set(cuts.map((c) => Math.min(Math.max(c, 0), buf.length)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const p of points) {
+    chunks.push(buf.subarray(from, p));
+    from = p;
+  }
+  chunks.push(buf.subarray(from));
+  return chunks;
 }
 
 /** Cuts a buffer at random offsets into 1..maxPieces chunks. */

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { splitAt } from './helpers.js';
 import { decodeJsonChunks, decodeMessage, JsonSplitter, MAX_MESSAGE_BYTES, type DecodedMessage, type SplitEvent } from '../../src/collector/json-decoder.js';
 
 interface JsonCase {
@@ -19,17 +20,6 @@ const outcome = (m: DecodedMessage): Outcome => (m.ok ? { kind: m.kind, record: 
 const decode = (chunks: Buffer[], maxBytes?: number): Outcome[] => decodeJsonChunks(chunks, maxBytes).map(outcome);
 const expectedOf = (c: JsonCase): Outcome => (c.kind !== undefined ? { kind: c.kind, record: c.record } : { rejected: c.rejected! });
 
-function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
-  const points = [...new Set(cuts.map((c) => Math.min(Math.max(c, 0), buf.length)))].sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let from = 0;
-  for (const p of points) {
-    chunks.push(buf.subarray(from, p));
-    from = p;
-  }
-  chunks.push(buf.subarray(from));
-  return chunks;
-}
 
 test('each vector decodes to its kind and record, or its rejection', () => {
   for (const c of vectors.cases) {
