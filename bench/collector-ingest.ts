@@ -27,9 +27,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FRAME_BYTES } from '../src/collector/binary-decoder.js';
-import { startForwarder } from '../src/collector/forwarder.js';
+import { startForwarder } from '../src/relay/forwarder.js';
 import { createCollectorMetrics } from '../src/collector/metrics.js';
-import { Spool } from '../src/collector/spool.js';
+import { Spool } from '../src/relay/spool.js';
 import type { NewRecord } from '../src/records/kinds.js';
 import { rawInsertCeiling, spawnServer, writeResults } from './support.js';
 

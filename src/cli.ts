@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<void> {
     case 'collect':
       return (await import('./collector/collect.js')).runCollectCommand(rest);
     case 'simulate':
-      return (await import('./collector/simulate.js')).runSimulateCommand(rest);
+      return (await import('./simulator/simulate.js')).runSimulateCommand(rest);
     default:
       process.stderr.write(`battery-monitor: unknown command "${command}"\n\n${HELP}`);
       process.exitCode = 2;

@@ -10,10 +10,10 @@ import { parseFlags } from '../cli/flags.js';
 import { collectDefaultMetrics, type Registry } from 'prom-client';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector.js';
-import { startForwarder, type ForwarderHandle } from './forwarder.js';
+import { startForwarder, type ForwarderHandle } from '../relay/forwarder.js';
 import { createCollectorLogger, type CollectorLogger } from './logger.js';
 import { collectorMetrics, type CollectorMetrics } from './metrics.js';
-import { Spool } from './spool.js';
+import { Spool } from '../relay/spool.js';
 
 export const DEFAULT_METRICS_PORT = 9464;
 

@@ -9,7 +9,7 @@ import type { KindName, StoredRecord } from '../../src/records/kinds.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/store.js';
 import { tempDir } from '../support/temp-dir.js';
-import { mulberry32 } from '../../src/collector/pack-model.js';
+import { mulberry32 } from '../../src/simulator/pack-model.js';
 
 export interface LogEntry {
   level: 'debug' | 'info' | 'warn' | 'error';

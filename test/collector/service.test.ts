@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { encodeFrame } from '../../src/collector/binary-decoder.js';
-import type { Reading } from '../../src/collector/pack-model.js';
-import { startSimulation } from '../../src/collector/simulate.js';
+import type { Reading } from '../../src/simulator/pack-model.js';
+import { startSimulation } from '../../src/simulator/simulate.js';
 import { startService, type Service } from '../../src/service.js';
 import { tempDir } from '../support/temp-dir.js';
 import { eventually, random, randomSplit, sendChunks } from './helpers.js';

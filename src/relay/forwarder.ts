@@ -7,8 +7,8 @@
  * record once.
  */
 import { KIND_NAMES, type KindName } from '../records/kinds.js';
-import { silentLogger, type CollectorLogger } from './logger.js';
-import type { CollectorMetrics } from './metrics.js';
+import { silentLogger, type CollectorLogger } from '../collector/logger.js';
+import type { CollectorMetrics } from '../collector/metrics.js';
 import type { Spool, SpoolBatch } from './spool.js';
 
 export interface ForwarderOptions {

@@ -3,10 +3,10 @@ import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
-import { recordLine, Spool, SpoolFullError, type SpoolBatch } from '../../src/collector/spool.js';
+import { recordLine, Spool, SpoolFullError, type SpoolBatch } from '../../src/relay/spool.js';
 import type { NewRecord } from '../../src/records/kinds.js';
 import { tempDir } from '../support/temp-dir.js';
-import { recordingLogger } from './helpers.js';
+import { recordingLogger } from '../collector/helpers.js';
 
 const record = (n: number): NewRecord => ({
   timestamp: 1732700000 + n / 1000,

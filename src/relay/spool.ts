@@ -33,8 +33,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { KIND_NAMES, type KindName, type NewRecord } from '../records/kinds.js';
-import { silentLogger, type CollectorLogger } from './logger.js';
-import type { CollectorMetrics } from './metrics.js';
+import { silentLogger, type CollectorLogger } from '../collector/logger.js';
+import type { CollectorMetrics } from '../collector/metrics.js';
 
 /** The most records and bytes one batch (one POST) holds. Changing them is safe (see `inflight`). */
 export const MAX_BATCH_RECORDS = 10_000;

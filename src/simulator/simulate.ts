@@ -15,8 +15,8 @@
 import net from 'node:net';
 import { parseFlags } from '../cli/flags.js';
 import { loadConfig } from '../config.js';
-import { encodeFrame, FRAME_BYTES } from './binary-decoder.js';
-import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
+import { encodeFrame, FRAME_BYTES } from '../collector/binary-decoder.js';
+import { batteryIdFor, parseBatteryMap, type BatteryMap } from '../collector/battery-map.js';
 import { PackModel, SCENARIOS, type Reading, type Scenario } from './pack-model.js';
 
 export type FramesVia = 'auto' | 'binary' | 'json';

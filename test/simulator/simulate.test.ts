@@ -3,9 +3,9 @@ import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseBatteryMap } from '../../src/collector/battery-map.js';
-import { PackModel, SCENARIOS, type Reading } from '../../src/collector/pack-model.js';
-import { planPacks, startSimulation } from '../../src/collector/simulate.js';
-import { allRecords, settle, startTestCollector } from './helpers.js';
+import { PackModel, SCENARIOS, type Reading } from '../../src/simulator/pack-model.js';
+import { planPacks, startSimulation } from '../../src/simulator/simulate.js';
+import { allRecords, settle, startTestCollector } from '../collector/helpers.js';
 
 const f32 = (x: number) => Math.fround(x);
 
@@ -101,7 +101,7 @@ test('several packs show up apart: JSON with battery_id, or frames on mapped por
 test('simulate --help prints the options; a bad flag is a usage error', async () => {
   const run = (args: string[]) =>
     new Promise<{ code: number | null; out: string }>((resolve) => {
-      const script = `import(${JSON.stringify(new URL('../../src/collector/simulate.ts', import.meta.url).href)}).then((m) => m.runSimulateCommand(${JSON.stringify(args)}))`;
+      const script = `import(${JSON.stringify(new URL('../../src/simulator/simulate.ts', import.meta.url).href)}).then((m) => m.runSimulateCommand(${JSON.stringify(args)}))`;
       const child = execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (_error, stdout, stderr) => resolve({ code: child.exitCode, out: stdout + stderr }));
     });
   const help = await run(['--help']);
