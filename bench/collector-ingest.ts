@@ -93,9 +93,21 @@ interface Child {
   stop(): Promise<void>;
 }
 
+/** A port free right now: the binary listener's port is chosen here rather than read from the logs, whose shape is not the bench's to rely on. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer().once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
 /** `battery-monitor <command>` in its own process, on free ports; answers once it listens. */
 async function startChild(command: string[], env: Record<string, string>, readyMessage: string): Promise<Child> {
   const dataDir = tempDir();
+  const binaryPort = await freePort();
   const child = spawn(process.execPath, [...childArgs, ...command], {
     env: {
       ...process.env,
@@ -103,7 +115,7 @@ async function startChild(command: string[], env: Record<string, string>, readyM
       API_HOST: '127.0.0.1',
       API_PORT: '0',
       COLLECTOR_HOST: '127.0.0.1',
-      COLLECTOR_BINARY_PORT: '0',
+      COLLECTOR_BINARY_PORT: String(binaryPort),
       COLLECTOR_JSON_PORT: '0',
       LOG_LEVEL: 'info',
       RETENTION_DAYS: '0',
@@ -114,12 +126,10 @@ async function startChild(command: string[], env: Record<string, string>, readyM
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let binaryPort = 0;
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string; binary_port?: number; binaryPort?: number; metricsPort?: number };
-        if (entry.msg === 'collector listening') binaryPort = entry.binary_port ?? entry.binaryPort ?? binaryPort;
+        const entry = JSON.parse(line) as { msg?: string; url?: string; metricsPort?: number };
         if (entry.msg === readyMessage) resolve(entry.url ?? `http://127.0.0.1:${entry.metricsPort}`);
       } catch {
         // not a log line

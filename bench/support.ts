@@ -8,16 +8,17 @@ import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { configureConnection, createSchema } from '../src/store/sqlite-schema.js';
 
-export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
+/** bench/results, unless BENCH_RESULTS_DIR says otherwise (run-all.ts --quick: short runs must not replace the figures the docs cite). */
+export const RESULTS_DIR = process.env.BENCH_RESULTS_DIR || fileURLToPath(new URL('./results/', import.meta.url));
 
 export function machine() {
   const cpus = os.cpus();
   return { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, memory_gib: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 }
 
-export function writeResults(name: string, results: unknown): void {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const file = path.join(RESULTS_DIR, `${name}.json`);
+export function writeResults(name: string, results: unknown, dir = RESULTS_DIR): void {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name}.json`);
   writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), machine: machine(), results }, null, 2)}\n`);
   console.log(`\nwritten to ${path.relative(process.cwd(), file)}`);
 }

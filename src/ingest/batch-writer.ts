@@ -12,7 +12,11 @@ interface Pending extends WriteRequest {
   reject(error: Error): void;
 }
 
-/** Gets the stored records with their ids; builds API-shaped records only if it needs them. */
+/**
+ * Gets the records a write stored, with their ids; builds API-shaped records only if it needs them.
+ * Records skipped because their idempotency key was stored already are not among them: a retried
+ * request reaches listeners with nothing, or with only what the first try had not stored.
+ */
 export type StoredListener = (kind: KindName, records: readonly NewRecord[], ids: readonly string[]) => void;
 
 export interface BatchWriterOptions {
@@ -49,7 +53,7 @@ export class BatchWriter {
     return this.#queuedRecords;
   }
 
-  /** Called with each stored batch, after it is durable (live push, metrics). */
+  /** Called with what each write stored, after it is durable (live push, metrics); never with nothing. */
   onStored(listener: StoredListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -118,7 +122,16 @@ export class BatchWriter {
         return;
       }
       pending.resolve(outcome.ids);
-      for (const listener of this.#listeners) listener(pending.kind, pending.records, outcome.ids);
+      if (this.#listeners.size === 0) return;
+      let { records } = pending;
+      let ids: readonly string[] = outcome.ids;
+      if (outcome.existing.length > 0) {
+        const skip = new Set(outcome.existing);
+        records = records.filter((_, i) => !skip.has(i));
+        ids = ids.filter((_, i) => !skip.has(i));
+        if (records.length === 0) return;
+      }
+      for (const listener of this.#listeners) listener(pending.kind, records, ids);
     });
   }
 }

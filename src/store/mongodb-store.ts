@@ -12,6 +12,9 @@
  * fails its request before anything is sent, and a request that loses a record to a server-side
  * error has its other records deleted again, but a connection lost mid-insert can leave part of a
  * request stored. Producers that resend use idempotency keys, which makes the resend harmless.
+ *
+ * A write answers after one round trip per kind (the insertMany); the per-pack counts behind
+ * batteries() follow after the answer, coalesced across writes (mongodb-summary.ts).
  */
 import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Document, type Filter, type MongoClientOptions } from 'mongodb';
 import { DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, fieldNames, type KindName, type StoredRecord } from '../records/kinds.js';
@@ -30,6 +33,7 @@ import {
   type SummaryDocument,
 } from './mongodb-documents.js';
 import { bucketGroup, countLegacyDocumentsOnce, isReplicaSet, serverRefused, setUp, type KindCollection, type Setup } from './mongodb-setup.js';
+import { SummaryQueue, type SummaryIncrement } from './mongodb-summary.js';
 import { maskMongoUri, redactor, uriOptionNames } from './mongodb-uri.js';
 import {
   StoreUnavailableError,
@@ -63,13 +67,20 @@ export interface MongoStoreOptions {
   /** Pause between set-up attempts while the server is away. */
   retryIntervalMs?: number;
   /**
+   * How long per-pack count increments wait to be coalesced into one summary update after the
+   * writes that made them have answered (mongodb-summary.ts).
+   */
+  summaryDelayMs?: number;
+  /**
    * Tests only: run the time-series query and write paths on whatever collections there are, so that
    * a server without time-series collections (FerretDB) still exercises them. health() tells the truth.
    */
   timeseriesPaths?: boolean;
 }
 
-const DEFAULTS = { serverSelectionTimeoutMs: 2500, operationTimeoutMs: 10_000, retryIntervalMs: 5000 };
+const DEFAULTS = { serverSelectionTimeoutMs: 2500, operationTimeoutMs: 10_000, retryIntervalMs: 5000, summaryDelayMs: 100 };
+/** Packs × kinds whose counts may wait for the next summary update before it goes at once. */
+const MAX_PENDING_SUMMARY = 10_000;
 /** Set-up builds indexes, which on a large existing collection takes minutes, not seconds. */
 const SETUP_TIMEOUT_MS = 10 * 60_000;
 const EXPORT_BATCH = 1000;
@@ -95,6 +106,7 @@ export class MongoStore implements Store {
   readonly #operationTimeoutMs: number;
   readonly #retryIntervalMs: number;
   readonly #timeseriesPaths: boolean;
+  readonly #summary: SummaryQueue;
   #setup: Setup | undefined;
   #settingUp: Promise<Setup> | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -111,6 +123,16 @@ export class MongoStore implements Store {
     this.#operationTimeoutMs = options.operationTimeoutMs ?? DEFAULTS.operationTimeoutMs;
     this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULTS.retryIntervalMs;
     this.#timeseriesPaths = options.timeseriesPaths ?? false;
+    this.#summary = new SummaryQueue({
+      write: (increments) => this.#writeSummary(increments),
+      failed: (error, lost) =>
+        this.#log.warn(
+          `MongoDB store: pack summary not updated, counts of ${lost.length} pack/kind pairs are low by ` +
+            `${lost.reduce((n, increment) => n + increment.count, 0)} records: ${this.#storeError(error).message}`,
+        ),
+      delayMs: options.summaryDelayMs ?? DEFAULTS.summaryDelayMs,
+      maxPending: MAX_PENDING_SUMMARY,
+    });
     const selection = options.serverSelectionTimeoutMs ?? DEFAULTS.serverSelectionTimeoutMs;
     const set = uriOptionNames(options.uri);
     const clientOptions: MongoClientOptions = { appName: 'battery-monitor', ignoreUndefined: true };
@@ -240,36 +262,48 @@ export class MongoStore implements Store {
   async #writeKind(setup: Setup, kind: KindName, requests: WriteRequest[]): Promise<WriteOutcome[]> {
     const { collection, timeseries } = setup.kinds[kind];
     const ids: ObjectId[][] = requests.map(() => []);
+    // Per request, the records this write does not store because their key is stored already.
+    const existing: number[][] = requests.map(() => []);
     const docs: RecordDocument[] = [];
+    /** Per document: its request, and its record's index in that request. */
     const owner: number[] = [];
+    const ownerRecord: number[] = [];
     const seenKeys = new Set<string>();
     requests.forEach((request, r) => {
-      for (const record of request.records) {
+      request.records.forEach((record, i) => {
         if (record.key === undefined) {
           const id = new ObjectId();
           ids[r]!.push(id);
           docs.push(toDocument(kind, record, id));
           owner.push(r);
-          continue;
+          ownerRecord.push(i);
+          return;
         }
         const id = idForKey(record.key);
         ids[r]!.push(id);
         // The same key twice in one write: stored once, both answer its id.
-        if (seenKeys.has(record.key)) continue;
+        if (seenKeys.has(record.key)) {
+          existing[r]!.push(i);
+          return;
+        }
         seenKeys.add(record.key);
         docs.push(toDocument(kind, record, id));
         owner.push(r);
-      }
+        ownerRecord.push(i);
+      });
     });
     let toInsert = docs;
     let toInsertOwner = owner;
+    let toInsertRecord = ownerRecord;
     if (timeseries && seenKeys.size > 0) {
       // No unique index on a time-series collection: skip keys already stored. Two instances writing
       // the same key at the same moment can still both store it; resends come one after another.
       const stored = await this.#storedKeys(collection, docs.filter((doc) => doc.key !== undefined));
       const keep = docs.map((doc) => doc.key === undefined || !stored.has(doc.key));
+      keep.forEach((kept, d) => kept || existing[owner[d]!]!.push(ownerRecord[d]!));
       toInsert = docs.filter((_, i) => keep[i]);
       toInsertOwner = owner.filter((_, i) => keep[i]);
+      toInsertRecord = ownerRecord.filter((_, i) => keep[i]);
     }
 
     const failedRequests = new Map<number, string>();
@@ -283,7 +317,10 @@ export class MongoStore implements Store {
         for (const { index, code, message } of writeErrors) {
           notInserted.add(index);
           // 11000 on a keyed document: that key is stored already, and its id is the same.
-          if (code === 11000 && toInsert[index]?.key !== undefined) continue;
+          if (code === 11000 && toInsert[index]?.key !== undefined) {
+            existing[toInsertOwner[index]!]!.push(toInsertRecord[index]!);
+            continue;
+          }
           const r = toInsertOwner[index]!;
           if (!failedRequests.has(r)) failedRequests.set(r, `${KINDS[kind].collection}: ${this.#redact(message)}`);
         }
@@ -310,11 +347,14 @@ export class MongoStore implements Store {
         if (doc.timestamp > seen.lastSeen) seen.lastSeen = doc.timestamp;
       }
     });
-    if (counts.size > 0) await this.#countInSummary(setup, kind, counts);
+    // The records are durable: answer now. The counts follow, coalesced (mongodb-summary.ts).
+    if (counts.size > 0) this.#summary.add(kind, counts);
 
     return requests.map((_, r): WriteOutcome => {
       const failure = failedRequests.get(r);
-      return failure === undefined ? { ok: true, ids: ids[r]!.map((id) => id.toHexString()) } : { ok: false, error: new Error(failure) };
+      if (failure !== undefined) return { ok: false, error: new Error(failure) };
+      // Indexes were gathered in the order the server reported them.
+      return { ok: true, ids: ids[r]!.map((id) => id.toHexString()), existing: existing[r]!.sort((a, b) => a - b) };
     });
   }
 
@@ -334,21 +374,17 @@ export class MongoStore implements Store {
     return new Set(found.map((doc) => String(doc.key)));
   }
 
-  /**
-   * The records are durable by now; a summary update lost to an outage only makes a pack's count low,
-   * which is why it is logged and not failed: failing would make the producer send the records again.
-   */
-  async #countInSummary(setup: Setup, kind: KindName, counts: Map<string, { count: number; lastSeen: number }>): Promise<void> {
-    const updates: AnyBulkWriteOperation<SummaryDocument>[] = [...counts].map(([batteryId, { count, lastSeen }]) => ({
+  /** One coalesced summary update: an upsert per pack and kind, bounded like every operation. */
+  async #writeSummary(increments: SummaryIncrement[]): Promise<void> {
+    const setup = await this.ready();
+    const updates: AnyBulkWriteOperation<SummaryDocument>[] = increments.map(({ batteryId, kind, count, lastSeen }) => ({
       updateOne: {
         filter: { _id: summaryId(batteryId, kind) },
         update: { $inc: { count }, $max: { last_seen: lastSeen }, $setOnInsert: { battery_id: batteryId, kind } },
         upsert: true,
       },
     }));
-    await this.#bounded(setup.summary.bulkWrite(updates, { ordered: false }), 'summary update').catch((error: unknown) =>
-      this.#log.warn(`MongoDB store: pack summary not updated, counts may be low: ${this.#storeError(error).message}`),
-    );
+    await this.#bounded(setup.summary.bulkWrite(updates, { ordered: false }), 'summary update');
   }
 
   async latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null> {
@@ -496,6 +532,8 @@ export class MongoStore implements Store {
 
   async batteries(): Promise<BatterySummary[]> {
     const setup = await this.ready();
+    // Counts of writes this instance has answered are still on their way: send them first.
+    await this.#summary.flush();
     const rows = await this.#bounded(setup.summary.find({ count: { $gt: 0 } }).toArray(), 'read');
     const byId = new Map<string, BatterySummary>();
     for (const row of rows) {
@@ -526,6 +564,9 @@ export class MongoStore implements Store {
   async deleteOlderThan(cutoff: number): Promise<number> {
     finite('cutoff', cutoff);
     const setup = await this.ready();
+    // Increments still waiting must land before the decrements: a pack whose count went to zero or
+    // below here is removed, and a late increment would then recreate it counting deleted records.
+    await this.#summary.flush();
     let deleted = 0;
     for (const kind of KIND_NAMES) {
       const kc = setup.kinds[kind];
@@ -572,6 +613,8 @@ export class MongoStore implements Store {
   }
 
   async close(): Promise<void> {
+    // The counts of answered writes go out before the connection does (each update is bounded).
+    await this.#summary.close();
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     await this.#client.close();

@@ -123,7 +123,7 @@ export class SqliteStore implements Store {
     );
     if (!('outcomes' in reply)) throw new StoreUnavailableError('unexpected reply from the SQLite writer');
     return reply.outcomes.map((outcome) =>
-      outcome.ok ? { ok: true, ids: outcome.ids.map(String) } : { ok: false, error: new Error(outcome.message) },
+      outcome.ok ? { ok: true, ids: outcome.ids.map(String), existing: outcome.existing } : { ok: false, error: new Error(outcome.message) },
     );
   }
 

@@ -26,7 +26,7 @@ export type WriterRequest =
   | { type: 'delete'; id: number; cutoff: number };
 
 export type WriterReply =
-  | { id: number; outcomes: ({ ok: true; ids: number[] } | { ok: false; message: string })[] }
+  | { id: number; outcomes: ({ ok: true; ids: number[]; existing: number[] } | { ok: false; message: string })[] }
   | { id: number; deleted: number }
   | { id: number; error: string };
 
@@ -95,14 +95,18 @@ function startWriter(file: string): void {
   const decrementSummary = db.prepare(`UPDATE battery_summary SET count = count - ? WHERE battery_id = ? AND kind = ?`);
   const dropEmptySummaries = db.prepare(`DELETE FROM battery_summary WHERE count <= 0`);
 
-  /** Inserts one request's rows; answers each row's id (the existing one for a known key). */
-  function insertRequest(request: ColumnarRequest): number[] {
+  /**
+   * Inserts one request's rows; answers each row's id (the existing one for a known key) and which
+   * rows were already stored under their key, so that only the rows stored here are published.
+   */
+  function insertRequest(request: ColumnarRequest): { ids: number[]; existing: number[] } {
     const kind = KINDS[request.kind];
     const s = statements[request.kind];
     const fieldCount = Object.keys(kind.fields).length;
     const width = 3 + fieldCount;
     const { numbers, strings, keys } = request;
     const ids: number[] = new Array(request.count);
+    const existing: number[] = [];
     const rollups = ROLLUP_WIDTHS.map(() => new Map<string, Rollup>());
     const summary = new Map<string, { count: number; lastSeen: number }>();
     const args: (number | string | null)[] = new Array(3 + width);
@@ -120,6 +124,7 @@ function startWriter(file: string): void {
       if (result.changes === 0) {
         // Already stored under this idempotency key: answer its id, count it once.
         ids[row] = s.idOfKey.get(args[2]) as number;
+        existing.push(row);
         continue;
       }
       ids[row] = Number(result.lastInsertRowid);
@@ -160,7 +165,7 @@ function startWriter(file: string): void {
       }
     });
     for (const [batteryId, { count, lastSeen }] of summary) upsertSummary.run(batteryId, request.kind, count, lastSeen);
-    return ids;
+    return { ids, existing };
   }
 
   /** One transaction for all requests; a savepoint each, so one failing request spares the rest. */
@@ -168,9 +173,9 @@ function startWriter(file: string): void {
     requests.map((request) => {
       db.exec('SAVEPOINT request');
       try {
-        const ids = insertRequest(request);
+        const { ids, existing } = insertRequest(request);
         db.exec('RELEASE request');
-        return { ok: true as const, ids };
+        return { ok: true as const, ids, existing };
       } catch (error) {
         db.exec('ROLLBACK TO request');
         db.exec('RELEASE request');

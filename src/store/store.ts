@@ -9,8 +9,15 @@ export interface WriteRequest {
   records: NewRecord[];
 }
 
-/** One outcome per WriteRequest: its records' ids in order, or why the whole request failed. */
-export type WriteOutcome = { ok: true; ids: string[] } | { ok: false; error: Error };
+/**
+ * One outcome per WriteRequest: its records' ids in order, or why the whole request failed.
+ * `existing` lists the records (indexes into the request's `records`) that this write did not store
+ * because their idempotency key was stored already, by an earlier write or earlier in this one: their
+ * ids are the stored records' ids. Everything else in an ok request was stored by this write. What
+ * runs after a commit (the live feed) hands on only the records this write stored, so a retried
+ * request publishes nothing twice. Usually empty: only keyed records can be in it.
+ */
+export type WriteOutcome = { ok: true; ids: string[]; existing: number[] } | { ok: false; error: Error };
 
 export interface HistoryQuery {
   /** Unix seconds: records with timestamp >= since. */

@@ -74,6 +74,28 @@ describe('BatchWriter', () => {
     await store.close();
   });
 
+  it('hands listeners only what a write stored: a resent keyed record reaches them once', async () => {
+    const { store } = await countingStore();
+    const writer = new BatchWriter(store);
+    try {
+      const heard: { kind: string; timestamps: number[]; ids: string[] }[] = [];
+      writer.onStored((kind, records, ids) => heard.push({ kind, timestamps: records.map((r) => r.timestamp), ids: [...ids] }));
+      const keyed = (t: number, key: string) => ({ ...data(t), key });
+      const first = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1')]);
+      const resent = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1')]);
+      const grown = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1'), keyed(3, 'k:2')]);
+      assert.deepEqual(resent, first);
+      assert.deepEqual(grown.slice(0, 2), first);
+      assert.deepEqual(heard, [
+        { kind: 'battery-data', timestamps: [1, 2], ids: first },
+        { kind: 'battery-data', timestamps: [3], ids: [grown[2]!] },
+      ]);
+    } finally {
+      await writer.close();
+      await store.close();
+    }
+  });
+
   it('drops a subscriber that falls too far behind', async () => {
     const { store } = await countingStore();
     const writer = new BatchWriter(store);

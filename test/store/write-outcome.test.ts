@@ -1,0 +1,95 @@
+/**
+ * A write's outcome says which records it stored and which it skipped because their idempotency key
+ * was stored already (WriteOutcome.existing), on every store: what runs after a commit publishes
+ * only what was stored. SQLite in a temp dir; MongoDB on a real wire server, on its plain-collection
+ * path (a unique _id refuses the copy) and on its time-series path (keys looked up first).
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { MongoClient } from 'mongodb';
+import type { NewRecord } from '../../src/records/kinds.js';
+import { openMongoStore } from '../../src/store/mongodb-store.js';
+import { openSqliteStore } from '../../src/store/sqlite-store.js';
+import type { Store, WriteOutcome } from '../../src/store/store.js';
+import { startMongoServer } from '../support/mongo-server.js';
+import { tempDir } from '../support/temp-dir.js';
+import { data } from './conformance.js';
+
+const NOW = 1_732_700_000;
+const keyed = (key: string, t: number, pack = 'pack-k') => ({ ...data(t, pack), key }) satisfies NewRecord;
+
+function ok(outcome: WriteOutcome | undefined): { ids: string[]; existing: number[] } {
+  assert.ok(outcome?.ok, `write failed: ${outcome && !outcome.ok ? outcome.error.message : ''}`);
+  return outcome;
+}
+
+function writeOutcomes(name: string, open: () => Promise<Store>): void {
+  describe(`write outcomes: ${name}`, () => {
+    it('lists nothing as existing when everything is new, keyed or not', async () => {
+      const store = await open();
+      try {
+        const result = ok((await store.write([{ kind: 'battery-data', records: [data(NOW), keyed('a:0', NOW + 1), data(NOW + 2)] }]))[0]);
+        assert.equal(result.ids.length, 3);
+        assert.deepEqual(result.existing, []);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('lists the records whose key was stored by an earlier write, answering their stored ids', async () => {
+      const store = await open();
+      try {
+        const first = ok((await store.write([{ kind: 'battery-data', records: [keyed('b:0', NOW), keyed('b:1', NOW + 1)] }]))[0]);
+        const retry = ok(
+          (await store.write([{ kind: 'battery-data', records: [data(NOW + 5), keyed('b:1', NOW + 1), keyed('b:2', NOW + 2), keyed('b:0', NOW)] }]))[0],
+        );
+        assert.deepEqual(retry.existing, [1, 3]);
+        assert.equal(retry.ids[1], first.ids[1]);
+        assert.equal(retry.ids[3], first.ids[0]);
+        assert.equal(new Set(retry.ids).size, 4);
+        assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 4);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('stores a key repeated within one write once: the first is new, the repeats existing, across requests too', async () => {
+      const store = await open();
+      try {
+        const [one, two] = await store.write([
+          { kind: 'battery-data', records: [keyed('c:0', NOW), keyed('c:0', NOW)] },
+          { kind: 'battery-data', records: [keyed('c:0', NOW), keyed('c:1', NOW + 1)] },
+        ]);
+        const a = ok(one);
+        const b = ok(two);
+        assert.deepEqual(a.existing, [1]);
+        assert.deepEqual(b.existing, [0]);
+        assert.equal(a.ids[0], a.ids[1]);
+        assert.equal(b.ids[0], a.ids[0]);
+        assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 2);
+        // Counted once each in the pack summary, as stored.
+        assert.equal((await store.batteries()).find((p) => p.battery_id === 'pack-k')?.counts['battery-data'], 2);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
+
+writeOutcomes('sqlite', () => openSqliteStore(tempDir()));
+
+const server = await startMongoServer();
+const admin = new MongoClient(server.uri);
+const created: string[] = [];
+after(async () => {
+  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
+  await admin.close();
+  await server.stop();
+});
+const openMongo = (timeseriesPaths: boolean) => () => {
+  const databaseName = `outcome_test_${process.pid}_${created.length + 1}`;
+  created.push(databaseName);
+  return openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, timeseriesPaths });
+};
+writeOutcomes(`mongodb on ${server.description}`, openMongo(false));
+writeOutcomes(`mongodb on ${server.description}, time-series paths`, openMongo(true));
