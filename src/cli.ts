@@ -3,8 +3,9 @@
  * battery-monitor: `serve` (API), `collect` (standalone TCP collector forwarding to an API),
  * `simulate` (demo traffic), or with no command everything in one process.
  */
+import { constants } from 'node:os';
 import { ConfigError } from './config.js';
-import { startService } from './service.js';
+import { startService, type Service } from './service.js';
 
 const HELP = `Usage: battery-monitor [command] [--help]
 
@@ -18,22 +19,33 @@ Settings come from the environment and a .env file in the working directory: see
 `;
 
 async function serve(collector: boolean): Promise<void> {
-  const service = await startService({}, { collector });
+  // Listening for signals before starting: a Ctrl-C right after the "listening" lines (or during a
+  // slow start, a store far away) stops cleanly once started; a second one does not wait.
+  let service: Service | undefined;
+  let requested: NodeJS.Signals | undefined;
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (signal: NodeJS.Signals) => {
+    if (service === undefined) {
+      if (requested !== undefined) process.exit(128 + (constants.signals[signal] ?? 0));
+      requested = signal;
+      return;
+    }
     if (stopping) return;
     stopping = true;
-    service.app.log.info({ signal }, 'stopping: finishing in-flight writes');
+    const { app } = service;
+    app.log.info({ signal }, 'stopping: finishing in-flight writes');
     service.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        service.app.log.error({ err: error }, 'error while stopping');
+        app.log.error({ err: error }, 'error while stopping');
         process.exit(1);
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  service = await startService({}, { collector });
+  if (requested !== undefined) stop(requested);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -58,7 +70,9 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  // One clear line for a bad setting; the message never holds a secret's value.
+  // One line, no stack: a bad setting (ConfigError) or a listener that cannot start (ListenError,
+  // naming the setting to change). What had started is closed by then, logs flushed. The message
+  // never holds a secret's value.
   const message = error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error);
   process.stderr.write(`battery-monitor: ${message}\n`);
   process.exit(error instanceof ConfigError ? 2 : 1);

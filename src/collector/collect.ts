@@ -9,6 +9,8 @@ import path from 'node:path';
 import { parseFlags } from '../cli/flags.js';
 import { collectDefaultMetrics, type Registry } from 'prom-client';
 import { ConfigError, loadConfig, type Config } from '../config.js';
+import { listenOn } from '../listen-error.js';
+import { closeLogger } from '../logger.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector.js';
 import { startForwarder, type ForwarderHandle } from '../relay/forwarder.js';
 import { createCollectorLogger, type CollectorLogger } from './logger.js';
@@ -47,7 +49,12 @@ export async function startStandaloneCollector(config: Config, options: Standalo
   let server: http.Server | undefined;
   try {
     collector = await startCollector({ ...collectorOptionsFromConfig(config), sink: spool, logger, metrics });
-    if (options.metricsPort !== undefined) server = await serveMetrics(metrics.registry, options.metricsHost ?? config.collectorHost, options.metricsPort);
+    if (options.metricsPort !== undefined) {
+      const hostSetting = options.metricsHost === undefined ? 'COLLECTOR_HOST' : '--metrics-host';
+      server = await serveMetrics(metrics.registry, options.metricsHost ?? config.collectorHost, options.metricsPort, hostSetting);
+      const address = server.address() as AddressInfo;
+      logger.info({ listener: 'metrics', host: options.metricsHost ?? config.collectorHost, port: address.port, setting: '--metrics-port' }, 'metrics listening');
+    }
   } catch (error) {
     await collector?.close();
     await forwarder.close(0);
@@ -74,8 +81,8 @@ export async function startStandaloneCollector(config: Config, options: Standalo
   };
 }
 
-/** GET /metrics (Prometheus text) and GET /health on a small HTTP listener. */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<http.Server> {
+/** GET /metrics (Prometheus text) and GET /health on a small HTTP listener; a port that cannot be had throws a ListenError. */
+export async function serveMetrics(registry: Registry, host: string, port: number, hostSetting = '--metrics-host'): Promise<http.Server> {
   const server = http.createServer((request, response) => {
     const url = (request.url ?? '/').split('?')[0];
     if (request.method === 'GET' && url === '/metrics') {
@@ -89,13 +96,7 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
       response.writeHead(404, { 'content-type': 'application/json' }).end('{"detail":"Not Found"}');
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenOn(server, { host, port, hostSetting, portSetting: '--metrics-port', portFix: 'pass --metrics-port a free port, or 0 for any' });
   return server;
 }
 
@@ -151,10 +152,9 @@ export async function runCollectCommand(args: string[]): Promise<void> {
   try {
     running = await startStandaloneCollector(config, { apiUrl, metricsPort, metricsHost: values['metrics-host'], logger });
   } catch (error) {
-    logger.error({ err: error }, 'the collector could not start');
-    logger.flush();
-    process.exitCode = 1;
-    return;
+    // What had started is closed; the CLI prints the one line (a ListenError names the setting).
+    await closeLogger(logger);
+    throw error;
   }
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -167,5 +167,5 @@ export async function runCollectCommand(args: string[]): Promise<void> {
     process.on('SIGTERM', stop);
   });
   await running.close();
-  logger.flush();
+  await closeLogger(logger);
 }

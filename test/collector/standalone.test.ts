@@ -158,7 +158,7 @@ async function startChild(env: Record<string, string>, apiUrl: string): Promise<
         return;
       }
       lines.push(entry);
-      if (entry.msg === 'collector listening') binaryPort = entry.binaryPort as number;
+      if (entry.msg === 'collector listening' && entry.setting === 'COLLECTOR_BINARY_PORT') binaryPort = entry.port as number;
       if (entry.msg === 'collector forwarding to the API through the spool') {
         metricsPort = entry.metricsPort as number;
         resolve();
