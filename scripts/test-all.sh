@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, installing first whatever it needs that npm does not bring: Chromium for the
 # browser test (Debian package), FerretDB for the MongoDB tests (built from the Go module proxy,
-# unless MONGODB_TEST_URI is set or mongod is on PATH). Then: typecheck, build (server and
+# unless MONGODB_TEST_URI is set or mongod is on PATH), schemathesis for the API contract test (PyPI,
+# pinned, into a virtual environment in .cache/schemathesis). Then: typecheck, build (server and
 # dashboard), the C++ edge library's own tests, and every TypeScript test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,24 @@ fi
 
 if [ -z "${MONGODB_TEST_URI:-}" ] && ! command -v mongod >/dev/null 2>&1; then
   sh scripts/install-ferretdb.sh
+fi
+
+# schemathesis for test/api/schemathesis.test.ts: the pinned version, in a virtual environment under
+# the git-ignored .cache, so nothing is installed into the system's Python. Reinstalled only when
+# that version is not the one there.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=.cache/schemathesis
+if ! "$SCHEMATHESIS_VENV/bin/st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION"; then
+  echo "test: installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV" >&2
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian splits venv (and the pip it bootstraps) out of python3.
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  rm -rf "$SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 npm run typecheck

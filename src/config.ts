@@ -8,6 +8,11 @@ import { fileURLToPath } from 'node:url';
 
 export const DEFAULT_SPECS_FILE = fileURLToPath(new URL('../config/battery-specs.json', import.meta.url));
 
+/** One day: a producer whose clock is further ahead is broken, not drifting. */
+export const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 86_400;
+/** A hundred years: past it every timestamp up to the absolute bound (2100) is accepted anyway. */
+const MAX_CLOCK_SKEW_LIMIT = 3_155_760_000;
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -33,6 +38,12 @@ export interface Config {
   apiKey: string | undefined;
   readApiKey: string | undefined;
   batterySpecsFile: string;
+  /**
+   * How far ahead of the server clock a record's timestamp may be, in seconds. Producers' clocks
+   * drift; a timestamp further ahead is a broken clock or a broken producer, and a record stored with
+   * it would sit outside every time window until retention removed it (answered 422 instead).
+   */
+  maxClockSkewSeconds: number;
 }
 
 /** A setting's bad value; the message names the setting and never echoes a secret. */
@@ -116,6 +127,7 @@ export function loadConfig(env: Env = loadDotEnv()): Config {
     apiKey: optionalSecret(env, 'API_KEY'),
     readApiKey: optionalSecret(env, 'READ_API_KEY'),
     batterySpecsFile,
+    maxClockSkewSeconds: integer(env, 'MAX_CLOCK_SKEW_SECONDS', DEFAULT_MAX_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_LIMIT),
   };
 }
 

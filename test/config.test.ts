@@ -16,6 +16,7 @@ describe('settings', () => {
     assert.deepEqual(config.corsOrigins, ['http://localhost:5173', 'http://localhost:3000']);
     assert.equal(config.logLevel, 'info');
     assert.equal(config.apiKey, undefined);
+    assert.equal(config.maxClockSkewSeconds, 86_400);
   });
 
   it('reads every setting from the environment', () => {
@@ -27,7 +28,9 @@ describe('settings', () => {
       CORS_ORIGINS: 'https://ops.example.com, http://localhost:3000',
       LOG_LEVEL: 'WARN',
       API_KEY: 'a-long-write-key',
+      MAX_CLOCK_SKEW_SECONDS: '300',
     });
+    assert.equal(config.maxClockSkewSeconds, 300);
     assert.equal(config.databaseName, 'fleet');
     assert.equal(config.apiPort, 9000);
     assert.equal(config.retentionDays, 0);
@@ -45,6 +48,8 @@ describe('settings', () => {
     ['DATABASE_NAME', 'a b', /^DATABASE_NAME/],
     ['BATTERY_SPECS_FILE', '/nonexistent/specs.json', /^BATTERY_SPECS_FILE/],
     ['API_KEY', 'short', /^API_KEY must be at least 8/],
+    ['MAX_CLOCK_SKEW_SECONDS', '-1', /^MAX_CLOCK_SKEW_SECONDS must be a whole number from 0/],
+    ['MAX_CLOCK_SKEW_SECONDS', '1.5', /^MAX_CLOCK_SKEW_SECONDS/],
   ] as const) {
     it(`stops on a bad ${name} with one line naming it`, () => {
       assert.throws(() => loadConfig({ [name]: value }), (error: Error) => error instanceof ConfigError && pattern.test(error.message) && !error.message.includes('\n'));

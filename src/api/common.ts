@@ -1,20 +1,27 @@
-/** Schemas shared by several routes: query parameters and error answers. */
+/**
+ * What several routes share: query parameters, error answers, who may call (OpenAPI security), and
+ * the 405 answer for a known path asked with a method it does not serve.
+ */
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
+import type { KeySettings } from './auth.js';
 import { BatteryId } from '../records/schemas.js';
 
 export const MAX_HISTORY_LIMIT = 10_000;
 /** Ten years: longer than any retention this service keeps. */
 export const MAX_HOURS = 87_600;
 
+// Parameters with a default are optional (the validator fills the default in), so the document
+// does not call them required.
 export const Hours = (fallback: number) =>
-  Type.Number({ exclusiveMinimum: 0, maximum: MAX_HOURS, default: fallback, description: 'How far back, in hours' });
+  Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_HOURS, default: fallback, description: 'How far back, in hours' }));
 
 export const BatteryQuery = Type.Object({ battery_id: Type.Optional(BatteryId) }, { additionalProperties: false });
 
 export const HistoryQuery = Type.Object(
   {
     hours: Hours(24),
-    limit: Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, default: 100, description: 'At most this many records' }),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, default: 100, description: 'At most this many records' })),
     battery_id: Type.Optional(BatteryId),
   },
   { additionalProperties: false },
@@ -45,3 +52,49 @@ export const errorResponses = {
 };
 
 export const notFound = { ...ErrorDetail, description: 'Nothing stored (for this pack)' };
+
+/** OpenAPI security of an operation: a key in X-API-Key or Authorization: Bearer, or none needed. */
+type Security = { [scheme: string]: string[] }[];
+const KEYED: Security = [{ apiKey: [] }, { bearer: [] }];
+const OPEN: Security = [];
+
+/**
+ * What an operation's `security` says, from the settings the service runs with, so that the
+ * document promises a 401 exactly where requireKey (auth.ts) answers one: writes need API_KEY when
+ * it is set, reads need a key only when READ_API_KEY is set, open routes never.
+ */
+export function securityOf(settings: KeySettings, access: 'read' | 'write' | 'open'): Security {
+  if (access === 'write') return settings.apiKey === undefined ? OPEN : KEYED;
+  if (access === 'read') return settings.readApiKey === undefined ? OPEN : KEYED;
+  return OPEN;
+}
+
+/**
+ * The methods each path is served with, collected as routes are added, for 405 answers. Fastify's
+ * router answers 404 for a known path with another method; RFC 9110 asks for 405 with `Allow`.
+ * Must be called before the routes are registered (an onRoute hook sees only later routes).
+ */
+export function trackRouteMethods(app: FastifyInstance): (path: string) => string[] {
+  const routes: { pattern: RegExp; methods: string[] }[] = [];
+  app.addHook('onRoute', (route: RouteOptions) => {
+    // The CORS plugin's catch-all OPTIONS route matches every path: it must not turn unknown
+    // paths into known ones.
+    if (route.url === '*' || route.url === '/*') return;
+    const methods = (Array.isArray(route.method) ? route.method : [route.method]).map((method) => method.toUpperCase());
+    routes.push({ pattern: patternOf(route.url), methods });
+  });
+  return (path) => {
+    const allowed = new Set<string>();
+    for (const route of routes) if (route.pattern.test(path)) for (const method of route.methods) allowed.add(method);
+    return [...allowed].sort();
+  };
+}
+
+/** A Fastify route path as a regular expression: `:name` is one segment, `*` anything. */
+function patternOf(url: string): RegExp {
+  const source = url
+    .split(/(:[A-Za-z0-9_]+(?:\([^)]*\))?|\*)/)
+    .map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${source}$`);
+}

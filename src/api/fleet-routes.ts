@@ -1,4 +1,8 @@
-/** Fleet-wide reads: the list of packs, and the dashboard summary of the original service. */
+/**
+ * Fleet-wide reads: the list of packs, and the dashboard summary of the original service. The
+ * summary answers under the original's own keys (battery_data, performance, prediction, specs,
+ * thresholds): frontends written for the original read exactly those names.
+ */
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import { KIND_NAMES } from '../records/kinds.js';
@@ -46,16 +50,19 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       onRequest,
       schema: {
         summary: 'Latest record of each kind, with the battery specifications and monitoring thresholds',
+        description:
+          'The keys are those of the original Battery Monitoring API, so its frontends work unchanged. ' +
+          'A record is null while none of its kind is stored (for this pack, with battery_id).',
         tags: ['Fleet'],
         querystring: BatteryQuery,
         response: {
           200: Type.Object({
-            battery_data: Type.Union([recordSchemas['battery-data']!, Type.Null()]),
-            battery_performance: Type.Union([recordSchemas['battery-performance']!, Type.Null()]),
-            battery_prediction: Type.Union([recordSchemas['battery-prediction']!, Type.Null()]),
+            battery_data: Type.Union([recordSchemas['battery-data']!, Type.Null()], { description: 'Newest battery reading' }),
+            performance: Type.Union([recordSchemas['battery-performance']!, Type.Null()], { description: 'Newest performance record' }),
+            prediction: Type.Union([recordSchemas['battery-prediction']!, Type.Null()], { description: 'Newest life prediction' }),
             specs: battery_specifications,
             thresholds: monitoring_thresholds,
-            timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
+            timestamp: Type.Number({ description: 'Server time, Unix seconds (beyond the original: lets a page estimate clock skew)' }),
           }),
           ...errorResponses,
         },
@@ -66,8 +73,8 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       const [data, performance, prediction] = await Promise.all(KIND_NAMES.map((kind) => store.latest(kind, batteryId)));
       return {
         battery_data: data,
-        battery_performance: performance,
-        battery_prediction: prediction,
+        performance,
+        prediction,
         specs: specs.battery_specifications,
         thresholds: specs.monitoring_thresholds,
         timestamp: Date.now() / 1000,

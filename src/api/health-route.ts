@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import type { AppDeps } from './app.js';
+import { securityOf } from './common.js';
 
 const Health = Type.Object({
   status: Type.String({ example: 'healthy' }),
@@ -15,7 +16,16 @@ const Health = Type.Object({
 export async function healthRoute(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.get(
     '/health',
-    { schema: { summary: 'Is the store reachable?', tags: ['Health'], response: { 200: Health, 503: Health } } },
+    {
+      schema: {
+        operationId: 'health',
+        summary: 'Is the store reachable?',
+        tags: ['Health'],
+        // Open whatever keys are set: load balancers and monitors ask it.
+        security: securityOf(deps.config, 'open'),
+        response: { 200: Health, 503: Health },
+      },
+    },
     async (request, reply) => {
       const health = await deps.store.health();
       const body = {

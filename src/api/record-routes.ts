@@ -2,14 +2,15 @@
  * The routes of every record kind, generated from the kinds table: POST, latest, history,
  * aggregate and export. One handler each, whatever the kind.
  */
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
-import { ALL_KINDS, toNewRecord, type KindSpec, type StoredRecord } from '../records/kinds.js';
+import { ALL_KINDS, toNewRecord, type KindSpec, type RecordInput, type StoredRecord } from '../records/kinds.js';
 import { inputSchemas, MAX_BATCH_RECORDS, recordSchemas } from '../records/schemas.js';
 import { validateBody } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
-import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound } from './common.js';
+import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, securityOf } from './common.js';
 import type { AppDeps } from './app.js';
 import { requireKey } from './auth.js';
 
@@ -41,22 +42,46 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
   const tags = [kind.title];
   const label = kind.label;
   const readHook = requireKey(deps.config, 'read');
+  const readSecurity = securityOf(deps.config, 'read');
   const Record = recordSchemas[kind.name]!;
   const Input = inputSchemas[kind.name]!;
+  const clockBound = { maxClockSkewSeconds: deps.config.maxClockSkewSeconds };
+  const operationId = (verb: string) => `${verb}${kind.title}`;
+  // Where what a POST stored can be read: the pack it named. OpenAPI links say so to clients (and to
+  // schemathesis, which would otherwise guess that the response's record `id` is a `battery_id`).
+  const readBack = (verb: string, description: string) => ({
+    operationId: operationId(verb),
+    parameters: { battery_id: '$request.body#/battery_id' },
+    description,
+  });
 
   app.post<{ Body: unknown; Headers: { 'idempotency-key'?: string } }>(
     base,
     {
       onRequest: requireKey(deps.config, 'write'),
+      links: {
+        200: {
+          latest: readBack('latest', 'The newest record of the pack written to (battery_id of a single record)'),
+          history: readBack('history', 'The history of the pack written to'),
+          aggregate: readBack('aggregate', 'The aggregates of the pack written to'),
+          export: readBack('export', 'The export of the pack written to'),
+        },
+      },
       schema: {
+        operationId: operationId('store'),
         summary: `Store ${label.toLowerCase()}: one record or an array of up to ${MAX_BATCH_RECORDS}`,
         description:
-          'Answers once the records are durable. An array is stored all or nothing. With an Idempotency-Key header, ' +
-          'record i is stored under the key "<header>:<i>" and a retry with the same key stores nothing twice.',
+          'Answers once the records are durable. An array is stored all or nothing. Fields a record schema does not ' +
+          'name are ignored. With an Idempotency-Key header, a retry of the same records with the same key stores ' +
+          'nothing twice and answers the ids stored the first time (record i is keyed by the header, i and a digest of ' +
+          'the record); different records under a key already used are a different request, and are stored.',
         tags,
+        security: securityOf(deps.config, 'write'),
         body: Type.Union([Input, Type.Array(Input, { minItems: 1, maxItems: MAX_BATCH_RECORDS })]),
         headers: Type.Object({
-          'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Makes a retried POST safe' })),
+          'idempotency-key': Type.Optional(
+            Type.String({ minLength: 1, maxLength: 200, description: 'Makes a retried POST safe: the same for every attempt of one request' }),
+          ),
         }),
         response: {
           200: Type.Object({
@@ -71,12 +96,12 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     },
     async (request, reply) => {
       // The same validator as the TCP collector's, so both answer alike (app.ts leaves bodies to it).
-      const result = validateBody(kind.name, request.body);
+      const result = validateBody(kind.name, request.body, clockBound);
       if (!result.ok) return reply.code(422).send({ detail: result.detail.slice(0, 100) });
       const receivedAt = nowSeconds();
       const idempotencyKey = request.headers['idempotency-key'];
       const records = result.records.map((input, index) =>
-        toNewRecord(kind.name, input, receivedAt, idempotencyKey === undefined ? undefined : `${idempotencyKey}:${index}`),
+        toNewRecord(kind.name, input, receivedAt, idempotencyKey === undefined ? undefined : recordKey(idempotencyKey, index, input)),
       );
       const ids = await writer.submit(kind.name, records);
       if (!result.isArray) return { message: `${label} stored successfully`, id: ids[0]!, count: 1 };
@@ -89,8 +114,10 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     {
       onRequest: readHook,
       schema: {
+        operationId: operationId('latest'),
         summary: `Newest ${label.toLowerCase()} record`,
         tags,
+        security: readSecurity,
         querystring: BatteryQuery,
         response: { 200: Record, 404: notFound, ...errorResponses },
       },
@@ -110,8 +137,10 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     {
       onRequest: readHook,
       schema: {
+        operationId: operationId('history'),
         summary: `${label} history, newest first`,
         tags,
+        security: readSecurity,
         querystring: HistoryQuery,
         response: { 200: Type.Array(Record), ...errorResponses },
       },
@@ -122,6 +151,8 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     },
   );
 
+  // Every stored record has a finite value for every field, and input bounds (schemas.ts) keep their
+  // sums finite, so a bucket's min, max and mean of each field are always numbers.
   const statsOf = (description: string) =>
     Type.Object(Object.fromEntries(Object.keys(kind.fields).map((field) => [field, Type.Number()])), { description });
   app.get<{ Querystring: AggregateParams }>(
@@ -129,6 +160,8 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     {
       onRequest: readHook,
       schema: {
+        operationId: operationId('aggregate'),
+        security: readSecurity,
         summary: `${label} in time buckets: count, min, max and mean of each field`,
         description:
           'Buckets start at multiples of bucket_seconds; only buckets holding records are listed. Long ranges are ' +
@@ -137,7 +170,7 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
         querystring: Type.Object(
           {
             hours: Hours(24),
-            buckets: Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' }),
+            buckets: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' })),
             battery_id: Type.Optional(BatteryQuery.properties.battery_id),
           },
           { additionalProperties: false },
@@ -176,13 +209,15 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     {
       onRequest: readHook,
       schema: {
+        operationId: operationId('export'),
+        security: readSecurity,
         summary: `Download ${label.toLowerCase()} as CSV or NDJSON, oldest first`,
         description: 'Streamed: any range can be exported without the server holding it in memory.',
         tags,
         querystring: Type.Object(
           {
             hours: Hours(24),
-            format: Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv' }),
+            format: Type.Optional(Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv', description: 'csv or ndjson' })),
             battery_id: Type.Optional(BatteryQuery.properties.battery_id),
           },
           { additionalProperties: false },
@@ -208,6 +243,19 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
       return reply.send(Readable.from(lines(rows, csvLine, `${columns.join(',')}\n`)));
     },
   );
+}
+
+/**
+ * The idempotency key of record `index` of a request: the header, the position, and a digest of the
+ * record as validated. A retry (the same records again) finds its keys stored and stores nothing
+ * twice. A key reused for other records used to answer the first request's ids and store nothing:
+ * a 200 for records that were dropped, found by schemathesis as a created record that GET cannot
+ * find. With the digest they are a request of their own, and stored.
+ */
+function recordKey(header: string, index: number, input: RecordInput): string {
+  // Sorted fields: a retry that spells the same record with its fields in another order is the same record.
+  const canonical = JSON.stringify(Object.keys(input).sort().map((field) => [field, input[field]]));
+  return `${header}:${index}:${createHash('sha256').update(canonical).digest('base64url').slice(0, 22)}`;
 }
 
 async function* lines(rows: AsyncIterable<StoredRecord>, format: (record: StoredRecord) => string, header?: string) {

@@ -5,7 +5,7 @@ import { Type } from 'typebox';
 import { KIND_NAMES, type KindName } from '../records/kinds.js';
 import { BatteryId } from '../records/schemas.js';
 import type { AppDeps } from './app.js';
-import { errorResponses } from './common.js';
+import { errorResponses, securityOf } from './common.js';
 import { requireKey } from './auth.js';
 
 const KEEP_ALIVE_MS = 15_000;
@@ -21,6 +21,8 @@ export async function streamRoute(app: FastifyInstance, deps: AppDeps): Promise<
     {
       onRequest: requireKey(deps.config, 'read'),
       schema: {
+        operationId: 'stream',
+        security: securityOf(deps.config, 'read'),
         summary: 'Live records as Server-Sent Events',
         description:
           'Each stored record once, as it is stored, from the HTTP API and the collector alike: `event: <kind>`, ' +

@@ -14,7 +14,9 @@
  */
 import net from 'node:net';
 import type { Config } from '../config.js';
+import { listenOn } from '../listen-error.js';
 import { DEFAULT_BATTERY_ID, toNewRecord, type KindName, type NewRecord } from '../records/kinds.js';
+import { DEFAULT_CLOCK_BOUND, type ClockBound } from '../records/validate.js';
 import { arrivalSeconds, decodeFrameRecord, FrameAssembler, type FrameSink } from './binary-decoder.js';
 import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
 import { JsonDecoder, type MessageSink } from './json-decoder.js';
@@ -55,11 +57,13 @@ export interface CollectorOptions {
   lowWaterRecords?: number;
   /** Upper bound of one submit. */
   maxBatchRecords?: number;
+  /** JSON records more than this far ahead of the server clock are rejected (MAX_CLOCK_SKEW_SECONDS). */
+  maxClockSkewSeconds?: number;
 }
 
 /** Options from the settings: COLLECTOR_HOST, ports, battery map, limits. */
 export function collectorOptionsFromConfig(
-  config: Pick<Config, 'collectorHost' | 'collectorBinaryPort' | 'collectorJsonPort' | 'collectorBatteryMap' | 'collectorMaxConnections' | 'collectorIdleTimeoutSeconds'>,
+  config: Pick<Config, 'collectorHost' | 'collectorBinaryPort' | 'collectorJsonPort' | 'collectorBatteryMap' | 'collectorMaxConnections' | 'collectorIdleTimeoutSeconds' | 'maxClockSkewSeconds'>,
 ): Omit<CollectorOptions, 'sink'> {
   return {
     host: config.collectorHost,
@@ -68,6 +72,7 @@ export function collectorOptionsFromConfig(
     batteryMap: config.collectorBatteryMap,
     maxConnections: config.collectorMaxConnections,
     idleTimeoutMs: config.collectorIdleTimeoutSeconds * 1000,
+    maxClockSkewSeconds: config.maxClockSkewSeconds,
   };
 }
 
@@ -132,6 +137,7 @@ class Collector implements CollectorHandle {
   mappedPorts: number[] = [];
   readonly metrics: CollectorMetrics;
   readonly #options: CollectorOptions;
+  readonly #clockBound: ClockBound;
   readonly #sink: RecordSink;
   readonly #log: CollectorLogger;
   readonly #map: BatteryMap;
@@ -162,6 +168,7 @@ class Collector implements CollectorHandle {
 
   constructor(options: CollectorOptions) {
     this.#options = options;
+    this.#clockBound = { maxClockSkewSeconds: options.maxClockSkewSeconds ?? DEFAULT_CLOCK_BOUND.maxClockSkewSeconds };
     this.host = options.host;
     this.#sink = options.sink;
     this.#log = options.logger ?? silentLogger;
@@ -183,34 +190,34 @@ class Collector implements CollectorHandle {
     return this.#paused;
   }
 
+  /** One "collector listening" line per listener; a port that cannot be had throws a ListenError naming its setting. */
   async listen(): Promise<void> {
-    this.binaryPort = await this.#listen('binary', this.#options.binaryPort);
-    this.jsonPort = await this.#listen('json', this.#options.jsonPort);
-    for (const port of this.#map.byPort.keys()) {
+    this.binaryPort = await this.#listen('binary', this.#options.binaryPort, 'COLLECTOR_BINARY_PORT');
+    this.jsonPort = await this.#listen('json', this.#options.jsonPort, 'COLLECTOR_JSON_PORT');
+    for (const [port, batteryId] of this.#map.byPort) {
       if (port === this.binaryPort || port === this.jsonPort) continue;
-      this.mappedPorts.push(await this.#listen('binary', port));
+      this.mappedPorts.push(await this.#listen('binary', port, 'COLLECTOR_BATTERY_MAP', { rule: `port:${port}=${batteryId}`, battery_id: batteryId }));
     }
     if (this.#idleTimeoutMs > 0) {
       const every = Math.min(1000, Math.max(20, Math.floor(this.#idleTimeoutMs / 4)));
       this.#idleTimer = setInterval(() => this.#closeIdle(), every).unref();
     }
-    this.#log.info(
-      { host: this.host, binaryPort: this.binaryPort, jsonPort: this.jsonPort, mappedPorts: this.mappedPorts, maxConnections: this.#maxConnections },
-      'collector listening',
-    );
   }
 
-  #listen(listener: ListenerName, port: number): Promise<number> {
+  async #listen(listener: ListenerName, port: number, setting: string, rule?: { rule: string; battery_id: string }): Promise<number> {
     const server = net.createServer({ keepAlive: true, keepAliveInitialDelay: 60_000 }, (socket) => this.#accept(listener, socket));
     this.#servers.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: this.host, port }, () => {
-        server.off('error', reject);
-        server.on('error', (error) => this.#log.error({ err: error, listener }, 'listener error'));
-        resolve((server.address() as net.AddressInfo).port);
-      });
+    const address = await listenOn(server, {
+      host: this.host,
+      port,
+      hostSetting: 'COLLECTOR_HOST',
+      ...(rule === undefined
+        ? { portSetting: setting }
+        : { portSetting: `${setting} rule "${rule.rule}"`, portFix: `change that rule of ${setting} to a free port` }),
     });
+    server.on('error', (error) => this.#log.error({ err: error, listener }, 'listener error'));
+    this.#log.info({ listener, host: this.host, port: address.port, setting, ...rule }, 'collector listening');
+    return address.port;
   }
 
   #accept(listener: ListenerName, socket: net.Socket): void {
@@ -236,7 +243,7 @@ class Collector implements CollectorHandle {
       peer,
       batteryId: batteryIdFor(this.#map, socket.remoteAddress, socket.localPort),
       assembler: listener === 'binary' ? new FrameAssembler() : undefined,
-      decoder: listener === 'json' ? new JsonDecoder() : undefined,
+      decoder: listener === 'json' ? new JsonDecoder(undefined, this.#clockBound) : undefined,
       arrival: 0,
       lastActivity: Date.now(),
       frames: 0,

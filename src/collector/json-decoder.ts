@@ -10,16 +10,18 @@
  * their end without being held in memory. Cost: one pass over each byte; a message that spans
  * reads is assembled once from the slices of its reads (no per-read concatenation).
  *
- * decodeMessage parses, routes (kindOfMessage) and validates (validateRecord) one message.
+ * decodeMessage parses, routes (kindOfMessage) and validates (validateRecord) one message, with the
+ * same rules as the HTTP API, plausible time included (a timestamp before 2000 or more than
+ * MAX_CLOCK_SKEW_SECONDS ahead is rejected as `timestamp_out_of_range`).
  */
 import { kindOfMessage, type KindName, type RecordInput } from '../records/kinds.js';
-import { validateRecord, type ValidationDetail } from '../records/validate.js';
+import { DEFAULT_CLOCK_BOUND, validateRecord, type ClockBound, type ValidationDetail } from '../records/validate.js';
 
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 /** Records are flat objects; deeper nesting is refused as malformed (and bounds the parser's stack). */
 const MAX_DEPTH = 64;
 
-export type JsonRejection = 'malformed_json' | 'unknown_kind' | 'invalid_record' | 'too_large';
+export type JsonRejection = 'malformed_json' | 'unknown_kind' | 'invalid_record' | 'timestamp_out_of_range' | 'too_large';
 
 export type SplitEvent =
   | { type: 'message'; text: string }
@@ -336,8 +338,8 @@ const enum Step {
   Error,
 }
 
-/** Parses, routes and validates one message's text. */
-export function decodeMessage(text: string): DecodedMessage {
+/** Parses, routes and validates one message's text; `clock` bounds its timestamp (MAX_CLOCK_SKEW_SECONDS). */
+export function decodeMessage(text: string, clock: ClockBound = DEFAULT_CLOCK_BOUND): DecodedMessage {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -349,8 +351,12 @@ export function decodeMessage(text: string): DecodedMessage {
   }
   const kind = kindOfMessage(value as Record<string, unknown>);
   if (kind === undefined) return { ok: false, reason: 'unknown_kind', excerpt: excerptOf(text) };
-  const validation = validateRecord(kind, value);
-  if (!validation.ok) return { ok: false, reason: 'invalid_record', excerpt: excerptOf(text), detail: validation.detail };
+  const validation = validateRecord(kind, value, [], clock);
+  if (!validation.ok) {
+    // A record whose only fault is its time is counted apart: it points at a producer's clock, not its code.
+    const reason = validation.timestampOutOfRange ? 'timestamp_out_of_range' : 'invalid_record';
+    return { ok: false, reason, excerpt: excerptOf(text), detail: validation.detail };
+  }
   return { ok: true, kind, record: validation.record };
 }
 
@@ -359,14 +365,17 @@ export type MessageSink = (message: DecodedMessage) => void;
 /** Splitter and decoder together: bytes in, routed and validated records (or rejections) out. */
 export class JsonDecoder {
   readonly #splitter: JsonSplitter;
+  readonly #clock: ClockBound;
   #sink: MessageSink = () => {};
   readonly #onEvent: SplitSink = (event) => {
-    if (event.type === 'message') this.#sink(decodeMessage(event.text));
+    if (event.type === 'message') this.#sink(decodeMessage(event.text, this.#clock));
     else this.#sink({ ok: false, reason: event.reason, excerpt: event.excerpt });
   };
 
-  constructor(maxBytes: number = MAX_MESSAGE_BYTES) {
+  /** `clock` carries MAX_CLOCK_SKEW_SECONDS; its `now`, if set, is fixed (tests), else each message reads the clock. */
+  constructor(maxBytes: number = MAX_MESSAGE_BYTES, clock: ClockBound = DEFAULT_CLOCK_BOUND) {
     this.#splitter = new JsonSplitter(maxBytes);
+    this.#clock = clock;
   }
 
   get midMessage(): boolean {
@@ -385,8 +394,8 @@ export class JsonDecoder {
 }
 
 /** Decodes a whole byte sequence given as chunks (tests, tools). */
-export function decodeJsonChunks(chunks: Iterable<Buffer>, maxBytes?: number): DecodedMessage[] {
-  const decoder = new JsonDecoder(maxBytes);
+export function decodeJsonChunks(chunks: Iterable<Buffer>, maxBytes?: number, clock?: ClockBound): DecodedMessage[] {
+  const decoder = new JsonDecoder(maxBytes, clock);
   const out: DecodedMessage[] = [];
   const sink: MessageSink = (message) => out.push(message);
   for (const chunk of chunks) decoder.push(chunk, sink);

@@ -9,8 +9,10 @@ import { Counter, Gauge, Registry } from 'prom-client';
 export type ListenerName = 'binary' | 'json';
 
 /**
- * Why input was dropped. The first six are bad input; spool_full and store_failed are ours;
- * api_rejected is a batch the API answered 422 to (the forwarder's, listener "forwarder").
+ * Why input was dropped. The first seven are bad input (timestamp_out_of_range: a JSON record valid
+ * but for its time, before 2000 or more than MAX_CLOCK_SKEW_SECONDS ahead: a producer's clock is
+ * wrong); spool_full and store_failed are ours; api_rejected is a batch the API answered 422 to
+ * (the forwarder's, listener "forwarder").
  */
 export type RejectReason =
   | 'non_finite'
@@ -18,6 +20,7 @@ export type RejectReason =
   | 'malformed_json'
   | 'unknown_kind'
   | 'invalid_record'
+  | 'timestamp_out_of_range'
   | 'too_large'
   | 'spool_full'
   | 'store_failed'

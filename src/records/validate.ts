@@ -3,8 +3,9 @@
  * original service's (FastAPI + Pydantic v1) 422 `detail` list: one entry per bad field.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { DEFAULT_MAX_CLOCK_SKEW_SECONDS } from '../config.js';
 import { KIND_NAMES, type KindName, type RecordInput } from './kinds.js';
-import { inputSchemas, MAX_BATCH_RECORDS, RECORD_AJV_OPTIONS } from './schemas.js';
+import { inputSchemas, MAX_BATCH_RECORDS, MAX_TIMESTAMP, MIN_TIMESTAMP, RECORD_AJV_OPTIONS } from './schemas.js';
 
 export interface ValidationDetail {
   loc: (string | number)[];
@@ -21,15 +22,61 @@ const validators = Object.fromEntries(
   KIND_NAMES.map((kind) => [kind, ajv.compile(inputSchemas[kind]!)]),
 ) as Record<KindName, ValidateFunction>;
 
+/**
+ * The moving bound on timestamps: at most `maxClockSkewSeconds` ahead of `now`. A setting
+ * (MAX_CLOCK_SKEW_SECONDS) that the HTTP API and the JSON collector both pass in.
+ */
+export interface ClockBound {
+  maxClockSkewSeconds: number;
+  /** Server clock, Unix seconds; the current time when missing. */
+  now?: number;
+}
+
+export const DEFAULT_CLOCK_BOUND: ClockBound = { maxClockSkewSeconds: DEFAULT_MAX_CLOCK_SKEW_SECONDS };
+
 export type Validation =
   | { ok: true; record: RecordInput }
-  | { ok: false; detail: ValidationDetail[] };
+  | {
+      ok: false;
+      detail: ValidationDetail[];
+      /** The timestamp is outside plausible time and nothing else is wrong (the collector counts these apart). */
+      timestampOutOfRange: boolean;
+    };
 
-/** Validates one record in place (unknown properties are removed from `value`). */
-export function validateRecord(kind: KindName, value: unknown, loc: (string | number)[] = []): Validation {
+const isoDate = (seconds: number) => new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+
+/**
+ * Validates one record in place: unknown properties are removed from `value` (ignored, as the
+ * original service ignored them, not refused).
+ */
+export function validateRecord(
+  kind: KindName,
+  value: unknown,
+  loc: (string | number)[] = [],
+  clock: ClockBound = DEFAULT_CLOCK_BOUND,
+): Validation {
   const validate = validators[kind];
-  if (validate(value)) return { ok: true, record: value as RecordInput };
-  return { ok: false, detail: toDetail(validate.errors ?? [], loc) };
+  const valid = validate(value);
+  const detail = valid ? [] : toDetail(validate.errors ?? [], loc);
+  const timestamp = typeof value === 'object' && value !== null ? (value as { timestamp?: unknown }).timestamp : undefined;
+  // JSON Schema has no "now": the skew bound is checked here, after the fixed bounds of the schema.
+  if (typeof timestamp === 'number' && timestamp >= MIN_TIMESTAMP && timestamp <= MAX_TIMESTAMP) {
+    const latest = (clock.now ?? Date.now() / 1000) + clock.maxClockSkewSeconds;
+    if (timestamp > latest) {
+      detail.push({
+        loc: [...loc, 'timestamp'],
+        msg:
+          `ensure this value is less than or equal to ${latest}: at most ${clock.maxClockSkewSeconds} s ` +
+          `(MAX_CLOCK_SKEW_SECONDS) ahead of the server clock, ${isoDate(latest)}`,
+        type: 'value_error.number.not_le',
+      });
+    }
+  }
+  if (detail.length === 0) return { ok: true, record: value as RecordInput };
+  const timestampOutOfRange = detail.every(
+    (entry) => entry.loc[entry.loc.length - 1] === 'timestamp' && /^value_error\.number\.not_(ge|le)$/.test(entry.type),
+  );
+  return { ok: false, detail, timestampOutOfRange };
 }
 
 /** Turns Ajv errors into Pydantic-style entries; `prefix` is where the data sits ('body', index…). */
@@ -63,7 +110,9 @@ export function toDetail(errors: readonly ErrorObject[], prefix: (string | numbe
       case 'maximum':
       case 'exclusiveMaximum': {
         const words = { minimum: ['greater than or equal to', 'ge'], exclusiveMinimum: ['greater than', 'gt'], maximum: ['less than or equal to', 'le'], exclusiveMaximum: ['less than', 'lt'] }[error.keyword];
-        entry = { loc: [...prefix, ...path], msg: `ensure this value is ${words[0]} ${error.params.limit}`, type: `value_error.number.not_${words[1]}` };
+        // Timestamps' bounds are dates: say which.
+        const date = path[path.length - 1] === 'timestamp' ? ` (${isoDate(Number(error.params.limit))})` : '';
+        entry = { loc: [...prefix, ...path], msg: `ensure this value is ${words[0]} ${error.params.limit}${date}`, type: `value_error.number.not_${words[1]}` };
         break;
       }
       case 'enum':
@@ -91,7 +140,9 @@ export type BodyValidation =
   | { ok: false; detail: ValidationDetail[] };
 
 /** A POST body: one record, or an array of 1 to MAX_BATCH_RECORDS records, all valid or none taken. */
-export function validateBody(kind: KindName, body: unknown): BodyValidation {
+export function validateBody(kind: KindName, body: unknown, clockBound: ClockBound = DEFAULT_CLOCK_BOUND): BodyValidation {
+  // One clock reading for the whole body: every record of an array is judged against the same bound.
+  const clock = { ...clockBound, now: clockBound.now ?? Date.now() / 1000 };
   if (Array.isArray(body)) {
     if (body.length === 0 || body.length > MAX_BATCH_RECORDS) {
       return {
@@ -107,11 +158,11 @@ export function validateBody(kind: KindName, body: unknown): BodyValidation {
     }
     const detail: ValidationDetail[] = [];
     body.forEach((item, index) => {
-      const result = validateRecord(kind, item, ['body', index]);
+      const result = validateRecord(kind, item, ['body', index], clock);
       if (!result.ok) detail.push(...result.detail);
     });
     return detail.length === 0 ? { ok: true, records: body as RecordInput[], isArray: true } : { ok: false, detail };
   }
-  const result = validateRecord(kind, body, ['body']);
-  return result.ok ? { ok: true, records: [result.record], isArray: false } : result;
+  const result = validateRecord(kind, body, ['body'], clock);
+  return result.ok ? { ok: true, records: [result.record], isArray: false } : { ok: false, detail: result.detail };
 }

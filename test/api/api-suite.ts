@@ -95,6 +95,15 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       });
     }
 
+    it('ignores __proto__ and constructor.prototype like any unknown field, touching no prototype', async () => {
+      const body = `{"pack_voltage": 1, "pack_current": 2, "cell_temp": 3, "battery_id": "proto-pack", "__proto__": {"polluted": 1}, "x": {"constructor": {"prototype": {"polluted": 2}}}}`;
+      const { status } = await call(url, '/api/battery-data', { body });
+      assert.equal(status, 200);
+      assert.equal(({} as { polluted?: number }).polluted, undefined);
+      const latest = (await call(url, '/api/battery-data/latest?battery_id=proto-pack')).body;
+      assert.deepEqual(Object.keys(latest).sort(), ['_id', 'battery_id', 'cell_temp', 'pack_current', 'pack_voltage', 'received_at', 'source', 'timestamp']);
+    });
+
     it('keeps device_time on battery data (the standalone collector forwards it), and only there', async () => {
       const posted = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'clock-pack', device_time: 1234.5 } });
       assert.equal(posted.status, 200);
@@ -110,6 +119,81 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       const fractional = await call(url, '/api/battery-performance', { body: { ...EXAMPLES['battery-performance'], cycle_count: 41.5 } });
       assert.equal(fractional.status, 422);
       assert.deepEqual(fractional.body.detail[0].loc, ['body', 'cycle_count']);
+    });
+
+    it('refuses a timestamp outside plausible time with 422 naming it, and stores nothing', async () => {
+      const skew = service.config.maxClockSkewSeconds;
+      const now = Date.now() / 1000;
+      // -8.97e219 and 7.8e280 were stored before: records no time window finds and retention removes.
+      for (const timestamp of [-8.97e219, 7.8e280, 946_684_799.5, now + skew + 600]) {
+        const { status, body } = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'time-pack', timestamp } });
+        assert.equal(status, 422, String(timestamp));
+        assert.deepEqual(body.detail.map((d: { loc: unknown[] }) => d.loc), [['body', 'timestamp']], String(timestamp));
+        assert.match(body.detail[0].type, /^value_error\.number\.not_(ge|le)$/);
+      }
+      const batch = [{ ...EXAMPLES['battery-data'], battery_id: 'time-pack' }, { ...EXAMPLES['battery-data'], battery_id: 'time-pack', timestamp: now + skew + 600 }];
+      const refused = await call(url, '/api/battery-data', { body: batch });
+      assert.deepEqual(refused.body.detail[0].loc, ['body', 1, 'timestamp']);
+      assert.equal((await call(url, '/api/battery-data/latest?battery_id=time-pack')).status, 404);
+      // Inside the bounds: 2000-01-01 itself, and a clock running ahead by less than the setting.
+      for (const timestamp of [946_684_800, now + skew - 600]) {
+        assert.equal((await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'time-pack', timestamp } })).status, 200);
+      }
+      assert.equal((await call(url, '/api/battery-data/latest?battery_id=time-pack')).body.timestamp, now + skew - 600);
+    });
+
+    it('takes only safe integers as cycle counts, and reads them back exactly', async () => {
+      for (const cycle_count of ['2.9e27', '9007199254740992', '-9007199254740992']) {
+        const { status, body } = await call(url, '/api/battery-performance', {
+          body: JSON.stringify({ ...EXAMPLES['battery-performance'], battery_id: 'cycles-pack' }).replace('"cycle_count":412', `"cycle_count":${cycle_count}`),
+        });
+        assert.equal(status, 422, cycle_count);
+        assert.deepEqual(body.detail[0].loc, ['body', 'cycle_count']);
+      }
+      const largest = Number.MAX_SAFE_INTEGER;
+      assert.equal((await call(url, '/api/battery-performance', { body: { ...EXAMPLES['battery-performance'], battery_id: 'cycles-pack', cycle_count: largest } })).status, 200);
+      const latest = await fetch(`${url}/api/battery-performance/latest?battery_id=cycles-pack`);
+      assert.match(await latest.text(), /"cycle_count":9007199254740991[,}]/);
+    });
+
+    it('refuses measurements past ±3.4e38, so that aggregates stay numbers', async () => {
+      // Two of 1.7e308 sum to Infinity: the mean was answered as null.
+      const { status, body } = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'huge-pack', pack_voltage: 1.7e308 } });
+      assert.equal(status, 422);
+      assert.deepEqual(body.detail[0].loc, ['body', 'pack_voltage']);
+      const now = Date.now() / 1000;
+      const extreme = [3.4e38, 3.4e38, -3.4e38].map((pack_voltage, i) => ({ ...EXAMPLES['battery-data'], battery_id: 'huge-pack', pack_voltage, pack_current: pack_voltage, timestamp: now - 10 + i }));
+      assert.equal((await call(url, '/api/battery-data', { body: extreme })).status, 200);
+      for (const hours of [1, 48]) {
+        const { buckets } = (await call(url, `/api/battery-data/aggregate?battery_id=huge-pack&hours=${hours}`)).body;
+        assert.equal(buckets.reduce((n: number, b: { count: number }) => n + b.count, 0), 3);
+        for (const bucket of buckets) {
+          for (const stat of ['min', 'max', 'mean']) {
+            for (const field of Object.keys(EXAMPLES['battery-data'])) assert.equal(typeof bucket[stat][field], 'number', `${hours} h ${stat}.${field}`);
+          }
+        }
+      }
+    });
+
+    it('answers 405 with Allow for a known path asked with a method it does not serve', async () => {
+      for (const [method, path, allow] of [
+        ['POST', '/api/battery-data/latest', 'GET, HEAD'],
+        ['GET', '/api/battery-prediction', 'POST'],
+        ['DELETE', '/health', 'GET, HEAD'],
+        ['PUT', '/api/batteries', 'GET, HEAD'],
+        ['PATCH', '/', 'GET, HEAD'],
+        // A body method without a Content-Type fails body parsing before any handler: still 405.
+        ['QUERY', '/api/dashboard', 'GET, HEAD'],
+      ] as const) {
+        const response = await fetch(`${url}${path}`, { method });
+        assert.equal(response.status, 405, `${method} ${path}`);
+        assert.equal(response.headers.get('allow'), allow, `${method} ${path}`);
+        assert.deepEqual(await response.json(), { detail: 'Method Not Allowed' });
+      }
+      // What is served is served as before: the dashboard, reads, and unknown paths stay 404.
+      assert.equal((await fetch(`${url}/`)).status, 200);
+      assert.equal((await fetch(`${url}/api/battery-data/history`)).status, 200);
+      for (const method of ['GET', 'POST', 'DELETE', 'QUERY']) assert.equal((await fetch(`${url}/api/no-such-thing`, { method })).status, 404, method);
     });
 
     it('answers 422 for malformed JSON and bad battery ids, never 500', async () => {
@@ -158,6 +242,20 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       assert.equal((await call(url, '/api/battery-data/history?battery_id=idem-pack')).body.length, 3);
     });
 
+    it('stores other records sent under an Idempotency-Key already used, instead of answering 200 for nothing', async () => {
+      const headers = { 'idempotency-key': 'reused-key' };
+      const first = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'reuse-a' }, headers });
+      const other = await call(url, '/api/battery-data', { body: { ...EXAMPLES['battery-data'], battery_id: 'reuse-b' }, headers });
+      assert.equal(other.status, 200);
+      assert.notEqual(other.body.id, first.body.id);
+      assert.equal((await call(url, '/api/battery-data/latest?battery_id=reuse-b')).body._id, other.body.id);
+      // A retry is still a retry when its fields come in another order.
+      const { pack_voltage, pack_current, cell_temp } = EXAMPLES['battery-data'];
+      const retry = await call(url, '/api/battery-data', { body: { battery_id: 'reuse-a', cell_temp, pack_current, pack_voltage }, headers });
+      assert.equal(retry.body.id, first.body.id);
+      assert.equal((await call(url, '/api/battery-data/history?battery_id=reuse-a')).body.length, 1);
+    });
+
     it('filters every read by battery_id and lists the fleet', async () => {
       const now = Date.now() / 1000;
       for (const [pack, volts] of [['fleet-a', 401], ['fleet-b', 402], ['fleet-a', 403]] as const) {
@@ -176,8 +274,8 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       assert.ok(Math.abs(a.last_seen - (now + 403 - 500)) < 1e-3);
       const dashboard = (await call(url, '/api/dashboard?battery_id=fleet-b')).body;
       assert.equal(dashboard.battery_data.pack_voltage, 402);
-      assert.equal(dashboard.battery_performance.health_score, 92.3);
-      assert.equal(dashboard.battery_prediction, null);
+      assert.equal(dashboard.performance.health_score, 92.3);
+      assert.equal(dashboard.prediction, null);
       assert.equal(dashboard.specs.chemistry.length > 0, true);
       assert.deepEqual(Object.keys(dashboard.thresholds).sort(), ['current', 'health', 'temperature', 'voltage']);
     });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { KINDS, type KindName } from '../../src/records/kinds.js';
+import { MAX_MEASUREMENT, MAX_TIMESTAMP, MIN_TIMESTAMP } from '../../src/records/schemas.js';
 import type { Service } from '../../src/service.js';
 import { call, startTestService } from '../support/service.js';
 
@@ -15,12 +16,20 @@ const anyValue = fc.oneof(
   fc.array(fc.integer(), { maxLength: 2 }),
 );
 
+/** Around every bound the server draws: plausible time, the skew ahead of now, the largest measurement and integer. */
+const edgeValue = fc.oneof(
+  fc.double({ min: MIN_TIMESTAMP - 10, max: MIN_TIMESTAMP + 10 }),
+  fc.double({ min: Date.now() / 1000 - 86_400, max: Date.now() / 1000 + 2 * 86_400, noNaN: true }),
+  fc.constantFrom(MAX_TIMESTAMP, MAX_MEASUREMENT, -MAX_MEASUREMENT, 1.7e308, 2.9e27, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER + 1, -8.97e219),
+);
+const value = fc.oneof({ weight: 3, arbitrary: anyValue }, { weight: 2, arbitrary: edgeValue });
+
 function bodies(kind: KindName) {
-  const fields = Object.fromEntries(Object.keys(KINDS[kind].fields).map((field) => [field, anyValue]));
+  const fields = Object.fromEntries(Object.keys(KINDS[kind].fields).map((field) => [field, value]));
   const record = fc.record(
     {
       ...fields,
-      timestamp: anyValue,
+      timestamp: value,
       source: fc.oneof(fc.string({ maxLength: 8 }), anyValue),
       battery_id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/), fc.string({ maxLength: 4 }), anyValue),
       firmware: anyValue,
@@ -57,7 +66,16 @@ describe('any JSON body is stored exactly as validated or answered 422, never 50
             const batteryId = (input.battery_id as string | undefined) ?? 'default';
             const stored = (await service.store.history(kind, { since: -Infinity, limit: 10_000, batteryId })).find((r) => r._id === ids[index]);
             assert.ok(stored, 'acknowledged record is stored');
-            for (const field of Object.keys(KINDS[kind].fields)) assert.equal(stored[field], input[field]);
+            for (const field of Object.keys(KINDS[kind].fields)) {
+              assert.equal(stored[field], input[field]);
+              const number = stored[field] as number;
+              // What is taken can be aggregated and read back as sent.
+              if (KINDS[kind].fields[field]!.type === 'integer') assert.ok(Number.isSafeInteger(number), `${field} ${number}`);
+              else assert.ok(Math.abs(number) <= MAX_MEASUREMENT, `${field} ${number}`);
+            }
+            // Plausible time: every time window can find it.
+            const time = stored.timestamp as number;
+            assert.ok(time >= MIN_TIMESTAMP && time <= Date.now() / 1000 + service.config.maxClockSkewSeconds, `timestamp ${time}`);
             assert.equal(stored.source, input.source ?? KINDS[kind].defaultSource);
             if (input.timestamp === undefined) assert.ok((stored.timestamp as number) >= before - 1);
             else assert.equal(stored.timestamp, input.timestamp);

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { splitAt } from './helpers.js';
 import { decodeJsonChunks, decodeMessage, JsonSplitter, MAX_MESSAGE_BYTES, type DecodedMessage, type SplitEvent } from '../../src/collector/json-decoder.js';
+import { MAX_MEASUREMENT, MIN_TIMESTAMP } from '../../src/records/schemas.js';
 
 interface JsonCase {
   name: string;
@@ -124,13 +125,47 @@ test('non-finite numbers (1e999) are invalid records', () => {
   assert.deepStrictEqual(decode([Buffer.from('{"pack_voltage": 1e999, "pack_current": 1, "cell_temp": 2}')]), [{ rejected: 'invalid_record' }]);
 });
 
+test('a timestamp outside plausible time is rejected as timestamp_out_of_range, naming the field', () => {
+  const now = 1_800_000_000;
+  const clock = { maxClockSkewSeconds: 86_400, now };
+  const message = (timestamp: string) => `{"timestamp": ${timestamp}, "pack_voltage": 400, "pack_current": 1, "cell_temp": 25}`;
+  // What schemathesis had stored: records no time window finds and retention removes at once.
+  for (const timestamp of ['-8.97e219', '7.8e280', '946684799.9', String(now + 86_400 + 1)]) {
+    const decoded = decodeMessage(message(timestamp), clock);
+    assert.ok(!decoded.ok, timestamp);
+    assert.equal(decoded.reason, 'timestamp_out_of_range', timestamp);
+    assert.deepStrictEqual(decoded.detail?.map((d) => d.loc), [['timestamp']], timestamp);
+  }
+  for (const timestamp of ['946684800', String(now), String(now + 86_400)]) {
+    assert.ok(decodeMessage(message(timestamp), clock).ok, timestamp);
+  }
+  // The bound is the setting's: a collector started with MAX_CLOCK_SKEW_SECONDS=60 refuses a minute and a second ahead.
+  const tight = decodeJsonChunks([Buffer.from(message(String(now + 61)))], undefined, { maxClockSkewSeconds: 60, now });
+  assert.deepStrictEqual(tight.map(outcome), [{ rejected: 'timestamp_out_of_range' }]);
+  // Wrong in another way as well: an invalid record, not a clock problem.
+  const both = decodeMessage('{"timestamp": 7.8e280, "pack_voltage": "high", "pack_current": 1, "cell_temp": 25}', clock);
+  assert.ok(!both.ok && both.reason === 'invalid_record');
+});
+
+test('measurements beyond ±3.4e38 and cycle counts beyond 2^53 are invalid records', () => {
+  assert.deepStrictEqual(decode([Buffer.from('{"pack_voltage": 1.7e308, "pack_current": 1, "cell_temp": 2}')]), [{ rejected: 'invalid_record' }]);
+  const performance = (cycles: string) =>
+    `{"pack_voltage": 396, "pack_current": -10, "cell_temp": 30, "capacity_remaining": 87.5, "cycle_count": ${cycles}, "age_months": 18, "health_score": 92.3}`;
+  assert.deepStrictEqual(decode([Buffer.from(performance('2.9e27'))]), [{ rejected: 'invalid_record' }]);
+  assert.deepStrictEqual(decode([Buffer.from(performance('9007199254740992'))]), [{ rejected: 'invalid_record' }]);
+  assert.equal(decode([Buffer.from(performance('9007199254740991'))]).length, 1);
+  assert.ok('kind' in decode([Buffer.from(performance('9007199254740991'))])[0]!);
+});
+
 // ---- properties ----
 
 const batteryId = fc.stringMatching(/^[A-Za-z0-9._:-]{1,20}$/);
-// JSON has no -0: JSON.stringify(-0) is "0".
-const num = fc.double({ noNaN: true, noDefaultInfinity: true }).map((x) => (x === 0 ? 0 : x));
+// JSON has no -0: JSON.stringify(-0) is "0". Valid measurements are within ±MAX_MEASUREMENT.
+const num = fc.double({ noNaN: true, min: -MAX_MEASUREMENT, max: MAX_MEASUREMENT }).map((x) => (x === 0 ? 0 : x));
+// Plausible time: from 2000-01-01 to now (the decoder's clock only moves on from here).
+const plausibleTime = fc.double({ noNaN: true, min: MIN_TIMESTAMP, max: Date.now() / 1000 });
 const source = fc.string({ minLength: 1, maxLength: 30, unit: fc.constantFrom('{', '}', '"', '\\', '\n', 'a', 'é', '🔋', '[', ']', ' ', ':', ',') });
-const common = { timestamp: fc.option(num, { nil: undefined }), battery_id: fc.option(batteryId, { nil: undefined }), source: fc.option(source, { nil: undefined }) };
+const common = { timestamp: fc.option(plausibleTime, { nil: undefined }), battery_id: fc.option(batteryId, { nil: undefined }), source: fc.option(source, { nil: undefined }) };
 const dataRecord = fc.record({ ...common, pack_voltage: num, pack_current: num, cell_temp: num }, { requiredKeys: ['pack_voltage', 'pack_current', 'cell_temp'] });
 const perfRecord = fc.record(
   { ...common, pack_voltage: num, pack_current: num, cell_temp: num, capacity_remaining: num, cycle_count: fc.integer(), age_months: num, health_score: num },

@@ -2,32 +2,18 @@
  * The dashboard in a real headless Chromium against the real service on a temp SQLite store:
  * readings go in through the API; the fleet and pack views must show them, a new reading must
  * arrive live (Server-Sent Events, no reload), and a temperature past the critical limit must turn
- * the pack critical. Screenshots of both views land in test-output/.
- *
- * Chromium is Debian's package at /usr/bin/chromium (installed with apt-get when missing and
- * running as root); playwright-core drives it and never downloads a browser.
+ * the pack critical. Every view visited must pass axe-core at WCAG 2.1 AA. Screenshots of both
+ * views land in test-output/.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startService } from '../../src/service.js';
+import { expectAccessible, launchBrowser, OUTPUT } from './browser.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const OUTPUT = path.join(ROOT, 'test-output');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 /** Live updates must show within a second; leave room for a loaded CI machine. */
 const LIVE_TIMEOUT_MS = 5000;
 
@@ -35,20 +21,6 @@ let service: { url: string; close(): Promise<void> };
 let browser: Browser;
 let page: Page;
 let dataDir: string;
-
-function ensureChromium(): void {
-  if (existsSync(CHROMIUM)) return;
-  if (process.getuid?.() !== 0) {
-    throw new Error(`No Chromium at ${CHROMIUM}: install Debian's chromium package (apt-get install -y chromium) or set CHROMIUM_PATH`);
-  }
-  execFileSync('apt-get', ['update'], { stdio: 'inherit' });
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-}
-
-function ensureWebBuild(): void {
-  if (existsSync(path.join(ROOT, 'web/dist/index.html'))) return;
-  execFileSync('npx', ['vite', 'build', '--config', 'web/vite.config.ts'], { cwd: ROOT, stdio: 'inherit' });
-}
 
 async function post(kind: string, body: unknown): Promise<void> {
   const response = await fetch(`${service.url}/api/${kind}`, {
@@ -82,9 +54,7 @@ const liveTile = (field: string) => page.locator(`[data-live="${field}"]`);
 
 before(
   async () => {
-    ensureChromium();
-    ensureWebBuild();
-    mkdirSync(OUTPUT, { recursive: true });
+    browser = await launchBrowser();
     dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-'));
     service = await startService({
       dataDir,
@@ -94,7 +64,6 @@ before(
       collectorJsonPort: 0,
       logLevel: 'silent',
     });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.on('pageerror', (error) => console.error('page error:', error));
   },
@@ -107,7 +76,14 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, async (t) => {
+test('the dashboard shows the fleet and a pack, live', { timeout: 180_000 }, async (t) => {
+  await t.test('an empty fleet says how to send the first reading', async () => {
+    await page.goto(`${service.url}/`);
+    await page.locator('#empty-title').waitFor();
+    assert.match(await page.locator('.empty').innerText(), /curl -X POST/);
+    await expectAccessible(page, 'empty fleet view');
+  });
+
   await post('battery-data', hourOfReadings('pack-1', { pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2 }));
   await post('battery-data', hourOfReadings('pack-2', { pack_voltage: 402.6, pack_current: 8.4, cell_temp: 27.9 }));
   const now = Date.now() / 1000;
@@ -149,6 +125,7 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     assert.match(await rowCell('pack-2', 'temperature').innerText(), /^27\.9\s*°C$/);
     assert.equal(await page.locator('tr[data-pack="pack-1"] [data-status]').getAttribute('data-status'), 'normal');
     assert.equal(await page.locator('[data-banner="unreachable"]').count(), 0);
+    await expectAccessible(page, 'fleet view');
   });
 
   await t.test('pack view shows live values, charts and the CSV link', async () => {
@@ -168,6 +145,7 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     const lines = (await download.text()).trim().split('\n');
     assert.match(lines[0] ?? '', /pack_voltage/);
     assert.equal(lines.length, 1 + 59, 'header and the hour of readings');
+    await expectAccessible(page, 'pack view');
   });
 
   await t.test('a new reading appears without reload', async () => {
@@ -194,12 +172,14 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true);
     await page.waitForTimeout(300); // let the charts draw the last points
     await page.screenshot({ path: path.join(OUTPUT, 'pack.png'), fullPage: true });
+    await expectAccessible(page, 'pack view of a critical pack');
 
     await page.getByRole('link', { name: 'All packs' }).click();
     await rowCell('pack-1', 'voltage').waitFor();
     assert.equal(await page.locator('tr[data-pack="pack-1"] [data-status]').getAttribute('data-status'), 'critical');
     assert.equal(await page.locator('tr[data-pack="pack-2"] [data-status]').getAttribute('data-status'), 'normal');
     assert.match(await rowCell('pack-1', 'temperature').innerText(), new RegExp(`^${hot.toFixed(1)}\\s*°C`));
+    await expectAccessible(page, 'fleet view with a critical pack');
   });
 
   await t.test('a pack silent for over a minute stands out as stale', async () => {
@@ -209,6 +189,7 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     assert.equal(await page.locator('tr[data-pack="pack-1"] [data-stale]').count(), 0);
     assert.match(await page.locator('[data-banner="stale"]').innerText(), /1 of 3 packs has sent nothing/);
     await page.screenshot({ path: path.join(OUTPUT, 'fleet.png'), fullPage: true });
+    await expectAccessible(page, 'fleet view with a stale pack');
   });
 
   await t.test('phone-sized screens get one card per pack', async () => {
@@ -217,10 +198,12 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     const box = await page.locator('tr[data-pack="pack-1"]').boundingBox();
     assert.ok(box && box.width <= 390, 'the pack card fits the screen');
     await page.screenshot({ path: path.join(OUTPUT, 'fleet-phone.png'), fullPage: true });
+    await expectAccessible(page, 'fleet view on a phone');
     await page.locator('tr[data-pack="pack-1"] a').click();
     await liveTile('voltage').waitFor();
     await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(OUTPUT, 'pack-phone.png'), fullPage: true });
+    await expectAccessible(page, 'pack view on a phone');
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
@@ -228,5 +211,6 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 120_000 }, asy
     await service.close();
     await page.locator('[data-banner="unreachable"]').waitFor({ timeout: 10_000 });
     assert.equal(await page.locator('.conn-down').count(), 1);
+    await expectAccessible(page, 'pack view with the API unreachable');
   });
 });

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { toNewRecord, type KindName, type NewRecord, type RecordInput } from '../../src/records/kinds.js';
+import { MAX_MEASUREMENT } from '../../src/records/schemas.js';
 import { planBuckets } from '../../src/store/buckets.js';
 import type { Store } from '../../src/store/store.js';
 
@@ -203,6 +204,25 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
               assert.equal(bucket.max.pack_voltage, want.max);
               assert.ok(Math.abs(bucket.mean.pack_voltage! - want.mean) < 1e-9, `mean ${bucket.mean.pack_voltage} vs ${want.mean}`);
             });
+          }
+        }
+      }));
+
+    it('aggregates the largest measurements the API takes into finite figures, raw and from rollups', () =>
+      withStore(options, async (store) => {
+        // ±MAX_MEASUREMENT is the API's bound (schemas.ts): sums of such values stay finite, so the
+        // aggregate answer never holds an Infinity that JSON would turn into null.
+        const extreme = [MAX_MEASUREMENT, MAX_MEASUREMENT, MAX_MEASUREMENT, -MAX_MEASUREMENT];
+        // In two writes, so that stores keeping rollups add a stored sum to a new one.
+        await writeOk(store, 'battery-data', extreme.slice(0, 2).map((v, i) => data(NOW + i, 'pack-x', v, { pack_current: v })));
+        await writeOk(store, 'battery-data', extreme.slice(2).map((v, i) => data(NOW + 2 + i, 'pack-x', v, { pack_current: -v })));
+        for (const [from, to] of [[NOW - 60, NOW + 60], [NOW - 86_400, NOW + 86_400]] as const) {
+          const buckets = await store.aggregate('battery-data', { ...planBuckets(from, to, 10), batteryId: 'pack-x' });
+          assert.equal(buckets.reduce((n, b) => n + b.count, 0), 4);
+          for (const bucket of buckets) {
+            for (const stats of [bucket.min, bucket.max, bucket.mean]) {
+              for (const field of ['pack_voltage', 'pack_current', 'cell_temp']) assert.ok(Number.isFinite(stats[field]), `${field}: ${stats[field]}`);
+            }
           }
         }
       }));

@@ -1,12 +1,14 @@
-import { useEffect, useRef } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { Banner } from './Banner';
+import { Brand } from './Brand';
 import { FleetView } from './FleetView';
 import { ago } from './format';
 import { useConnection, useFleet, useNow, useRoute } from './hooks';
 import { PackView } from './PackView';
 import { isStale, packStatus } from './status';
 
-export function App() {
+/** `onSignOut` is there when the server needs a key to read (the page signed in with it). */
+export function App({ onSignOut }: { onSignOut?: () => Promise<void> }) {
   const route = useRoute();
   const fleet = useFleet();
   const connection = useConnection();
@@ -59,13 +61,7 @@ export function App() {
       </a>
       <header className="app-header">
         <div className="app-header-inner">
-          <a className="brand" href="#/">
-            <svg aria-hidden="true" width="22" height="22" viewBox="0 0 16 16">
-              <rect x="1" y="4" width="12" height="8" rx="1.5" fill="currentColor" />
-              <rect x="13" y="6.5" width="2" height="3" fill="currentColor" />
-            </svg>
-            Battery monitor
-          </a>
+          <Brand />
           <nav aria-label="Main">
             <a href="#/" aria-current={route.view === 'fleet' ? 'page' : undefined}>
               Fleet
@@ -76,6 +72,7 @@ export function App() {
             <span className="conn-dot" aria-hidden="true" />
             {connection === 'open' ? 'Live' : connection === 'connecting' ? 'Connecting…' : 'Offline'}
           </span>
+          {onSignOut ? <SignOutButton onSignOut={onSignOut} /> : null}
         </div>
       </header>
       <Banner unreachable={unreachable} stale={stale} />
@@ -83,5 +80,31 @@ export function App() {
         {route.view === 'pack' ? <PackView id={route.id} rangeKey={route.range ?? '1h'} /> : <FleetView />}
       </main>
     </>
+  );
+}
+
+function SignOutButton({ onSignOut }: { onSignOut: () => Promise<void> }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const click = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await onSignOut();
+    } catch (failure) {
+      // Still signed in (the cookie could not be cleared): say so rather than pretend.
+      setError(`Sign-out failed: ${(failure as Error).message}`);
+      setBusy(false);
+    }
+  };
+  return (
+    <span className="signout">
+      <button type="button" className="button-quiet" onClick={() => void click()} disabled={busy}>
+        {busy ? 'Signing out…' : 'Sign out'}
+      </button>
+      <span role="alert" className="signout-error">
+        {error}
+      </span>
+    </span>
   );
 }

@@ -77,10 +77,11 @@ export interface Specs {
   rated_power: number;
 }
 
+/** GET /api/dashboard, under the original service's keys. */
 export interface Dashboard {
   battery_data: DataRecord | null;
-  battery_performance: PerformanceRecord | null;
-  battery_prediction: PredictionRecord | null;
+  performance: PerformanceRecord | null;
+  prediction: PredictionRecord | null;
   specs: Specs;
   thresholds: Thresholds;
   /** Server time, Unix seconds. */
@@ -124,25 +125,68 @@ export function apiUrl(path: string, query: Query = {}): string {
   return search === '' ? path : `${path}?${search}`;
 }
 
-async function getJson<T>(path: string, query?: Query, signal?: AbortSignal): Promise<T> {
-  let response: Response;
+const unauthorizedListeners = new Set<(detail: string) => void>();
+
+/** Called with the API's message whenever a read answers 401: the session ended or was never there. */
+export function onUnauthorized(listener: (detail: string) => void): () => void {
+  unauthorizedListeners.add(listener);
+  return () => unauthorizedListeners.delete(listener);
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  let detail = response.statusText;
   try {
-    response = await fetch(apiUrl(path, query), { headers: { Accept: 'application/json' }, signal });
+    const body = (await response.json()) as { detail?: unknown };
+    if (typeof body.detail === 'string') detail = body.detail;
+  } catch {
+    // Not JSON: keep the status text.
+  }
+  return new ApiError(detail || `HTTP ${response.status}`, response.status);
+}
+
+/** fetch that carries the session cookie (same origin only: it is never sent elsewhere). */
+async function send(path: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(path, { ...init, credentials: 'same-origin' });
   } catch (error) {
-    if (signal?.aborted) throw error;
+    if (init.signal?.aborted) throw error;
     throw new ApiError('The API is not reachable', 0);
   }
+}
+
+async function getJson<T>(path: string, query?: Query, signal?: AbortSignal): Promise<T> {
+  const response = await send(apiUrl(path, query), { headers: { Accept: 'application/json' }, signal });
   if (!response.ok) {
-    let detail = response.statusText;
-    try {
-      const body = (await response.json()) as { detail?: unknown };
-      if (typeof body.detail === 'string') detail = body.detail;
-    } catch {
-      // Not JSON: keep the status text.
-    }
-    throw new ApiError(detail || `HTTP ${response.status}`, response.status);
+    const error = await errorOf(response);
+    if (response.status === 401) for (const listener of unauthorizedListeners) listener(error.message);
+    throw error;
   }
   return (await response.json()) as T;
+}
+
+/** GET /api/session: does reading need a key, and does this browser hold a session? */
+export interface SessionStatus {
+  key_required: boolean;
+  signed_in: boolean;
+  /** Unix seconds; null when not signed in. */
+  expires_at: number | null;
+}
+
+export const fetchSession = (signal?: AbortSignal) => getJson<SessionStatus>('/api/session', undefined, signal);
+
+/** Trades the key for the HttpOnly session cookie; the page never keeps the key. Throws ApiError (401 on a wrong key). */
+export async function signIn(key: string): Promise<void> {
+  const response = await send('/api/session', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify({ key }),
+  });
+  if (!response.ok) throw await errorOf(response);
+}
+
+export async function signOut(): Promise<void> {
+  const response = await send('/api/session', { method: 'DELETE' });
+  if (!response.ok) throw await errorOf(response);
 }
 
 export const fetchBatteries = (signal?: AbortSignal) =>

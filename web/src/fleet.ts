@@ -127,8 +127,8 @@ export class FleetStore {
         return {
           summary,
           data: latest.battery_data,
-          performance: latest.battery_performance,
-          prediction: latest.battery_prediction,
+          performance: latest.performance,
+          prediction: latest.prediction,
         };
       });
       if (signal.aborted) return;

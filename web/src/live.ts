@@ -27,6 +27,7 @@ export class LiveFeed {
   private readonly recordListeners = new Set<RecordListener>();
   private readonly stateListeners = new Set<StateListener>();
   private readonly reconnectListeners = new Set<() => void>();
+  private readonly refusedListeners = new Set<() => void>();
 
   constructor(private readonly url = streamUrl()) {}
 
@@ -52,12 +53,15 @@ export class LiveFeed {
         }, DOWN_AFTER_MS);
       }
       if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (HTTP error or wrong content type): retry ourselves.
+        // The browser gave up (HTTP error or wrong content type): retry ourselves. A 401 looks the
+        // same from here (EventSource hides the status), so listeners may ask whether the session
+        // ended; told last, so that one stopping the feed also cancels the retry.
         source.close();
         this.source = null;
         clearTimeout(this.retryTimer);
         this.retryTimer = setTimeout(() => this.start(), this.backoff);
         this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+        for (const listener of this.refusedListeners) listener();
       }
     };
     for (const kind of KINDS) {
@@ -87,6 +91,12 @@ export class LiveFeed {
   onReconnect(listener: () => void): () => void {
     this.reconnectListeners.add(listener);
     return () => this.reconnectListeners.delete(listener);
+  }
+
+  /** The server answered the stream with an error status (a 401 among them). */
+  onRefused(listener: () => void): () => void {
+    this.refusedListeners.add(listener);
+    return () => this.refusedListeners.delete(listener);
   }
 
   private deliver(kind: Kind, data: string): void {

@@ -1,0 +1,128 @@
+/**
+ * What the browser tests share: Debian's Chromium (installed with apt-get when missing and running
+ * as root; playwright-core drives it and never downloads a browser), a dashboard build that is not
+ * older than its sources, and the accessibility check every view must pass: axe-core at WCAG 2.1 AA.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const OUTPUT = path.join(ROOT, 'test-output');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+const AXE = path.join(ROOT, 'node_modules/axe-core/axe.min.js');
+const WCAG_21_AA = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+
+function ensureChromium(): void {
+  if (existsSync(CHROMIUM)) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`No Chromium at ${CHROMIUM}: install Debian's chromium package (apt-get install -y chromium) or set CHROMIUM_PATH`);
+  }
+  execFileSync('apt-get', ['update'], { stdio: 'inherit' });
+  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+}
+
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestSource(full) : statSync(full).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * Builds web/dist when it is missing or older than web/src, so a test never passes against a stale
+ * page. The test files run in parallel processes: a lock directory (in the ignored test-output/)
+ * keeps two builds from writing web/dist at once.
+ */
+async function ensureWebBuild(): Promise<void> {
+  const index = path.join(ROOT, 'web/dist/index.html');
+  const sources = Math.max(
+    newestSource(path.join(ROOT, 'web/src')),
+    statSync(path.join(ROOT, 'web/index.html')).mtimeMs,
+    statSync(path.join(ROOT, 'web/vite.config.ts')).mtimeMs,
+  );
+  const fresh = () => existsSync(index) && statSync(index).mtimeMs >= sources;
+  if (fresh()) return;
+  mkdirSync(OUTPUT, { recursive: true });
+  const lock = path.join(OUTPUT, '.web-build-lock');
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch {
+      // Another test process is building; a lock left by a killed run is dropped after 5 minutes.
+      if (Date.now() - statSync(lock, { throwIfNoEntry: false })!.mtimeMs > 300_000) rmdirSync(lock);
+      await sleep(500);
+    }
+  }
+  try {
+    if (!fresh()) execFileSync('npx', ['vite', 'build', '--config', 'web/vite.config.ts'], { cwd: ROOT, stdio: 'inherit' });
+  } finally {
+    rmdirSync(lock);
+  }
+}
+
+/** Chromium on a fresh, up-to-date dashboard build; the caller closes it. */
+export async function launchBrowser(): Promise<Browser> {
+  ensureChromium();
+  await ensureWebBuild();
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
+
+interface Violation {
+  id: string;
+  impact: string | null;
+  help: string;
+  helpUrl: string;
+  nodes: { target: unknown[]; html: string; failureSummary?: string }[];
+}
+
+/**
+ * Runs axe-core on the page as it is now, at WCAG 2.0/2.1 A and AA, and expects no violation;
+ * prints each one (rule, element, why) when there are some. `view` names the page in the message.
+ */
+export async function expectAccessible(page: Page, view: string): Promise<void> {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: AXE });
+  const violations = await page.evaluate(async (tags) => {
+    const axe = (window as unknown as { axe: { run(context: Document, options: object): Promise<{ violations: Violation[] }> } }).axe;
+    const result = await axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] });
+    return result.violations.map(({ id, impact, help, helpUrl, nodes }) => ({
+      id,
+      impact,
+      help,
+      helpUrl,
+      nodes: nodes.map(({ target, html, failureSummary }) => ({ target, html, failureSummary })),
+    }));
+  }, WCAG_21_AA);
+  if (violations.length > 0) {
+    const report = violations
+      .map(
+        (violation) =>
+          `- ${violation.id} (${violation.impact}): ${violation.help} <${violation.helpUrl}>\n` +
+          violation.nodes
+            .map((node) => `    ${node.target.join(' ')}\n      ${node.html}\n      ${(node.failureSummary ?? '').replace(/\n/g, '\n      ')}`)
+            .join('\n'),
+      )
+      .join('\n');
+    console.error(`axe: ${violations.length} WCAG 2.1 AA violation(s) on the ${view}:\n${report}`);
+  }
+  assert.deepEqual(
+    violations.map((violation) => violation.id),
+    [],
+    `the ${view} has WCAG 2.1 AA violations (details above)`,
+  );
+}
