@@ -3,78 +3,21 @@
  * frontend never assumes more than that contract names.
  */
 
-export const KINDS = ['battery-data', 'battery-performance', 'battery-prediction'] as const;
-export type Kind = (typeof KINDS)[number];
+import type { BatteryData, BatteryPerformance, BatteryPrediction, Kind, RecordOf, Specs, Thresholds } from './generated/records';
 
-export interface BaseRecord {
-  _id: string;
-  /** Unix seconds (float). */
-  timestamp: number;
-  received_at: number;
-  source: string;
-  battery_id: string;
-}
-
-export interface DataRecord extends BaseRecord {
-  pack_voltage: number;
-  pack_current: number;
-  cell_temp: number;
-  device_time?: number;
-}
-
-export interface PerformanceRecord extends BaseRecord {
-  pack_voltage: number;
-  pack_current: number;
-  cell_temp: number;
-  capacity_remaining: number;
-  cycle_count: number;
-  age_months: number;
-  health_score: number;
-}
-
-export interface PredictionRecord extends BaseRecord {
-  remaining_life_hours: number;
-  remaining_cycles: number;
-  degradation_rate: number;
-}
-
-export interface RecordOf {
-  'battery-data': DataRecord;
-  'battery-performance': PerformanceRecord;
-  'battery-prediction': PredictionRecord;
-}
+// The record, kind and specs types are generated from the server's schemas (npm run generate).
+export { KINDS } from './generated/records';
+export type { Kind, RecordOf, Specs, Thresholds } from './generated/records';
+export type DataRecord = BatteryData;
+export type PerformanceRecord = BatteryPerformance;
+export type PredictionRecord = BatteryPrediction;
+export type Limits = Thresholds['voltage'];
 
 export interface BatterySummary {
   battery_id: string;
   last_seen: number;
   counts: Partial<Record<Kind, number>>;
   last_seen_by_kind: Partial<Record<Kind, number>>;
-}
-
-export interface Limits {
-  min: number;
-  max: number;
-  critical_low: number;
-  critical_high: number;
-}
-
-export interface Thresholds {
-  voltage: Limits;
-  current: Limits;
-  temperature: Limits;
-  health: { min: number; warning: number; critical: number };
-}
-
-export interface Specs {
-  nominal_capacity_ah: number;
-  nominal_voltage: number;
-  max_cycles: number;
-  max_temp: number;
-  min_temp: number;
-  max_current: number;
-  chemistry: string;
-  cell_configuration: string;
-  rated_power: number;
 }
 
 /** GET /api/dashboard, under the original service's keys. */
