@@ -9,7 +9,10 @@
  *   clustered+t  clustered with a (timestamp) index
  *   ceiling      issue 8's ceiling: rowid table with only a (battery_id, timestamp) index
  *
- * Run: node --import tsx bench/storage-layout.ts [--rows 1000000] [--packs 10]
+ * The layouts are filled round-robin `--repeat` times and the median insert rate is reported, so
+ * that a busy neighbour on the machine does not favour whichever layout ran while it was quiet.
+ *
+ * Run: node --import tsx bench/storage-layout.ts [--rows 1000000] [--packs 10] [--repeat 3]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -19,9 +22,10 @@ import Database from 'better-sqlite3';
 import { configureConnection } from '../src/store/sqlite-schema.js';
 import { writeResults } from './support.js';
 
-const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, packs: { type: 'string', default: '10' } } });
+const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, packs: { type: 'string', default: '10' }, repeat: { type: 'string', default: '3' } } });
 const ROWS = Number(values.rows);
 const PACKS = Number(values.packs);
+const REPEAT = Number(values.repeat);
 
 const COLUMNS = 'battery_id TEXT NOT NULL, timestamp REAL NOT NULL, received_at REAL NOT NULL, source TEXT NOT NULL, device_time REAL, idem_key TEXT, pack_voltage REAL NOT NULL, pack_current REAL NOT NULL, cell_temp REAL NOT NULL';
 const KEY_INDEX = 'CREATE UNIQUE INDEX t_key ON t (idem_key) WHERE idem_key IS NOT NULL';
@@ -82,11 +86,22 @@ function run(name: string, ddl: string[]) {
   const bytes = (db.prepare('SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()').pluck().get() as number);
   db.close();
   rmSync(dir, { recursive: true, force: true });
-  console.log(`${name.padEnd(12)} insert ${insertRate.toLocaleString('en')} rows/s, file ${(bytes / 2 ** 20).toFixed(0)} MiB`);
-  for (const [read, { plan, us }] of Object.entries(reads)) console.log(`  ${read.padEnd(15)} ${String(us).padStart(8)} µs  ${plan}`);
-  return { insert_rows_per_s: insertRate, file_mib: Math.round(bytes / 2 ** 20), reads };
+  console.log(`${name.padEnd(12)} insert ${insertRate.toLocaleString('en')} rows/s`);
+  return { insertRate, fileMib: Math.round(bytes / 2 ** 20), reads };
 }
 
-const results: Record<string, unknown> = { rows: ROWS, packs: PACKS };
-for (const [name, ddl] of Object.entries(LAYOUTS)) results[name] = run(name, ddl);
+const runs: Record<string, ReturnType<typeof run>[]> = {};
+for (let round = 0; round < REPEAT; round++) {
+  for (const [name, ddl] of Object.entries(LAYOUTS)) (runs[name] ??= []).push(run(name, ddl));
+}
+const results: Record<string, unknown> = { rows: ROWS, packs: PACKS, repeat: REPEAT };
+console.log();
+for (const [name, all] of Object.entries(runs)) {
+  const rates = all.map((r) => r.insertRate).sort((a, b) => a - b);
+  const median = rates[Math.floor(rates.length / 2)]!;
+  const last = all[all.length - 1]!;
+  console.log(`${name.padEnd(12)} insert median ${median.toLocaleString('en')} rows/s (${rates.join(', ')}), file ${last.fileMib} MiB`);
+  for (const [read, { plan, us }] of Object.entries(last.reads)) console.log(`  ${read.padEnd(15)} ${String(us).padStart(8)} µs  ${plan}`);
+  results[name] = { insert_rows_per_s_median: median, insert_rows_per_s: rates, file_mib: last.fileMib, reads: last.reads };
+}
 writeResults('storage-layout', results);
