@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
-import { toNewRecord, type NewRecord } from '../src/records/kinds.js';
+import { RecordBatch } from '../src/ingest/record-batch.js';
 import { planBuckets, type BucketPlan } from '../src/store/buckets.js';
 import { openMongoStore } from '../src/store/mongodb-store.js';
 import { SQLITE_FILE_NAME, openSqliteStore } from '../src/store/sqlite-store.js';
@@ -50,7 +50,7 @@ const BUCKETS = 1000;
 const PACK = 'pack-1';
 const BATCH = 50_000;
 const FIELDS = ['pack_voltage', 'pack_current', 'cell_temp'] as const;
-const CLI = new URL('../src/cli.ts', import.meta.url).pathname;
+const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const QUERY = `/api/battery-data/aggregate?hours=${DAYS * 24}&buckets=${BUCKETS}&battery_id=${PACK}`;
 
 function line(label: string, figures: object): void {
@@ -94,8 +94,8 @@ function series(end: number, total: number) {
   const t0 = end - total; // one reading a second, the newest just before `end`
   return {
     t0,
-    batch(start: number, stop: number): NewRecord[] {
-      const records: NewRecord[] = [];
+    batch(start: number, stop: number): RecordBatch {
+      const records = new RecordBatch('battery-data', stop - start);
       for (let i = start; i < stop; i++) {
         const noise = (k: number) => {
           // mulberry32 on (i, k): the same value whoever asks, whatever the batching.
@@ -105,18 +105,15 @@ function series(end: number, total: number) {
           return ((a ^ (a >>> 14)) >>> 0) / 4294967296 - 0.5;
         };
         const timestamp = t0 + i;
-        records.push(
-          toNewRecord(
-            'battery-data',
-            {
-              timestamp,
-              battery_id: PACK,
-              pack_voltage: 385 + 15 * Math.sin((2 * Math.PI * i) / 86_400) + noise(0),
-              pack_current: 20 + 60 * Math.sin((2 * Math.PI * i) / 3_517) + 4 * noise(1),
-              cell_temp: 28 + 6 * Math.sin((2 * Math.PI * i) / 86_400 + 1) + 0.2 * noise(2),
-            },
+        records.append(
+          {
             timestamp,
-          ),
+            battery_id: PACK,
+            pack_voltage: 385 + 15 * Math.sin((2 * Math.PI * i) / 86_400) + noise(0),
+            pack_current: 20 + 60 * Math.sin((2 * Math.PI * i) / 3_517) + 4 * noise(1),
+            cell_temp: 28 + 6 * Math.sin((2 * Math.PI * i) / 86_400 + 1) + 0.2 * noise(2),
+          },
+          timestamp,
         );
       }
       return records;
@@ -127,7 +124,7 @@ function series(end: number, total: number) {
 async function fill(store: Store, data: ReturnType<typeof series>, start: number, stop: number): Promise<{ seconds: number; rows_per_s: number }> {
   const began = performance.now();
   for (let at = start; at < stop; at += BATCH) {
-    const [outcome] = await store.write([{ kind: 'battery-data', records: data.batch(at, Math.min(stop, at + BATCH)) }]);
+    const [outcome] = await store.write([data.batch(at, Math.min(stop, at + BATCH))]);
     if (!outcome?.ok) throw new Error(`fill failed: ${outcome?.error.message}`);
   }
   const seconds = (performance.now() - began) / 1000;

@@ -26,7 +26,7 @@ import path from 'node:path';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { MongoClient, ObjectId } from 'mongodb';
-import { toNewRecord, type NewRecord } from '../src/records/kinds.js';
+import { RecordBatch } from '../src/ingest/record-batch.js';
 import { toDocument } from '../src/store/mongodb-documents.js';
 import { openMongoStore } from '../src/store/mongodb-store.js';
 import { openStore } from '../src/store/open-store.js';
@@ -48,7 +48,7 @@ const parts = new Set(values.parts.split(','));
 for (const part of parts) if (!(PARTS as readonly string[]).includes(part)) throw new Error(`unknown part ${part}; parts: ${PARTS.join(', ')}`);
 /** Rounds in which the one-connection operations take turns. */
 const ROUNDS = 3;
-const CLI = new URL('../src/cli.ts', import.meta.url).pathname;
+const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const NO_STORE = new URL('./servers/no-store-server.ts', import.meta.url).pathname;
 
 const reading = (i: number) => ({ pack_voltage: 380 + (i % 40), pack_current: -12.5 + (i % 7), cell_temp: 25 + (i % 11) / 2, battery_id: `pack-${i % 10}` });
@@ -68,12 +68,12 @@ async function prefill(target: Target, total: number): Promise<void> {
   const store = await openStore({ ...target, retentionDays: 0 }, { info() {}, warn() {} });
   const now = Date.now() / 1000;
   for (let start = 0; start < total; start += 50_000) {
-    const records: NewRecord[] = [];
+    const batch = new RecordBatch('battery-data', 50_000);
     for (let i = start; i < Math.min(total, start + 50_000); i++) {
       // One reading a second per pack, ten packs, ending now.
-      records.push(toNewRecord('battery-data', { ...reading(i), timestamp: now - (total - i) / 10 }, now));
+      batch.append({ ...reading(i), timestamp: now - (total - i) / 10 }, now);
     }
-    const [outcome] = await store.write([{ kind: 'battery-data', records }]);
+    const [outcome] = await store.write([batch]);
     if (!outcome?.ok) throw new Error('prefill failed');
   }
   await store.close();
@@ -151,7 +151,9 @@ async function oneConnection(store: string, service: { url: string }, target: Ta
     driver = new MongoClient(mongo!.uri);
     const collection = driver.db(rawDatabase).collection('battery_data');
     const insert = async () => {
-      await collection.insertOne(toDocument('battery-data', toNewRecord('battery-data', reading(1), Date.now() / 1000), new ObjectId()));
+      const batch = new RecordBatch('battery-data', 1);
+      batch.append(reading(1), Date.now() / 1000);
+      await collection.insertOne(toDocument(batch, 0, new ObjectId()));
     };
     operations.push({ label: 'raw driver insertOne, same server (ceiling)', run: insert, samples: [], elapsedMs: 0 });
   }

@@ -16,8 +16,7 @@
  *
  * Prints the figures and writes bench/results/collector-ingest.json.
  *
- *   node --import tsx bench/collector-ingest.ts [--duration 60] [--standalone-frames 2000000] [--connections 50]
- *     [--forward-records 1000000] [--ceiling-rows 1000000] [--skip ceiling,ingest,standalone,forwarder]
+ *   node --import tsx bench/collector-ingest.ts --help
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -27,10 +26,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FRAME_BYTES } from '../src/collector/binary-decoder.js';
+import { RecordBatch } from '../src/ingest/record-batch.js';
 import { startForwarder } from '../src/relay/forwarder.js';
 import { createCollectorMetrics } from '../src/collector/metrics.js';
 import { Spool } from '../src/relay/spool.js';
-import type { NewRecord } from '../src/records/kinds.js';
 import { rawInsertCeiling, spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
@@ -45,15 +44,34 @@ const { values } = parseArgs({
     tsx: { type: 'boolean', default: false },
     /** NODE_OPTIONS for the service and collector processes, e.g. "--max-old-space-size=96". */
     'node-options': { type: 'string', default: '' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+if (values.help) {
+  console.log(`Usage: node --import tsx bench/collector-ingest.ts [options]
+
+Ceiling (raw better-sqlite3 inserts), in-process ingest (battery-monitor run), standalone end to
+end (collect -> spool -> serve), and the forwarder alone; figures to bench/results/collector-ingest.json
+(or BENCH_RESULTS_DIR).
+
+  --duration S            in-process ingest: seconds of load (default 60)
+  --connections N         TCP connections sending frames (default 50)
+  --standalone-frames N   standalone: frames to send (default 2000000)
+  --forward-records N     forwarder: records prefilled in the spool (default 1000000)
+  --ceiling-rows N        ceiling: rows inserted (default 1000000)
+  --skip LIST             any of ceiling,ingest,standalone,forwarder
+  --tsx                   run the children from the TypeScript sources instead of a build
+  --node-options TEXT     NODE_OPTIONS of the children, e.g. "--max-old-space-size=96"
+  -h, --help              this text`);
+  process.exit(0);
+}
 const durationSeconds = Number(values.duration);
 const standaloneFrames = Number(values['standalone-frames']);
 const connections = Number(values.connections);
 const forwardRecords = Number(values['forward-records']);
 const ceilingRows = Number(values['ceiling-rows']);
 const skip = new Set(values.skip.split(',').filter(Boolean));
-const SOURCE_CLI = new URL('../src/cli.ts', import.meta.url).pathname;
+const SOURCE_CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const BUILD_DIR = new URL('../.cache/bench-dist/', import.meta.url).pathname;
 const NO_STORE = new URL('./servers/no-store-server.ts', import.meta.url).pathname;
 
@@ -65,7 +83,7 @@ else {
     cwd: new URL('..', import.meta.url).pathname,
     stdio: 'inherit',
   });
-  childArgs = [path.join(BUILD_DIR, 'cli.js')];
+  childArgs = [path.join(BUILD_DIR, 'cli', 'main.js')];
 }
 const SPECS_FILE = new URL('../config/battery-specs.json', import.meta.url).pathname;
 
@@ -249,12 +267,9 @@ async function forward(apiUrl: string, total: number): Promise<{ records: number
   const spool = await Spool.open(path.join(tempDir(), 'spool'), { maxBytes: 4 * 1024 ** 3, metrics: createCollectorMetrics() });
   const now = Date.now() / 1000;
   for (let start = 0; start < total; start += 10_000) {
-    const records: NewRecord[] = [];
-    for (let i = start; i < Math.min(total, start + 10_000); i++) {
-      const r = reading(i);
-      records.push({ timestamp: now + i / 1000, received_at: now, source: 'battery_monitor', battery_id: `pack-${i % 10}`, device_time: r.device_time, values: { pack_voltage: r.pack_voltage, pack_current: r.pack_current, cell_temp: r.cell_temp } });
-    }
-    await spool.submit('battery-data', records);
+    const batch = new RecordBatch('battery-data', 10_000);
+    for (let i = start; i < Math.min(total, start + 10_000); i++) batch.append({ ...reading(i), timestamp: now + i / 1000, battery_id: `pack-${i % 10}` }, now);
+    await spool.submit(batch);
   }
   const began = performance.now();
   const forwarder = startForwarder({ apiUrl, spool });

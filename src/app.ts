@@ -1,51 +1,51 @@
 /**
- * The HTTP app as a Fastify instance, apart from the process (server.ts listens, service.ts wires the
- * store, writer and collector). Load order: external plugins, then routes.
+ * The battery monitor as a Fastify plugin, apart from the process: server.ts makes the Fastify
+ * instance (with `appServerOptions` and its logger), registers this, listens, and starts the TCP
+ * collector beside it; the tests' build(t) registers it and answers through `inject`. Load order is
+ * fixed: external plugins, then the app's services (named plugins that declare what they need),
+ * then the routes.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import cors from '@fastify/cors';
-import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Config } from '../config.js';
-import type { BatchWriter } from '../ingest/batch-writer.js';
-import type { LiveFeed } from '../ingest/live-feed.js';
-import { toDetail } from '../records/validate.js';
-import type { BatterySpecs } from '../specs.js';
-import { StoreUnavailableError, type Store } from '../store/store.js';
-import { requireKey } from './auth.js';
-import { securityOf, trackRouteMethods } from './common.js';
-import { fleetRoutes } from './fleet-routes.js';
-import { healthRoute } from './health-route.js';
-import { recordRoutes } from './record-routes.js';
-import { sessionRoutes } from './session-routes.js';
-import { streamRoute } from './stream-route.js';
+import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import fp from 'fastify-plugin';
+import { docsRoutes, openApiOptions } from './api/docs-routes.js';
+import { trackRouteMethods } from './api/common.js';
+import { fleetRoutes } from './api/fleet-routes.js';
+import { healthRoute } from './api/health-route.js';
+import { metricsRoute } from './api/metrics-route.js';
+import { recordRoutes } from './api/record-routes.js';
+import { sessionRoutes } from './api/session-routes.js';
+import { streamRoute } from './api/stream-route.js';
+import { webRoutes } from './api/web-routes.js';
+import type { Config } from './config.js';
+import { IngestFullError } from './ingest/store-sink.js';
+import { ingestPlugin } from './plugins/ingest.js';
+import { liveFeedPlugin } from './plugins/live-feed.js';
+import { metricsPlugin } from './plugins/metrics.js';
+import { specsPlugin } from './plugins/specs.js';
+import { storePlugin } from './plugins/store.js';
+import { toDetail } from './records/validate.js';
+import { StoreUnavailableError } from './store/store.js';
 
-export interface AppDeps {
-  config: Pick<Config, 'apiKey' | 'readApiKey' | 'corsOrigins' | 'logLevel' | 'maxClockSkewSeconds'>;
-  logger: FastifyBaseLogger;
-  store: Store;
-  writer: BatchWriter;
-  liveFeed: LiveFeed;
-  specs: BatterySpecs;
-  /** Prometheus text for GET /metrics. */
-  metrics?: () => Promise<string>;
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+  }
 }
 
-export const WEB_DIST = fileURLToPath(new URL('../../web/dist/', import.meta.url));
+export interface AppOptions {
+  config: Config;
+}
+
 /** 10,000 records of the largest kind with room to spare. */
 const BODY_LIMIT = 16 * 1024 * 1024;
 
-const LOCATION: Record<string, string> = { querystring: 'query', headers: 'header', params: 'path', body: 'body' };
-
-export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const { config } = deps;
+/** Options of the Fastify instance itself, which a plugin cannot set. */
+export function appServerOptions(config: Pick<Config, 'logLevel'>): FastifyServerOptions {
   const verbose = config.logLevel === 'debug' || config.logLevel === 'trace';
-  const app = Fastify({
-    loggerInstance: deps.logger,
+  return {
     // One log line per request costs a third of the throughput on two cores; on at debug level.
     logController: new LogController({ disableRequestLogging: !verbose }),
     bodyLimit: BODY_LIMIT,
@@ -54,14 +54,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (no prototype is ever touched) instead of failing the whole body as malformed JSON.
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
-  });
+  };
+}
+
+const LOCATION: Record<string, string> = { querystring: 'query', headers: 'header', params: 'path', body: 'body' };
+
+async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): Promise<void> {
+  app.decorate('config', config);
 
   // Before any route: the methods of each known path, for 405 answers (see the not-found handler).
   const allowedMethods = trackRouteMethods(app);
 
   // Bodies are validated in the handlers by the records' own validator (the TCP collector's too);
-  // query strings and headers here, coerced from text, with unknown parameters refused so that
-  // `?battery_id[$ne]=x` and friends answer 422 instead of being ignored.
+  // query strings and headers here, coerced from text, unknown query parameters refused (common.ts).
   const queryAjv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, removeAdditional: false, strict: false });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? () => true : queryAjv.compile(schema)));
 
@@ -84,6 +89,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error instanceof SyntaxError) {
       return reply.code(422).send({ detail: [{ loc: ['body'], msg: `JSON decode error: ${error.message}`, type: 'value_error.jsondecode' }] });
     }
+    if (error instanceof IngestFullError) {
+      // Back-pressure: the client comes back later instead of the queue growing without bound.
+      return reply.code(503).header('retry-after', String(error.retryAfterSeconds)).send({ detail: error.message });
+    }
     if (error instanceof StoreUnavailableError) {
       request.log.warn({ err: error.message }, 'store unavailable');
       return reply.code(503).send({ detail: 'The store is unavailable; try again shortly' });
@@ -96,59 +105,27 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.setNotFoundHandler((request, reply) => notServed(request, reply));
 
+  // External plugins. The document collects every route registered after it.
   await app.register(cors, { origin: config.corsOrigins.includes('*') ? true : config.corsOrigins, methods: ['GET', 'POST', 'OPTIONS'] });
-  await app.register(swagger, {
-    // Components take the schemas' own names (BatteryData, BatteryDataInput…) instead of def-N.
-    refResolver: { buildLocalReference: (json, baseUri, fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
-    openapi: {
-      // 3.1: its schemas are JSON Schema 2020-12, the dialect TypeBox and Ajv write (numeric
-      // exclusiveMinimum and friends); in a 3.0 document they are invalid.
-      openapi: '3.1.0',
-      info: {
-        title: 'Battery Monitoring API',
-        version: '2.0.0',
-        description:
-          'Battery telemetry: store and serve pack readings, performance records and life predictions. ' +
-          'Compatible with the original FastAPI service; adds fleets (battery_id), aggregation, export and live push.',
-      },
-      components: {
-        securitySchemes: {
-          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
-          bearer: { type: 'http', scheme: 'bearer' },
-        },
-      },
-      // Reads by default; writes and open routes say their own (securityOf).
-      security: securityOf(config, 'read'),
-    },
-  });
-  const docsHook = requireKey(config, 'read');
-  await app.register(swaggerUi, { routePrefix: '/docs', uiHooks: { onRequest: docsHook } });
-  app.get('/openapi.json', { schema: { hide: true }, onRequest: docsHook }, async () => app.swagger());
+  await app.register(swagger, openApiOptions(config));
 
-  // Before the routes: its cookie parsing then serves them all (the session cookie reads with the key).
-  await app.register(sessionRoutes, deps);
-  await app.register(healthRoute, deps);
-  await app.register(recordRoutes, deps);
-  await app.register(fleetRoutes, deps);
-  await app.register(streamRoute, deps);
-  if (deps.metrics !== undefined) {
-    const metrics = deps.metrics;
-    const metricsSchema = {
-      summary: 'Counters in Prometheus text format',
-      tags: ['Health'],
-      security: securityOf(config, 'open'),
-      response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
-    };
-    app.get('/metrics', { schema: metricsSchema }, async (request, reply) =>
-      reply.type('text/plain; version=0.0.4').send(await metrics()),
-    );
-  }
-  if (existsSync(WEB_DIST)) {
-    await app.register(fastifyStatic, { root: WEB_DIST, prefix: '/', wildcard: false });
-  } else {
-    app.get('/', { schema: { hide: true } }, async (request, reply) =>
-      reply.type('text/html').send('<p>Battery Monitoring API. The dashboard is not built (<code>npm run build:web</code>). API docs: <a href="/docs">/docs</a>.</p>'),
-    );
-  }
-  return app;
+  // The app's services.
+  await app.register(metricsPlugin);
+  await app.register(storePlugin);
+  await app.register(ingestPlugin);
+  await app.register(liveFeedPlugin);
+  await app.register(specsPlugin);
+
+  // Routes. The session's cookie parsing first: it then serves them all (the session cookie reads with the key).
+  await app.register(sessionRoutes);
+  await app.register(docsRoutes);
+  await app.register(healthRoute);
+  await app.register(recordRoutes);
+  await app.register(fleetRoutes);
+  await app.register(streamRoute);
+  await app.register(metricsRoute);
+  await app.register(webRoutes);
 }
+
+/** Not encapsulated: its decorators (app.store, app.ingest…), hooks and error handler are the instance's. */
+export const batteryMonitor = fp(batteryMonitorApp, { name: 'battery-monitor', fastify: '5.x' });

@@ -1,134 +1,182 @@
 /**
- * Every setting, read once from the environment (and a .env file in the working directory),
- * validated, with defaults. A bad value stops start-up with one line naming the setting.
+ * Every setting as one schema: its environment variable, what it does, its default and its bounds.
+ * The type of the settings is derived from it, .env.example is generated from it (npm run
+ * generate; test/config.test.ts fails when they differ), and a bad value stops start-up with one
+ * line naming the setting. The CLI reads the environment (and .env) once and passes it to
+ * `loadConfig`; nothing else reads it.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Type, type StaticDecode, type TSchema } from 'typebox';
+import { Value } from 'typebox/value';
+import { parseBatteryMap } from './collector/battery-map.js';
 
-export const DEFAULT_SPECS_FILE = fileURLToPath(new URL('../config/battery-specs.json', import.meta.url));
+const PROJECT_ROOT = fileURLToPath(new URL('../', import.meta.url));
+export const DEFAULT_SPECS_FILE = path.join(PROJECT_ROOT, 'config', 'battery-specs.json');
 
 /** One day: a producer whose clock is further ahead is broken, not drifting. */
 export const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 86_400;
 /** A hundred years: past it every timestamp up to the absolute bound (2100) is accepted anyway. */
 const MAX_CLOCK_SKEW_LIMIT = 3_155_760_000;
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-export interface Config {
-  mongodbUri: string | undefined;
-  databaseName: string;
-  apiHost: string;
-  apiPort: number;
-  dataDir: string;
-  corsOrigins: string[];
-  retentionDays: number;
-  collectorHost: string;
-  collectorBinaryPort: number;
-  collectorJsonPort: number;
-  /** Maps a connection to a battery_id: rules `port:23460=pack-1`, `peer:10.0.0.7=pack-2`, comma separated. */
-  collectorBatteryMap: string;
-  collectorMaxConnections: number;
-  collectorIdleTimeoutSeconds: number;
-  /** Collector log file; unset: data_collector.log in DATA_DIR (see collectorLogPath). */
-  collectorLogFile: string | undefined;
-  spoolMaxBytes: number;
-  logLevel: LogLevel;
-  apiKey: string | undefined;
-  readApiKey: string | undefined;
-  batterySpecsFile: string;
-  /**
-   * How far ahead of the server clock a record's timestamp may be, in seconds. Producers' clocks
-   * drift; a timestamp further ahead is a broken clock or a broken producer, and a record stored with
-   * it would sit outside every time window until retention removed it (answered 422 instead).
-   */
-  maxClockSkewSeconds: number;
-}
-
 /** A setting's bad value; the message names the setting and never echoes a secret. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-type Env = Record<string, string | undefined>;
+/**
+ * What each setting carries beside JSON Schema: `env`, its variable; `secret`, a value never echoed
+ * in an error; `must`, what a good value looks like when JSON Schema's bounds do not say it.
+ */
+type Setting = {
+  env: string;
+  description: string;
+  secret?: true;
+  must?: string;
+};
 
-function text(env: Env, name: string, fallback: string): string {
-  const value = env[name]?.trim();
-  return value === undefined || value === '' ? fallback : value;
-}
+const setting = <const T extends Setting>(options: T): T => options;
 
-function optionalSecret(env: Env, name: string): string | undefined {
-  const value = env[name];
-  if (value === undefined || value === '') return undefined;
-  if (value.length < 8) throw new ConfigError(`${name} must be at least 8 characters long`);
-  return value;
-}
+const port = (env: string, fallback: number, description: string) =>
+  Type.Integer(setting({ env, description, default: fallback, minimum: 0, maximum: 65_535 }));
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!/^-?\d+$/.test(raw) || value < min || value > max) {
-    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
-  }
-  return value;
-}
+/** A path, relative to the working directory. */
+const filePath = <const T extends Setting & { default?: string }>(options: T) => Type.Decode(Type.String(options), (value) => path.resolve(value));
 
-const port = (env: Env, name: string, fallback: number) => integer(env, name, fallback, 0, 65535);
+export const ConfigSchema = Type.Object({
+  mongodbUri: Type.Optional(
+    Type.String(
+      setting({
+        env: 'MONGODB_URI',
+        description: 'MongoDB or Atlas connection string (mongodb+srv://...); unset: the embedded SQLite file in DATA_DIR',
+        pattern: '^mongodb(\\+srv)?://',
+        must: 'must start with mongodb:// or mongodb+srv://',
+        secret: true,
+      }),
+    ),
+  ),
+  databaseName: Type.String(
+    setting({ env: 'DATABASE_NAME', description: 'MongoDB database', default: 'battery_db', pattern: '^[A-Za-z0-9_-]{1,63}$', must: 'must be 1-63 of A-Z a-z 0-9 _ -' }),
+  ),
+  apiHost: Type.String(setting({ env: 'API_HOST', description: 'HTTP listen address', default: '0.0.0.0' })),
+  apiPort: port('API_PORT', 8000, 'HTTP port of the API and the dashboard; 0: any free port'),
+  dataDir: filePath({ env: 'DATA_DIR', description: 'SQLite file, the standalone collector spool and the collector log', default: './data' }),
+  corsOrigins: Type.Array(
+    Type.String({ pattern: '^(\\*|https?://[^/\\s]+)$' }),
+    setting({
+      env: 'CORS_ORIGINS',
+      description: 'Comma list of browser origins allowed to call the API, or *',
+      default: ['http://localhost:5173', 'http://localhost:3000'],
+      must: 'must be a comma list of origins like http://host:port, or *',
+    }),
+  ),
+  retentionDays: Type.Integer(
+    setting({ env: 'RETENTION_DAYS', description: 'Records older than this are removed at start-up and hourly; 0 keeps everything', default: 30, minimum: 0, maximum: 36_500 }),
+  ),
+  collectorHost: Type.String(setting({ env: 'COLLECTOR_HOST', description: 'TCP collector listen address', default: '0.0.0.0' })),
+  collectorBinaryPort: port('COLLECTOR_BINARY_PORT', 23_456, 'Binary frames (16 bytes: four little-endian float32)'),
+  collectorJsonPort: port('COLLECTOR_JSON_PORT', 23_457, 'JSON messages, newline-delimited or back to back'),
+  collectorBatteryMap: Type.Decode(
+    Type.String(
+      setting({
+        env: 'COLLECTOR_BATTERY_MAP',
+        description:
+          'Which battery_id the records of a TCP connection get: a comma list of rules port:23460=pack-1 (connections to that ' +
+          'port, which the collector then listens on too) or peer:10.0.0.7=pack-2 (connections from that address); else "default"',
+        default: '',
+      }),
+    ),
+    parseBatteryMap,
+  ),
+  collectorMaxConnections: Type.Integer(
+    setting({ env: 'COLLECTOR_MAX_CONNECTIONS', description: 'Open TCP connections, all listeners together; more are refused and counted', default: 2000, minimum: 1, maximum: 100_000 }),
+  ),
+  collectorIdleTimeoutSeconds: Type.Integer(
+    setting({ env: 'COLLECTOR_IDLE_TIMEOUT', description: 'Seconds a silent TCP connection is kept open; 0 keeps it forever', default: 300, minimum: 0, maximum: 86_400 }),
+  ),
+  collectorLogFile: Type.Optional(filePath({ env: 'COLLECTOR_LOG_FILE', description: 'Collector log file (JSON lines, beside the console); unset: data_collector.log in DATA_DIR' })),
+  spoolMaxBytes: Type.Integer(
+    setting({ env: 'SPOOL_MAX_BYTES', description: "Bound of the standalone collector's disk spool, in bytes", default: 1024 ** 3, minimum: 1024 ** 2, maximum: Number.MAX_SAFE_INTEGER }),
+  ),
+  logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], setting({ env: 'LOG_LEVEL', description: 'Log level; debug adds a line per request', default: 'info' })),
+  apiKey: Type.Optional(
+    Type.String(setting({ env: 'API_KEY', description: 'When set, every write needs it (X-API-Key or Authorization: Bearer)', minLength: 8, must: 'must be at least 8 characters long', secret: true })),
+  ),
+  readApiKey: Type.Optional(
+    Type.String(
+      setting({
+        env: 'READ_API_KEY',
+        description: 'When set, every read and /docs need it or API_KEY (the dashboard signs in with it); /health stays open',
+        minLength: 8,
+        must: 'must be at least 8 characters long',
+        secret: true,
+      }),
+    ),
+  ),
+  batterySpecsFile: Type.Decode(
+    Type.String(setting({ env: 'BATTERY_SPECS_FILE', description: 'Pack specifications and monitoring thresholds that /api/dashboard serves', default: DEFAULT_SPECS_FILE })),
+    (value) => {
+      const file = path.resolve(value);
+      if (!existsSync(file)) throw new ConfigError(`BATTERY_SPECS_FILE: no file at ${file}`);
+      return file;
+    },
+  ),
+  maxClockSkewSeconds: Type.Integer(
+    setting({
+      env: 'MAX_CLOCK_SKEW_SECONDS',
+      // Producers' clocks drift; a timestamp further ahead is a broken clock or a broken producer, and
+      // a record stored with it would sit outside every time window until retention removed it.
+      description: "How far ahead of the server clock a record's timestamp may be, in seconds; one further ahead is refused (HTTP 422)",
+      default: DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+      minimum: 0,
+      maximum: MAX_CLOCK_SKEW_LIMIT,
+    }),
+  ),
+});
+
+export type Config = StaticDecode<typeof ConfigSchema>;
+export type LogLevel = Config['logLevel'];
+
+type SettingSchema = TSchema & Setting & Record<string, unknown>;
+const SETTINGS = Object.entries(ConfigSchema.properties) as unknown as [keyof Config, SettingSchema][];
+const settingOf = (key: string) => SETTINGS.find(([name]) => name === key)?.[1];
+
+export type Environment = Readonly<Record<string, string | undefined>>;
 
 /**
- * Reads the settings. `env` defaults to process.env after loading `.env` from the working
- * directory (variables already set win, as with dotenv).
+ * The settings from `env` (the CLI passes process.env after reading .env). Unset and empty
+ * variables take their defaults; pass `{}` for the defaults alone.
  */
-export function loadConfig(env: Env = loadDotEnv()): Config {
-  const mongodbUri = env.MONGODB_URI?.trim() || undefined;
-  if (mongodbUri !== undefined && !/^mongodb(\+srv)?:\/\//.test(mongodbUri)) {
-    // Never echo the value: it may hold a password.
-    throw new ConfigError('MONGODB_URI must start with mongodb:// or mongodb+srv://');
+export function loadConfig(env: Environment): Config {
+  const values: Record<string, unknown> = {};
+  for (const [key, schema] of SETTINGS) {
+    const text = env[schema.env]?.trim();
+    if (text !== undefined && text !== '') values[key] = fromText(schema, text);
   }
-  const logLevel = text(env, 'LOG_LEVEL', 'info').toLowerCase();
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
-    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  // Checked before decoding: Decode would first convert on its own terms ("1.5" to the integer 1).
+  const [first] = Value.Errors(ConfigSchema, Value.Default(ConfigSchema, values));
+  if (first !== undefined) {
+    const schema = settingOf(first.instancePath.split('/')[1] ?? '');
+    if (schema === undefined) throw new ConfigError(`bad settings: ${first.message}`);
+    throw new ConfigError(`${schema.env} ${mustOf(schema)}${schema.secret ? '' : `, got "${env[schema.env]?.trim()}"`}`);
   }
-  const corsOrigins = text(env, 'CORS_ORIGINS', 'http://localhost:5173,http://localhost:3000')
-    .split(',')
-    .map((origin) => origin.trim())
-    .filter((origin) => origin !== '');
-  for (const origin of corsOrigins) {
-    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
-      throw new ConfigError(`CORS_ORIGINS must be a comma list of origins like http://host:port or *, got "${origin}"`);
-    }
-  }
-  const databaseName = text(env, 'DATABASE_NAME', 'battery_db');
-  if (!/^[A-Za-z0-9_-]{1,63}$/.test(databaseName)) {
-    throw new ConfigError(`DATABASE_NAME must be 1-63 of A-Z a-z 0-9 _ -, got "${databaseName}"`);
-  }
-  const dataDir = path.resolve(text(env, 'DATA_DIR', './data'));
-  const batterySpecsFile = path.resolve(text(env, 'BATTERY_SPECS_FILE', DEFAULT_SPECS_FILE));
-  if (!existsSync(batterySpecsFile)) throw new ConfigError(`BATTERY_SPECS_FILE: no file at ${batterySpecsFile}`);
-  return {
-    mongodbUri,
-    databaseName,
-    apiHost: text(env, 'API_HOST', '0.0.0.0'),
-    apiPort: port(env, 'API_PORT', 8000),
-    dataDir,
-    corsOrigins,
-    retentionDays: integer(env, 'RETENTION_DAYS', 30, 0, 36_500),
-    collectorHost: text(env, 'COLLECTOR_HOST', '0.0.0.0'),
-    collectorBinaryPort: port(env, 'COLLECTOR_BINARY_PORT', 23456),
-    collectorJsonPort: port(env, 'COLLECTOR_JSON_PORT', 23457),
-    collectorBatteryMap: text(env, 'COLLECTOR_BATTERY_MAP', ''),
-    collectorMaxConnections: integer(env, 'COLLECTOR_MAX_CONNECTIONS', 2000, 1, 100_000),
-    collectorIdleTimeoutSeconds: integer(env, 'COLLECTOR_IDLE_TIMEOUT', 300, 0, 86_400),
-    collectorLogFile: env.COLLECTOR_LOG_FILE?.trim() ? path.resolve(env.COLLECTOR_LOG_FILE.trim()) : undefined,
-    spoolMaxBytes: integer(env, 'SPOOL_MAX_BYTES', 1024 * 1024 * 1024, 1024 * 1024, Number.MAX_SAFE_INTEGER),
-    logLevel: logLevel as LogLevel,
-    apiKey: optionalSecret(env, 'API_KEY'),
-    readApiKey: optionalSecret(env, 'READ_API_KEY'),
-    batterySpecsFile,
-    maxClockSkewSeconds: integer(env, 'MAX_CLOCK_SKEW_SECONDS', DEFAULT_MAX_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_LIMIT),
-  };
+  return Value.Decode(ConfigSchema, values);
+}
+
+/** Environment text as the schema's type. A whole number is digits only: "1.5", "0x10" and "1e3" stay text, and are refused. */
+function fromText(schema: SettingSchema, text: string): unknown {
+  if (schema.type === 'integer') return /^-?\d+$/.test(text) ? Number(text) : text;
+  if (schema.type === 'array') return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  if (Array.isArray(schema.enum)) return text.toLowerCase();
+  return text;
+}
+
+function mustOf(schema: SettingSchema): string {
+  if (schema.must !== undefined) return schema.must;
+  if (schema.type === 'integer') return `must be a whole number from ${String(schema.minimum)} to ${String(schema.maximum)}`;
+  if (Array.isArray(schema.enum)) return `must be one of ${schema.enum.join(', ')}`;
+  return 'is not valid';
 }
 
 /** Where the collector logs: COLLECTOR_LOG_FILE, else beside the data, wherever DATA_DIR points. */
@@ -136,7 +184,37 @@ export function collectorLogPath(config: Pick<Config, 'collectorLogFile' | 'data
   return config.collectorLogFile ?? path.join(config.dataDir, 'data_collector.log');
 }
 
-function loadDotEnv(): Env {
-  if (existsSync('.env')) process.loadEnvFile('.env');
-  return process.env;
+/** .env.example: every setting, commented out at its default, with its description. */
+export function envExample(): string {
+  const lines = [
+    '# Settings of battery-monitor: copy to .env in the working directory and uncomment what you change.',
+    '# Variables set in the environment win over .env. Generated from src/config.ts by `npm run generate`.',
+  ];
+  for (const [, schema] of SETTINGS) {
+    const values = Array.isArray(schema.enum) ? ` One of ${schema.enum.join(', ')}.` : '';
+    lines.push('', ...comment(`${schema.description}.${values}`), `# ${schema.env}=${exampleOf(schema.default)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** Text as `# ` lines of at most 100 characters. */
+function comment(text: string): string[] {
+  const lines: string[] = [];
+  let line = '#';
+  for (const word of text.split(' ')) {
+    if (line.length + 1 + word.length > 100 && line !== '#') {
+      lines.push(line);
+      line = '#';
+    }
+    line += ` ${word}`;
+  }
+  return [...lines, line];
+}
+
+/** A default as it is written in .env: lists comma-joined, the project's own files relative to it (where `npm start` runs). */
+function exampleOf(value: unknown): string {
+  if (value === undefined) return '';
+  if (Array.isArray(value)) return value.join(',');
+  if (typeof value === 'string' && path.isAbsolute(value) && value.startsWith(PROJECT_ROOT)) return path.relative(PROJECT_ROOT, value);
+  return String(value);
 }

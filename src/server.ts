@@ -1,22 +1,17 @@
 /**
- * The service as one process: store, batching writer, live feed, HTTP API and (unless turned off)
- * the TCP collector. `startService` is what the CLI, the tests and the benchmarks all start.
+ * The process: the logger, the Fastify instance with the app (app.ts) on it, the TCP collector
+ * beside it, listening, and the signals that stop it. `startService` is what the CLI, the socket
+ * tests (collector, relay, browser) and the benchmarks start; the settings come from its caller
+ * (the CLI reads the environment), never from here.
  */
-import type { FastifyInstance } from 'fastify';
-import { Registry } from 'prom-client';
-import { buildApp } from './api/app.js';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { appServerOptions, batteryMonitor } from './app.js';
+import { runUntilSignalled } from './cli/signals.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector/collector.js';
 import { createCollectorLogger } from './collector/logger.js';
-import { createCollectorMetrics, renderMetrics } from './collector/metrics.js';
-import { loadConfig, type Config } from './config.js';
+import type { Config } from './config.js';
 import { ListenError } from './listen-error.js';
 import { closeLogger, createLogger, UNLOGGED, type Logger } from './logger.js';
-import { BatchWriter } from './ingest/batch-writer.js';
-import { LiveFeed } from './ingest/live-feed.js';
-import { loadSpecs } from './specs.js';
-import { startRetention } from './store/retention.js';
-import { openStore } from './store/open-store.js';
-import type { Store } from './store/store.js';
 
 export interface ServiceOptions {
   /** Start the TCP collector in the same process (default true). */
@@ -25,59 +20,52 @@ export interface ServiceOptions {
 
 export interface Service {
   url: string;
-  config: Config;
+  /** The app: its settings, store, ingest sink, live feed… as decorators (app.config, app.store…). */
   app: FastifyInstance;
-  store: Store;
-  writer: BatchWriter;
-  liveFeed: LiveFeed;
   /** The in-process TCP collector, unless started with { collector: false }. */
   collector: CollectorHandle | undefined;
   close(): Promise<void>;
 }
 
-export async function startService(overrides: Partial<Config> = {}, options: ServiceOptions = {}): Promise<Service> {
-  const config: Config = { ...loadConfig(), ...overrides };
-  const specs = loadSpecs(config.batterySpecsFile);
-  // Counters of this service only (tests run several services in one process).
-  const registry = new Registry();
-  const metrics = createCollectorMetrics(registry);
+export async function startService(config: Config, options: ServiceOptions = {}): Promise<Service> {
   const logger = createLogger({ level: config.logLevel });
-  // What is open so far: close() closes it in reverse order, also when start-up fails midway, so a
-  // taken port ends the process with one line instead of a store, a socket or a log file left open.
-  const parts: Partial<{ store: Store; writer: BatchWriter; liveFeed: LiveFeed; app: FastifyInstance; collector: CollectorHandle; collectorLogger: Logger; retention: { stop(): void } }> = {};
+  const loggerInstance: FastifyBaseLogger = logger;
+  const app = Fastify({ ...appServerOptions(config), loggerInstance });
+  let collector: CollectorHandle | undefined;
+  let collectorLogger: Logger | undefined;
+  // Closes what was started, in reverse order, also when start-up fails midway: a taken port ends
+  // the process with one line instead of a store, a socket or a log file left open.
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      parts.retention?.stop();
-      await parts.collector?.close(); // stops taking frames, hands what it received to the writer
-      await parts.app?.close(); // stops taking requests, lets in-flight ones finish
-      await parts.writer?.close(); // writes what was accepted
-      parts.liveFeed?.close();
-      await parts.store?.close();
-      await closeLogger(parts.collectorLogger);
+      await collector?.close(); // stops taking frames, hands what it received to the ingest sink
+      await app.close(); // lets requests in flight finish, writes what was taken, closes the store
+      await closeLogger(collectorLogger);
       await closeLogger(logger);
     })());
 
   try {
-    const store = (parts.store = await openStore(config, logger));
-    const writer = (parts.writer = new BatchWriter(store));
-    const liveFeed = (parts.liveFeed = new LiveFeed(writer));
-    const app = (parts.app = await buildApp({ config, store, writer, liveFeed, specs, logger, metrics: () => renderMetrics(registry) }));
+    await app.register(batteryMonitor, { config });
+    await app.ready();
     if (options.collector !== false) {
-      parts.collectorLogger = createCollectorLogger(config);
+      collectorLogger = createCollectorLogger(config);
       // Logs one line per listener.
-      parts.collector = await startCollector({ ...collectorOptionsFromConfig(config), sink: writer, metrics, logger: parts.collectorLogger });
+      collector = await startCollector({ ...collectorOptionsFromConfig(config), sink: app.ingest, metrics: app.metrics, logger: collectorLogger });
     }
     const port = await listenApi(app, config);
     const host = config.apiHost === '0.0.0.0' || config.apiHost === '::' ? '127.0.0.1' : config.apiHost;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    app.log.info({ listener: 'api', host: config.apiHost, port, setting: 'API_PORT', store: store.name, url }, 'battery monitor API listening');
-    parts.retention = startRetention(store, config.retentionDays, app.log);
-    return { url, config, app, store, writer, liveFeed, collector: parts.collector, close };
+    app.log.info({ listener: 'api', host: config.apiHost, port, setting: 'API_PORT', store: app.store.name, url }, 'battery monitor API listening');
+    return { url, app, collector, close };
   } catch (error) {
     await close().catch((closeError: unknown) => logger.error({ err: closeError }, 'error while closing after a failed start'));
     throw error;
   }
+}
+
+/** `run` and `serve`: the service until SIGINT or SIGTERM, which stop it once in-flight writes are done. */
+export function runService(config: Config, options: ServiceOptions): Promise<void> {
+  return runUntilSignalled(() => startService(config, options), (service) => ({ log: service.app.log, message: 'stopping: finishing in-flight writes' }));
 }
 
 /** Listens on API_HOST:API_PORT and answers the bound port; a port that cannot be had throws a ListenError. */

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import path from 'node:path';
-import { collectorLogPath, ConfigError, loadConfig } from '../src/config.js';
+import { collectorLogPath, ConfigError, ConfigSchema, envExample, loadConfig } from '../src/config.js';
 
 describe('settings', () => {
   it('has the documented defaults', () => {
@@ -50,6 +51,9 @@ describe('settings', () => {
     ['API_KEY', 'short', /^API_KEY must be at least 8/],
     ['MAX_CLOCK_SKEW_SECONDS', '-1', /^MAX_CLOCK_SKEW_SECONDS must be a whole number from 0/],
     ['MAX_CLOCK_SKEW_SECONDS', '1.5', /^MAX_CLOCK_SKEW_SECONDS/],
+    ['COLLECTOR_IDLE_TIMEOUT', '0x10', /^COLLECTOR_IDLE_TIMEOUT must be a whole number/],
+    ['COLLECTOR_BATTERY_MAP', 'port:23460', /^COLLECTOR_BATTERY_MAP: .*"port:23460"/],
+    ['COLLECTOR_BATTERY_MAP', 'port:23460=pack-1,port:23460=pack-2', /^COLLECTOR_BATTERY_MAP: port 23460 is mapped twice/],
   ] as const) {
     it(`stops on a bad ${name} with one line naming it`, () => {
       assert.throws(() => loadConfig({ [name]: value }), (error: Error) => error instanceof ConfigError && pattern.test(error.message) && !error.message.includes('\n'));
@@ -61,6 +65,33 @@ describe('settings', () => {
     assert.equal(collectorLogPath(config), '/srv/battery/data_collector.log');
     assert.equal(collectorLogPath({ ...config, dataDir: '/tmp/other' }), '/tmp/other/data_collector.log');
     assert.equal(collectorLogPath(loadConfig({ COLLECTOR_LOG_FILE: '/var/log/collector.log' })), path.resolve('/var/log/collector.log'));
+  });
+
+  it('parses the battery map at start', () => {
+    const { collectorBatteryMap } = loadConfig({ COLLECTOR_BATTERY_MAP: 'port:23460=pack-1, peer:10.0.0.7=pack-2' });
+    assert.equal(collectorBatteryMap.byPort.get(23460), 'pack-1');
+    assert.equal(collectorBatteryMap.byPeer.get('10.0.0.7'), 'pack-2');
+  });
+
+  it('reads only the environment it is given', () => {
+    process.env.API_PORT = '1234';
+    try {
+      assert.equal(loadConfig({}).apiPort, 8000);
+    } finally {
+      delete process.env.API_PORT;
+    }
+  });
+
+  it('gives every setting its variable, a description and a default (or says it may be unset)', () => {
+    for (const [key, schema] of Object.entries(ConfigSchema.properties) as unknown as [string, Record<string, unknown>][]) {
+      assert.match(String(schema.env), /^[A-Z][A-Z0-9_]+$/, key);
+      assert.ok(typeof schema.description === 'string' && schema.description.length > 10, `${key} has a description`);
+      assert.ok(schema.default !== undefined || !ConfigSchema.required.includes(key as never), `${key} has a default or is optional`);
+    }
+  });
+
+  it('.env.example is what the schema generates (npm run generate writes it)', () => {
+    assert.equal(readFileSync(new URL('../.env.example', import.meta.url), 'utf8'), envExample());
   });
 
   it('never echoes a MongoDB URI, which may hold a password', () => {

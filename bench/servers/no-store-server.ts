@@ -3,7 +3,7 @@
  * record building as the real route, but no store. Prints its URL as one line, then serves.
  */
 import Fastify from 'fastify';
-import { toNewRecord } from '../../src/records/kinds.js';
+import { RecordBatch } from '../../src/ingest/record-batch.js';
 import { validateBody } from '../../src/records/validate.js';
 
 const app = Fastify({ logger: false, bodyLimit: 16 * 1024 * 1024 });
@@ -11,8 +11,9 @@ app.post('/api/battery-data', async (request, reply) => {
   const result = validateBody('battery-data', request.body);
   if (!result.ok) return reply.code(422).send({ detail: result.detail });
   const now = Date.now() / 1000;
-  const records = result.records.map((input) => toNewRecord('battery-data', input, now));
-  return { message: 'Battery data stored successfully', id: String(records.length), count: records.length };
+  const batch = new RecordBatch('battery-data', result.records.length);
+  for (const input of result.records) batch.append(input, now);
+  return { message: 'Battery data stored successfully', id: String(batch.length), count: batch.length };
 });
 await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();

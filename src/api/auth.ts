@@ -10,8 +10,8 @@ import { Signer } from '@fastify/cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export interface KeySettings {
-  apiKey: string | undefined;
-  readApiKey: string | undefined;
+  apiKey?: string | undefined;
+  readApiKey?: string | undefined;
 }
 
 /** The session cookie's name. Not `__Host-`: that prefix needs Secure, which plain-http installs cannot set. */

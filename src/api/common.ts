@@ -1,31 +1,51 @@
 /**
- * What several routes share: query parameters, error answers, who may call (OpenAPI security), and
- * the 405 answer for a known path asked with a method it does not serve.
+ * What several routes share: the typed instance, query parameters, error answers, who may call
+ * (OpenAPI security), and the 405 answer for a known path asked with a method it does not serve.
  */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { Type } from 'typebox';
+import { Type, type TObject, type TProperties, type TSchema, type TString, type TUnsafe } from 'typebox';
+import type { KindName, StoredRecord } from '../records/kinds.js';
+import { BatteryId as BatteryIdSchema, recordSchemas } from '../records/schemas.js';
 import type { KeySettings } from './auth.js';
-import { BatteryId } from '../records/schemas.js';
+
+/** The instance a route plugin gets: its request types come from the routes' schemas. */
+export type RoutesApp = Parameters<FastifyPluginAsyncTypebox>[0];
+
+/*
+ * The kinds table's schemas under the types they describe: they are built at run time from the
+ * table, so TypeBox cannot infer them, and the replies the routes type-check against need them.
+ */
+export const BatteryId = BatteryIdSchema as TSchema as TString;
+export const recordSchema = (kind: KindName) => recordSchemas[kind] as TSchema as TUnsafe<StoredRecord>;
 
 export const MAX_HISTORY_LIMIT = 10_000;
 /** Ten years: longer than any retention this service keeps. */
 export const MAX_HOURS = 87_600;
 
-// Parameters with a default are optional (the validator fills the default in), so the document
-// does not call them required.
-export const Hours = (fallback: number) =>
-  Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_HOURS, default: fallback, description: 'How far back, in hours' }));
+/**
+ * A query string's schema, unknown parameters refused (so that `?battery_id[$ne]=x` and friends
+ * answer 422 instead of being ignored). A parameter with a default is typed as present, since the
+ * validator fills the default in, and documented as optional, since a client may leave it out.
+ */
+export function Query<const Properties extends TProperties>(properties: Properties): TObject<Properties> {
+  const schema = Type.Object(properties, { additionalProperties: false });
+  const required = ((schema.required ?? []) as string[]).filter((name) => (properties[name] as { default?: unknown }).default === undefined);
+  const json = schema as { required?: string[] };
+  if (required.length > 0) json.required = required;
+  else delete json.required;
+  return schema;
+}
 
-export const BatteryQuery = Type.Object({ battery_id: Type.Optional(BatteryId) }, { additionalProperties: false });
+export const Hours = (fallback: number) => Type.Number({ exclusiveMinimum: 0, maximum: MAX_HOURS, default: fallback, description: 'How far back, in hours' });
 
-export const HistoryQuery = Type.Object(
-  {
-    hours: Hours(24),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, default: 100, description: 'At most this many records' })),
-    battery_id: Type.Optional(BatteryId),
-  },
-  { additionalProperties: false },
-);
+export const BatteryQuery = Query({ battery_id: Type.Optional(BatteryId) });
+
+export const HistoryQuery = Query({
+  hours: Hours(24),
+  limit: Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, default: 100, description: 'At most this many records' }),
+  battery_id: Type.Optional(BatteryId),
+});
 
 export const ErrorDetail = Type.Object(
   { detail: Type.String({ description: 'What went wrong', example: 'No battery data found' }) },

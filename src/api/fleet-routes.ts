@@ -3,20 +3,18 @@
  * summary answers under the original's own keys (battery_data, performance, prediction, specs,
  * thresholds): frontends written for the original read exactly those names.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { KIND_NAMES } from '../records/kinds.js';
-import { recordSchemas } from '../records/schemas.js';
 import { BatterySpecsFile } from '../specs.js';
-import { BatteryQuery, errorResponses } from './common.js';
-import type { AppDeps } from './app.js';
+import { BatteryQuery, errorResponses, recordSchema } from './common.js';
 import { requireKey } from './auth.js';
 
 const KindCounts = Type.Object(Object.fromEntries(KIND_NAMES.map((kind) => [kind, Type.Integer()])));
 
-export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { store, specs } = deps;
-  const onRequest = requireKey(deps.config, 'read');
+export const fleetRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { store, specs } = app;
+  const onRequest = requireKey(app.config, 'read');
 
   app.get(
     '/api/batteries',
@@ -44,7 +42,7 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
   );
 
   const { battery_specifications, monitoring_thresholds } = BatterySpecsFile.properties;
-  app.get<{ Querystring: { battery_id?: string } }>(
+  app.get(
     '/api/dashboard',
     {
       onRequest,
@@ -57,9 +55,9 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
         querystring: BatteryQuery,
         response: {
           200: Type.Object({
-            battery_data: Type.Union([recordSchemas['battery-data']!, Type.Null()], { description: 'Newest battery reading' }),
-            performance: Type.Union([recordSchemas['battery-performance']!, Type.Null()], { description: 'Newest performance record' }),
-            prediction: Type.Union([recordSchemas['battery-prediction']!, Type.Null()], { description: 'Newest life prediction' }),
+            battery_data: Type.Union([recordSchema('battery-data'), Type.Null()], { description: 'Newest battery reading' }),
+            performance: Type.Union([recordSchema('battery-performance'), Type.Null()], { description: 'Newest performance record' }),
+            prediction: Type.Union([recordSchema('battery-prediction'), Type.Null()], { description: 'Newest life prediction' }),
             specs: battery_specifications,
             thresholds: monitoring_thresholds,
             timestamp: Type.Number({ description: 'Server time, Unix seconds (beyond the original: lets a page estimate clock skew)' }),
@@ -70,9 +68,13 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     },
     async (request) => {
       const batteryId = request.query.battery_id;
-      const [data, performance, prediction] = await Promise.all(KIND_NAMES.map((kind) => store.latest(kind, batteryId)));
+      const [battery_data, performance, prediction] = await Promise.all([
+        store.latest('battery-data', batteryId),
+        store.latest('battery-performance', batteryId),
+        store.latest('battery-prediction', batteryId),
+      ]);
       return {
-        battery_data: data,
+        battery_data,
         performance,
         prediction,
         specs: specs.battery_specifications,
@@ -81,4 +83,4 @@ export async function fleetRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       };
     },
   );
-}
+};

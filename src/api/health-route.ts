@@ -1,7 +1,6 @@
 /** GET /health: 200 while the store answers, 503 naming the store when it does not. */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { AppDeps } from './app.js';
 import { securityOf } from './common.js';
 
 const Health = Type.Object({
@@ -13,7 +12,7 @@ const Health = Type.Object({
   timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
 });
 
-export async function healthRoute(app: FastifyInstance, deps: AppDeps): Promise<void> {
+export const healthRoute: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/health',
     {
@@ -22,12 +21,12 @@ export async function healthRoute(app: FastifyInstance, deps: AppDeps): Promise<
         summary: 'Is the store reachable?',
         tags: ['Health'],
         // Open whatever keys are set: load balancers and monitors ask it.
-        security: securityOf(deps.config, 'open'),
+        security: securityOf(app.config, 'open'),
         response: { 200: Health, 503: Health },
       },
     },
     async (request, reply) => {
-      const health = await deps.store.health();
+      const health = await app.store.health();
       const body = {
         status: health.ok ? 'healthy' : 'unhealthy',
         database: health.ok ? 'connected' : 'disconnected',
@@ -39,4 +38,4 @@ export async function healthRoute(app: FastifyInstance, deps: AppDeps): Promise<
       return reply.code(health.ok ? 200 : 503).send(body);
     },
   );
-}
+};

@@ -4,48 +4,32 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { ALL_KINDS, toNewRecord, type KindSpec, type RecordInput, type StoredRecord } from '../records/kinds.js';
-import { inputSchemas, MAX_BATCH_RECORDS, recordSchemas } from '../records/schemas.js';
+import { RecordBatch } from '../ingest/record-batch.js';
+import { ALL_KINDS, csvColumns, type KindSpec, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import { inputSchemas, MAX_BATCH_RECORDS } from '../records/schemas.js';
 import { validateBody } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
-import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, securityOf } from './common.js';
-import type { AppDeps } from './app.js';
+import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
 import { requireKey } from './auth.js';
 
 const nowSeconds = () => Date.now() / 1000;
 
-interface HistoryParams {
-  hours: number;
-  limit: number;
-  battery_id?: string;
-}
-interface AggregateParams {
-  hours: number;
-  buckets: number;
-  battery_id?: string;
-}
-interface ExportParams {
-  hours: number;
-  format: 'csv' | 'ndjson';
-  battery_id?: string;
-}
+export const recordRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  for (const kind of ALL_KINDS) registerKind(app, kind);
+};
 
-export async function recordRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  for (const kind of ALL_KINDS) registerKind(app, deps, kind);
-}
-
-function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void {
-  const { store, writer } = deps;
+function registerKind(app: RoutesApp, kind: KindSpec): void {
+  const { config, store, ingest } = app;
   const base = `/api/${kind.name}`;
   const tags = [kind.title];
   const label = kind.label;
-  const readHook = requireKey(deps.config, 'read');
-  const readSecurity = securityOf(deps.config, 'read');
-  const Record = recordSchemas[kind.name]!;
+  const readHook = requireKey(config, 'read');
+  const readSecurity = securityOf(config, 'read');
+  const Record = recordSchema(kind.name);
   const Input = inputSchemas[kind.name]!;
-  const clockBound = { maxClockSkewSeconds: deps.config.maxClockSkewSeconds };
+  const clockBound = { maxClockSkewSeconds: config.maxClockSkewSeconds };
   const operationId = (verb: string) => `${verb}${kind.title}`;
   // Where what a POST stored can be read: the pack it named. OpenAPI links say so to clients (and to
   // schemathesis, which would otherwise guess that the response's record `id` is a `battery_id`).
@@ -55,10 +39,10 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     description,
   });
 
-  app.post<{ Body: unknown; Headers: { 'idempotency-key'?: string } }>(
+  app.post(
     base,
     {
-      onRequest: requireKey(deps.config, 'write'),
+      onRequest: requireKey(config, 'write'),
       links: {
         200: {
           latest: readBack('latest', 'The newest record of the pack written to (battery_id of a single record)'),
@@ -76,7 +60,7 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
           'nothing twice and answers the ids stored the first time (record i is keyed by the header, i and a digest of ' +
           'the record); different records under a key already used are a different request, and are stored.',
         tags,
-        security: securityOf(deps.config, 'write'),
+        security: securityOf(config, 'write'),
         body: Type.Union([Input, Type.Array(Input, { minItems: 1, maxItems: MAX_BATCH_RECORDS })]),
         headers: Type.Object({
           'idempotency-key': Type.Optional(
@@ -100,16 +84,18 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
       if (!result.ok) return reply.code(422).send({ detail: result.detail.slice(0, 100) });
       const receivedAt = nowSeconds();
       const idempotencyKey = request.headers['idempotency-key'];
-      const records = result.records.map((input, index) =>
-        toNewRecord(kind.name, input, receivedAt, idempotencyKey === undefined ? undefined : recordKey(idempotencyKey, index, input)),
+      const batch = new RecordBatch(kind.name, result.records.length);
+      result.records.forEach((input, index) =>
+        batch.append(input, receivedAt, idempotencyKey === undefined ? undefined : recordKey(idempotencyKey, index, input)),
       );
-      const ids = await writer.submit(kind.name, records);
+      // A full ingest queue refuses at once (IngestFullError: 503 with Retry-After, see app.ts).
+      const ids = await ingest.submit(batch);
       if (!result.isArray) return { message: `${label} stored successfully`, id: ids[0]!, count: 1 };
       return { message: `${ids.length} records stored successfully`, id: ids[0]!, ids, count: ids.length };
     },
   );
 
-  app.get<{ Querystring: { battery_id?: string } }>(
+  app.get(
     `${base}/latest`,
     {
       onRequest: readHook,
@@ -132,7 +118,7 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     },
   );
 
-  app.get<{ Querystring: HistoryParams }>(
+  app.get(
     `${base}/history`,
     {
       onRequest: readHook,
@@ -155,7 +141,7 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
   // sums finite, so a bucket's min, max and mean of each field are always numbers.
   const statsOf = (description: string) =>
     Type.Object(Object.fromEntries(Object.keys(kind.fields).map((field) => [field, Type.Number()])), { description });
-  app.get<{ Querystring: AggregateParams }>(
+  app.get(
     `${base}/aggregate`,
     {
       onRequest: readHook,
@@ -167,14 +153,11 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
           'Buckets start at multiples of bucket_seconds; only buckets holding records are listed. Long ranges are ' +
           'answered from per-minute and per-hour rollups kept at ingest, with the same figures as the raw rows.',
         tags,
-        querystring: Type.Object(
-          {
-            hours: Hours(24),
-            buckets: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' })),
-            battery_id: Type.Optional(BatteryQuery.properties.battery_id),
-          },
-          { additionalProperties: false },
-        ),
+        querystring: Query({
+          hours: Hours(24),
+          buckets: Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' }),
+          battery_id: BatteryQuery.properties.battery_id,
+        }),
         response: {
           200: Type.Object({
             bucket_seconds: Type.Integer(),
@@ -203,8 +186,8 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
     },
   );
 
-  const columns = ['_id', 'timestamp', 'received_at', 'source', 'battery_id', ...(kind.name === 'battery-data' ? ['device_time'] : []), ...Object.keys(kind.fields)];
-  app.get<{ Querystring: ExportParams }>(
+  const columns = csvColumns(kind.name);
+  app.get(
     `${base}/export`,
     {
       onRequest: readHook,
@@ -214,16 +197,17 @@ function registerKind(app: FastifyInstance, deps: AppDeps, kind: KindSpec): void
         summary: `Download ${label.toLowerCase()} as CSV or NDJSON, oldest first`,
         description: 'Streamed: any range can be exported without the server holding it in memory.',
         tags,
-        querystring: Type.Object(
-          {
-            hours: Hours(24),
-            format: Type.Optional(Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv', description: 'csv or ndjson' })),
-            battery_id: Type.Optional(BatteryQuery.properties.battery_id),
-          },
-          { additionalProperties: false },
-        ),
+        querystring: Query({
+          hours: Hours(24),
+          format: Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv', description: 'csv or ndjson' }),
+          battery_id: BatteryQuery.properties.battery_id,
+        }),
         response: {
-          200: { description: 'text/csv or application/x-ndjson', content: { 'text/csv': { schema: { type: 'string' } }, 'application/x-ndjson': { schema: { type: 'string' } } } },
+          // Text, streamed: the handler answers a stream.
+          200: Type.Unsafe<Readable>({
+            description: 'text/csv or application/x-ndjson',
+            content: { 'text/csv': { schema: { type: 'string' } }, 'application/x-ndjson': { schema: { type: 'string' } } },
+          }),
           ...errorResponses,
         },
       },

@@ -10,12 +10,12 @@
  *   DELETE /api/session  -> 204, the cookie cleared (sign out)
  */
 import fastifyCookie from '@fastify/cookie';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type, type Static } from 'typebox';
 import { toDetail } from '../records/validate.js';
-import type { AppDeps } from './app.js';
 import { acceptedKeys, anyMatches, SESSION_COOKIE, SESSION_TTL_SECONDS, sessionOf, sessionSigner, sessionValue } from './auth.js';
 import { ErrorDetail, securityOf, ValidationErrorResponse } from './common.js';
 
@@ -49,7 +49,7 @@ const SessionStatus = Type.Object(
 const setCookieHeader = (description: string) => ({ 'set-cookie': { type: 'string', description } });
 const noContent = (description: string, cookie: string) => ({ type: 'null', description, headers: setCookieHeader(cookie) });
 
-// The app's validator leaves bodies to the handlers (app.ts); this one answers in the same 422 shape.
+// The app's validator leaves bodies to the handlers (src/app.ts); this one answers in the same 422 shape.
 const validateSignIn = new Ajv({ allErrors: true, strict: false }).compile<SignIn>(SignIn);
 
 /** The cookie goes out Secure when the browser reached us over https, directly or through a TLS-terminating proxy. */
@@ -62,14 +62,14 @@ function cameOverHttps(request: FastifyRequest): boolean {
   return first === 'https';
 }
 
-async function sessionPlugin(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const signer = sessionSigner(deps.config);
+const sessionPlugin: FastifyPluginAsyncTypebox = async (app) => {
+  const signer = sessionSigner(app.config);
   // Parses cookies for every route registered after this plugin; signs with the keys' secret.
   await app.register(fastifyCookie, signer === undefined ? {} : { secret: signer });
-  const readKeys = acceptedKeys(deps.config, 'read');
+  const readKeys = acceptedKeys(app.config, 'read');
   const tags = ['Session'];
   // Never a key: the page must be able to ask, sign in and sign out without one.
-  const security = securityOf(deps.config, 'open');
+  const security = securityOf(app.config, 'open');
 
   const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store');
 
@@ -95,7 +95,7 @@ async function sessionPlugin(app: FastifyInstance, deps: AppDeps): Promise<void>
     },
   );
 
-  app.post<{ Body: unknown }>(
+  app.post(
     '/api/session',
     {
       schema: {
@@ -162,7 +162,7 @@ async function sessionPlugin(app: FastifyInstance, deps: AppDeps): Promise<void>
         .send();
     },
   );
-}
+};
 
 /** Not encapsulated, so the cookie parsing of @fastify/cookie serves every route registered after it. */
 export const sessionRoutes = fp(sessionPlugin, { name: 'session-routes', fastify: '5.x' });

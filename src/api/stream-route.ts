@@ -1,41 +1,36 @@
 /** GET /api/stream: each stored record once, as it is stored, as Server-Sent Events. */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { KIND_NAMES, type KindName } from '../records/kinds.js';
-import { BatteryId } from '../records/schemas.js';
-import type { AppDeps } from './app.js';
-import { errorResponses, securityOf } from './common.js';
+import { KIND_NAMES } from '../records/kinds.js';
+import { BatteryId, errorResponses, Query, securityOf } from './common.js';
 import { requireKey } from './auth.js';
 
 const KEEP_ALIVE_MS = 15_000;
 
-export async function streamRoute(app: FastifyInstance, deps: AppDeps): Promise<void> {
+export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
   // Streams never end by themselves: end them when the server closes, or closing would wait forever.
   const open = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
     for (const raw of open) raw.end();
   });
-  app.get<{ Querystring: { battery_id?: string; kind?: KindName } }>(
+  app.get(
     '/api/stream',
     {
-      onRequest: requireKey(deps.config, 'read'),
+      onRequest: requireKey(app.config, 'read'),
       schema: {
         operationId: 'stream',
-        security: securityOf(deps.config, 'read'),
+        security: securityOf(app.config, 'read'),
         summary: 'Live records as Server-Sent Events',
         description:
           'Each stored record once, as it is stored, from the HTTP API and the collector alike: `event: <kind>`, ' +
           '`id: <record id>`, `data: <record JSON>`. A comment every 15 s keeps proxies from closing the stream. ' +
           'A client that falls more than 4 MiB behind is disconnected; EventSource reconnects by itself.',
         tags: ['Live'],
-        querystring: Type.Object(
-          {
-            battery_id: Type.Optional(BatteryId),
-            kind: Type.Optional(Type.Union(KIND_NAMES.map((kind) => Type.Literal(kind)))),
-          },
-          { additionalProperties: false },
-        ),
+        querystring: Query({
+          battery_id: Type.Optional(BatteryId),
+          kind: Type.Optional(Type.Union(KIND_NAMES.map((kind) => Type.Literal(kind)))),
+        }),
         response: { 200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses },
       },
     },
@@ -51,7 +46,7 @@ export async function streamRoute(app: FastifyInstance, deps: AppDeps): Promise<
       });
       reply.hijack();
       raw.write('retry: 2000\n: connected\n\n');
-      const unsubscribe = deps.liveFeed.subscribe({
+      const unsubscribe = app.liveFeed.subscribe({
         batteryId: request.query.battery_id,
         kind: request.query.kind,
         write: (text) => {
@@ -69,4 +64,4 @@ export async function streamRoute(app: FastifyInstance, deps: AppDeps): Promise<
       });
     },
   );
-}
+};

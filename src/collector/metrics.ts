@@ -2,7 +2,8 @@
  * The collector's counters, in Prometheus text format at GET /metrics: on the API in the all-in-one
  * process, on the collector's own small HTTP listener in standalone `collect` mode.
  *
- * `collectorRegistry` holds the process's counters; tests give each collector a registry of its own.
+ * No registry is global: each app (and each standalone collector) makes its own, so that several
+ * services in one process (the tests) count apart.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 
@@ -33,7 +34,7 @@ export interface CollectorMetrics {
   /** Binary frames and JSON messages received, good or bad. */
   readonly framesReceived: Counter<'listener'>;
   readonly bytesReceived: Counter<'listener'>;
-  /** Records decoded, valid, and handed to the writer or the spool. */
+  /** Records decoded, valid, and handed to the ingest sink or the spool. */
   readonly recordsAccepted: Counter<'listener' | 'kind'>;
   /** Records durable: in the store (in-process) or in the spool (standalone). */
   readonly recordsStored: Counter<'listener' | 'kind'>;
@@ -42,7 +43,7 @@ export interface CollectorMetrics {
   readonly connectionsTotal: Counter<'listener'>;
   readonly connectionsRefused: Counter<'listener'>;
   readonly connectionsClosed: Counter<'listener' | 'reason'>;
-  /** 1 while sockets are paused because the writer or spool is behind. */
+  /** 1 while sockets are paused because the ingest sink or the spool is full. */
   readonly backpressure: Gauge;
   readonly spoolRecords: Gauge;
   readonly spoolBytes: Gauge;
@@ -74,14 +75,8 @@ export function createCollectorMetrics(registry: Registry = new Registry()): Col
   };
 }
 
-/** The process's registry, and the counters the collector uses unless given others. */
-export const collectorRegistry = new Registry();
-export const collectorMetrics = createCollectorMetrics(collectorRegistry);
-
-export const METRICS_CONTENT_TYPE = collectorRegistry.contentType;
-
-/** Prometheus text of a registry (by default the process's collector counters). */
-export function renderMetrics(registry: Registry = collectorRegistry): Promise<string> {
+/** Prometheus text of a registry. */
+export function renderMetrics(registry: Registry): Promise<string> {
   return registry.metrics();
 }
 

@@ -1,10 +1,11 @@
 /**
- * Live fan-out: every stored batch is turned into Server-Sent Events text once, and each subscriber
- * gets the events it asked for (by pack and kind) in one write per batch. A subscriber that does not
- * keep up is dropped rather than allowed to grow the server's memory.
+ * Live fan-out, an after-commit subscriber while it has clients: every commit is turned into
+ * Server-Sent Events text once, and each client gets the events it asked for (by pack and kind) in
+ * one write per commit, per pack in timestamp order. A client that does not keep up is dropped
+ * rather than allowed to grow the server's memory.
  */
-import { toStoredRecord, type KindName, type NewRecord } from '../records/kinds.js';
-import type { BatchWriter } from './batch-writer.js';
+import type { KindName } from '../records/kinds.js';
+import type { AfterCommit, CommittedRows } from './after-commit.js';
 
 export interface Subscriber {
   batteryId?: string;
@@ -19,12 +20,14 @@ export interface Subscriber {
 export const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 export class LiveFeed {
+  readonly #afterCommit: Pick<AfterCommit, 'subscribe'>;
   readonly #subscribers = new Set<Subscriber>();
-  readonly #unsubscribe: () => void;
+  /** Set while there are clients: with none (the usual case under heavy ingest) commits cost nothing here. */
+  #unsubscribe: (() => void) | undefined;
   dropped = 0;
 
-  constructor(writer: Pick<BatchWriter, 'onStored'>) {
-    this.#unsubscribe = writer.onStored((kind, records, ids) => this.publish(kind, records, ids));
+  constructor(afterCommit: Pick<AfterCommit, 'subscribe'>) {
+    this.#afterCommit = afterCommit;
   }
 
   get size(): number {
@@ -33,22 +36,41 @@ export class LiveFeed {
 
   subscribe(subscriber: Subscriber): () => void {
     this.#subscribers.add(subscriber);
-    return () => this.#subscribers.delete(subscriber);
+    this.#unsubscribe ??= this.#afterCommit.subscribe((commit) => this.#publish(commit));
+    return () => this.#remove(subscriber);
   }
 
-  publish(kind: KindName, records: readonly NewRecord[], ids: readonly string[]): void {
-    // Nobody listening (the usual case under heavy ingest): build nothing.
-    if (this.#subscribers.size === 0) return;
-    const events = records.map((record, i) => `event: ${kind}\nid: ${ids[i]}\ndata: ${JSON.stringify(toStoredRecord(kind, record, ids[i]!))}\n\n`);
-    let all: string | undefined;
+  #remove(subscriber: Subscriber): void {
+    this.#subscribers.delete(subscriber);
+    if (this.#subscribers.size > 0) return;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  #publish(commit: readonly CommittedRows[]): void {
+    const texts = new Map<CommittedRows, string>();
+    const textOf = (rows: CommittedRows) => {
+      let text = texts.get(rows);
+      if (text === undefined) {
+        text = '';
+        for (let i = 0; i < rows.rows.length; i++) {
+          const id = rows.ids[i]!;
+          text += `event: ${rows.kind}\nid: ${id}\ndata: ${JSON.stringify(rows.rows.record(i, id))}\n\n`;
+        }
+        texts.set(rows, text);
+      }
+      return text;
+    };
     for (const subscriber of this.#subscribers) {
-      if (subscriber.kind !== undefined && subscriber.kind !== kind) continue;
-      let text: string;
-      if (subscriber.batteryId === undefined) text = all ??= events.join('');
-      else text = events.filter((_, i) => records[i]!.battery_id === subscriber.batteryId).join('');
+      let text = '';
+      for (const rows of commit) {
+        if (subscriber.kind !== undefined && subscriber.kind !== rows.kind) continue;
+        if (subscriber.batteryId !== undefined && subscriber.batteryId !== rows.batteryId) continue;
+        text += textOf(rows);
+      }
       if (text === '') continue;
       if (subscriber.write(text) > MAX_QUEUED_BYTES) {
-        this.#subscribers.delete(subscriber);
+        this.#remove(subscriber);
         this.dropped++;
         subscriber.drop();
       }
@@ -56,7 +78,8 @@ export class LiveFeed {
   }
 
   close(): void {
-    this.#unsubscribe();
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
     this.#subscribers.clear();
   }
 }

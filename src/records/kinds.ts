@@ -1,16 +1,67 @@
 /**
- * The record kinds: one table that names each kind's route, collection, fields and default source.
- * Routes, request/response schemas, store tables and tests are all generated from this table, so a
- * new field or kind is added here and nowhere else.
+ * The record kinds: one table that names every field of every record, the common ones and each
+ * kind's own, with its type, meaning and example, who sets it, and the flags that set kinds apart.
+ * Everything else is derived from it: the request and answer schemas (schemas.ts), the columnar
+ * layout (columns.ts), the SQLite tables, the MongoDB documents and their validation, the CSV
+ * columns, the spool's lines and the web's types (scripts read KINDS). A new field or kind is
+ * added here and nowhere else.
+ *
+ * This module imports nothing and does nothing when imported, so a plain script can read it.
  */
 
-export type FieldType = 'number' | 'integer';
+export type FieldType = 'number' | 'integer' | 'string';
 
 export interface FieldSpec {
   readonly type: FieldType;
   readonly description: string;
-  readonly example: number;
+  readonly example: number | string;
+  /** A regular expression the value matches, in input and in stored records alike. */
+  readonly pattern?: string;
 }
+
+/**
+ * Who sets a common field: a producer (optionally: the server fills in a default when it is
+ * missing), the server when it takes the record, or the store when it writes it (its key, which is
+ * no column of a record batch).
+ */
+export type SetBy = 'producer' | 'server' | 'store';
+
+export interface CommonFieldSpec extends FieldSpec {
+  readonly setBy: SetBy;
+  /**
+   * Carried only by kinds whose readings have a device clock (KindSpec.deviceTime), and only by the
+   * records that came with one: optional in stored records too.
+   */
+  readonly deviceClock?: true;
+}
+
+export const DEFAULT_BATTERY_ID = 'default';
+export const BATTERY_ID_PATTERN = '^[A-Za-z0-9._:-]{1,64}$';
+
+/** The fields every record carries, in the order the API answers them (CSV columns alike). */
+export const COMMON_FIELDS = {
+  _id: { type: 'string', setBy: 'store', description: 'Record id', example: '42' },
+  timestamp: { type: 'number', setBy: 'producer', description: 'Unix seconds (float) of the reading', example: 1732700000.5 },
+  received_at: { type: 'number', setBy: 'server', description: 'Unix seconds (float) when the server stored it', example: 1732700000.61 },
+  // The example stands for each kind's own default source (KindSpec.defaultSource) in its schemas.
+  source: { type: 'string', setBy: 'producer', description: 'Producer name', example: 'battery_monitor' },
+  battery_id: {
+    type: 'string',
+    setBy: 'producer',
+    description: 'Pack identifier: 1-64 of A-Z a-z 0-9 . _ : -',
+    example: 'pack-1',
+    pattern: BATTERY_ID_PATTERN,
+  },
+  device_time: {
+    type: 'number',
+    setBy: 'producer',
+    deviceClock: true,
+    description: 'The device clock value a binary frame carried (seconds, often since device start)',
+    example: 1234.5,
+  },
+} as const satisfies Readonly<Record<string, CommonFieldSpec>>;
+
+export type CommonFieldName = keyof typeof COMMON_FIELDS;
 
 export interface KindSpec {
   /** URL segment: /api/{name}. */
@@ -21,20 +72,26 @@ export interface KindSpec {
   /** For messages: "Battery data stored successfully". */
   readonly label: string;
   readonly defaultSource: string;
+  /** Readings carry the device's own clock as device_time (binary frames do). */
+  readonly deviceTime: boolean;
+  /** The field that routes a JSON message on the TCP collector to this kind (kindOfMessage). */
+  readonly routingField: string;
+  /** The key of this kind's newest record in GET /api/dashboard, as the original service named it. */
+  readonly dashboardKey: string;
   /** The kind's own measurement fields, all required on input. */
-  readonly fields: Readonly<Record<string, FieldSpec>>;
+  readonly fields: Readonly<Record<string, FieldSpec & { readonly type: 'number' | 'integer' }>>;
 }
 
 export const KIND_NAMES = ['battery-data', 'battery-performance', 'battery-prediction'] as const;
 export type KindName = (typeof KIND_NAMES)[number];
 
-const packVoltage: FieldSpec = { type: 'number', description: 'Pack voltage in volts', example: 398.2 };
-const packCurrent: FieldSpec = {
+const packVoltage = { type: 'number', description: 'Pack voltage in volts', example: 398.2 } as const;
+const packCurrent = {
   type: 'number',
   description: 'Pack current in amperes (positive: charging, negative: discharging)',
   example: -12.5,
-};
-const cellTemp: FieldSpec = { type: 'number', description: 'Cell temperature in °C', example: 31.2 };
+} as const;
+const cellTemp = { type: 'number', description: 'Cell temperature in °C', example: 31.2 } as const;
 
 export const KINDS: Readonly<Record<KindName, KindSpec>> = {
   'battery-data': {
@@ -43,6 +100,9 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     title: 'BatteryData',
     label: 'Battery data',
     defaultSource: 'battery_monitor',
+    deviceTime: true,
+    routingField: 'pack_voltage',
+    dashboardKey: 'battery_data',
     fields: { pack_voltage: packVoltage, pack_current: packCurrent, cell_temp: cellTemp },
   },
   'battery-performance': {
@@ -51,6 +111,9 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     title: 'BatteryPerformance',
     label: 'Battery performance',
     defaultSource: 'battery_ai_predictor',
+    deviceTime: false,
+    routingField: 'capacity_remaining',
+    dashboardKey: 'performance',
     fields: {
       pack_voltage: packVoltage,
       pack_current: packCurrent,
@@ -67,6 +130,9 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     title: 'BatteryPrediction',
     label: 'Battery prediction',
     defaultSource: 'battery_ai_predictor',
+    deviceTime: false,
+    routingField: 'remaining_life_hours',
+    dashboardKey: 'prediction',
     fields: {
       remaining_life_hours: { type: 'number', description: 'Predicted remaining life in hours', example: 15000.5 },
       remaining_cycles: { type: 'number', description: 'Predicted remaining full cycles', example: 1200 },
@@ -81,8 +147,53 @@ export function fieldNames(kind: KindName): string[] {
   return Object.keys(KINDS[kind].fields);
 }
 
-export const DEFAULT_BATTERY_ID = 'default';
-export const BATTERY_ID_PATTERN = '^[A-Za-z0-9._:-]{1,64}$';
+/** One field of a kind's records, common or its own, with what the table says about it. */
+export interface RecordField extends FieldSpec {
+  readonly name: string;
+  readonly setBy: SetBy;
+  /**
+   * One of the kind's own measurements: a number, required on input. The common fields a producer
+   * sends are optional.
+   */
+  readonly measurement: boolean;
+  /** In every stored record; else only in those that came with it (device_time). */
+  readonly alwaysStored: boolean;
+}
+
+function recordFieldsOf(kind: KindSpec): readonly RecordField[] {
+  const common: RecordField[] = [];
+  for (const [name, spec] of Object.entries(COMMON_FIELDS) as [CommonFieldName, CommonFieldSpec][]) {
+    if (spec.deviceClock && !kind.deviceTime) continue;
+    const { deviceClock, ...field } = spec;
+    const example = name === 'source' ? kind.defaultSource : field.example;
+    common.push({ ...field, name, example, measurement: false, alwaysStored: deviceClock !== true });
+  }
+  const own = Object.entries(kind.fields).map(
+    ([name, field]): RecordField => ({ ...field, name, setBy: 'producer', measurement: true, alwaysStored: true }),
+  );
+  return [...common, ...own];
+}
+
+/** A table with one entry per kind, each derived from the kind's spec. */
+export function byKind<T>(derive: (kind: KindSpec) => T): Record<KindName, T> {
+  return Object.fromEntries(ALL_KINDS.map((kind) => [kind.name, derive(kind)])) as Record<KindName, T>;
+}
+
+const RECORD_FIELDS = byKind(recordFieldsOf);
+
+/** Every field of a kind's stored records, in the order the API answers them. */
+export const recordFields = (kind: KindName): readonly RecordField[] => RECORD_FIELDS[kind];
+
+const CSV_COLUMNS = byKind((kind) => RECORD_FIELDS[kind.name].map((field) => field.name));
+
+/** The header of a CSV export: every field of the kind's records, in the order the API answers them. */
+export const csvColumns = (kind: KindName): readonly string[] => CSV_COLUMNS[kind];
+
+const INPUT_FIELDS = byKind((kind) => RECORD_FIELDS[kind.name].filter((field) => field.setBy === 'producer'));
+
+/** The fields a producer sends for a kind, in the order of the API's input (the spool's lines alike). */
+export const inputFields = (kind: KindName): readonly RecordField[] => INPUT_FIELDS[kind];
+
 const batteryIdRegExp = new RegExp(BATTERY_ID_PATTERN);
 export const isBatteryId = (value: string): boolean => batteryIdRegExp.test(value);
 
@@ -91,7 +202,7 @@ export interface RecordInput {
   timestamp?: number;
   source?: string;
   battery_id?: string;
-  /** Binary frames only: the float32 the device sent as its timestamp. */
+  /** Kinds with a device clock only: the float32 the device sent as its timestamp. */
   device_time?: number;
   [field: string]: number | string | undefined;
 }
@@ -137,27 +248,23 @@ export function toNewRecord(kind: KindName, input: RecordInput, receivedAt: numb
 }
 
 /**
+ * Kinds in the order their routing fields are tried: a field that several kinds carry (a
+ * performance record has a pack_voltage too) decides only when no field of one kind alone is there.
+ */
+const ROUTING_ORDER: readonly KindSpec[] = [...ALL_KINDS].sort(
+  (a, b) => carriersOf(a.routingField) - carriersOf(b.routingField),
+);
+
+function carriersOf(field: string): number {
+  return ALL_KINDS.filter((kind) => field in kind.fields).length;
+}
+
+/**
  * Routes a JSON message from the TCP collector to its kind by its fields, as the original
  * collector did: capacity_remaining means performance, remaining_life_hours a prediction,
  * pack_voltage alone battery data.
  */
 export function kindOfMessage(message: Record<string, unknown>): KindName | undefined {
-  if ('capacity_remaining' in message) return 'battery-performance';
-  if ('remaining_life_hours' in message) return 'battery-prediction';
-  if ('pack_voltage' in message) return 'battery-data';
+  for (const kind of ROUTING_ORDER) if (kind.routingField in message) return kind.name;
   return undefined;
-}
-
-/** The API shape of a record: common fields first, then the kind's fields. */
-export function toStoredRecord(kind: KindName, record: NewRecord, id: string): StoredRecord {
-  const stored: StoredRecord = {
-    _id: id,
-    timestamp: record.timestamp,
-    received_at: record.received_at,
-    source: record.source,
-    battery_id: record.battery_id,
-  };
-  if (record.device_time !== undefined) stored.device_time = record.device_time;
-  for (const field of Object.keys(KINDS[kind].fields)) stored[field] = record.values[field];
-  return stored;
 }

@@ -46,8 +46,17 @@ export type Validation =
 const isoDate = (seconds: number) => new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
 
 /**
- * Validates one record in place: unknown properties are removed from `value` (ignored, as the
- * original service ignored them, not refused).
+ * What the kind's schema finds wrong with a record, `loc` naming where it sits; nothing when it is
+ * valid. Unknown properties are removed from `value` (ignored, as the original service ignored them).
+ */
+export function schemaDetail(kind: KindName, value: unknown, loc: (string | number)[] = []): ValidationDetail[] {
+  const validate = validators[kind];
+  return validate(value) ? [] : toDetail(validate.errors ?? [], loc);
+}
+
+/**
+ * Validates one arriving record in place: the kind's schema, then the clock bound. Unknown
+ * properties are removed from `value`.
  */
 export function validateRecord(
   kind: KindName,
@@ -55,9 +64,7 @@ export function validateRecord(
   loc: (string | number)[] = [],
   clock: ClockBound = DEFAULT_CLOCK_BOUND,
 ): Validation {
-  const validate = validators[kind];
-  const valid = validate(value);
-  const detail = valid ? [] : toDetail(validate.errors ?? [], loc);
+  const detail = schemaDetail(kind, value, loc);
   const timestamp = typeof value === 'object' && value !== null ? (value as { timestamp?: unknown }).timestamp : undefined;
   // JSON Schema has no "now": the skew bound is checked here, after the fixed bounds of the schema.
   if (typeof timestamp === 'number' && timestamp >= MIN_TIMESTAMP && timestamp <= MAX_TIMESTAMP) {

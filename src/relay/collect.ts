@@ -6,18 +6,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { parseFlags } from '../cli/flags.js';
-import { collectDefaultMetrics, type Registry } from 'prom-client';
-import { ConfigError, loadConfig, type Config } from '../config.js';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config.js';
 import { listenOn } from '../listen-error.js';
-import { closeLogger } from '../logger.js';
-import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector.js';
-import { startForwarder, type ForwarderHandle } from '../relay/forwarder.js';
-import { createCollectorLogger, type CollectorLogger } from './logger.js';
-import { collectorMetrics, type CollectorMetrics } from './metrics.js';
-import { Spool } from '../relay/spool.js';
-
-export const DEFAULT_METRICS_PORT = 9464;
+import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from '../collector/collector.js';
+import type { CollectorLogger } from '../collector/logger.js';
+import { createCollectorMetrics, type CollectorMetrics } from '../collector/metrics.js';
+import { startForwarder, type ForwarderHandle } from './forwarder.js';
+import { Spool } from './spool.js';
 
 export interface StandaloneOptions {
   apiUrl: string;
@@ -25,7 +21,7 @@ export interface StandaloneOptions {
   metricsPort?: number;
   metricsHost?: string;
   logger: CollectorLogger;
-  /** Default: the process's counters (collectorRegistry). */
+  /** Default: counters of its own. */
   metrics?: CollectorMetrics;
 }
 
@@ -42,7 +38,7 @@ export interface StandaloneCollector {
 /** Starts spool, forwarder, TCP listeners and the metrics listener; `close()` stops them in order. */
 export async function startStandaloneCollector(config: Config, options: StandaloneOptions): Promise<StandaloneCollector> {
   const { logger } = options;
-  const metrics = options.metrics ?? collectorMetrics;
+  const metrics = options.metrics ?? createCollectorMetrics();
   const spool = await Spool.open(path.join(config.dataDir, 'spool'), { maxBytes: config.spoolMaxBytes, logger, metrics });
   const forwarder = startForwarder({ apiUrl: options.apiUrl, spool, apiKey: config.apiKey, logger, metrics });
   let collector: CollectorHandle | undefined;
@@ -98,74 +94,4 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
   });
   await listenOn(server, { host, port, hostSetting, portSetting: '--metrics-port', portFix: 'pass --metrics-port a free port, or 0 for any' });
   return server;
-}
-
-const HELP = `Usage: battery-monitor collect [options]
-
-Runs the TCP collector on its own: binary frames on COLLECTOR_BINARY_PORT (23456), JSON messages on
-COLLECTOR_JSON_PORT (23457). Records go into a disk spool (DATA_DIR/spool, at most SPOOL_MAX_BYTES)
-and are forwarded in batches to the API's POST /api/{kind}; while the API is away they wait in the
-spool and are delivered in order, once each, when it is back.
-
-Options:
-      --api URL           the API to forward to (default http://127.0.0.1:API_PORT)
-      --metrics-port N    GET /metrics and /health on this port (default ${DEFAULT_METRICS_PORT}; 0: any free port)
-      --metrics-host H    default COLLECTOR_HOST
-  -h, --help              this text
-
-Settings (environment or .env): COLLECTOR_HOST, COLLECTOR_BINARY_PORT, COLLECTOR_JSON_PORT,
-COLLECTOR_BATTERY_MAP, COLLECTOR_MAX_CONNECTIONS, COLLECTOR_IDLE_TIMEOUT, COLLECTOR_LOG_FILE,
-DATA_DIR, SPOOL_MAX_BYTES, API_KEY (sent as X-API-Key), LOG_LEVEL.`;
-
-export async function runCollectCommand(args: string[]): Promise<void> {
-  const values = parseFlags(
-    args,
-    {
-      api: { type: 'string' },
-      'metrics-port': { type: 'string' },
-      'metrics-host': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    HELP,
-  );
-  if (values === undefined) return;
-  let config: Config;
-  let apiUrl: string;
-  let metricsPort: number;
-  try {
-    config = loadConfig();
-    apiUrl = values.api ?? `http://127.0.0.1:${config.apiPort}`;
-    const parsed = new URL(apiUrl);
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(`--api must be an http:// or https:// URL, got "${apiUrl}"`);
-    if (parsed.username !== '' || parsed.password !== '') throw new ConfigError('--api must not hold credentials; set API_KEY instead');
-    const rawPort = values['metrics-port'] ?? String(DEFAULT_METRICS_PORT);
-    metricsPort = Number(rawPort);
-    if (!/^\d+$/.test(rawPort) || metricsPort > 65535) throw new ConfigError(`--metrics-port must be 0-65535, got "${rawPort}"`);
-  } catch (error) {
-    console.error(error instanceof TypeError ? `--api must be a URL like http://host:8000, got "${values.api}"` : (error as Error).message);
-    process.exitCode = 2;
-    return;
-  }
-  const logger = createCollectorLogger(config);
-  collectDefaultMetrics({ register: collectorMetrics.registry });
-  let running: StandaloneCollector;
-  try {
-    running = await startStandaloneCollector(config, { apiUrl, metricsPort, metricsHost: values['metrics-host'], logger });
-  } catch (error) {
-    // What had started is closed; the CLI prints the one line (a ListenError names the setting).
-    await closeLogger(logger);
-    throw error;
-  }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      logger.info({ signal }, 'stopping');
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
-  await running.close();
-  await closeLogger(logger);
 }

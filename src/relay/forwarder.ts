@@ -6,9 +6,10 @@
  * makes a retry whose first attempt was stored after all a no-op, so a reader of the API sees every
  * record once.
  */
-import { KIND_NAMES, type KindName } from '../records/kinds.js';
 import { silentLogger, type CollectorLogger } from '../collector/logger.js';
 import type { CollectorMetrics } from '../collector/metrics.js';
+import { Backoff } from '../ingest/backoff.js';
+import { KIND_NAMES, type KindName } from '../records/kinds.js';
 import type { Spool, SpoolBatch } from './spool.js';
 
 export interface ForwarderOptions {
@@ -90,8 +91,10 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
       stop.signal.addEventListener('abort', done);
     });
 
+  const backoff = () => new Backoff({ minMs: retryMin, maxMs: retryMax });
+
   async function deliver(batch: SpoolBatch): Promise<void> {
-    let delay = retryMin;
+    const retry = backoff();
     while (!stopped) {
       const outcome = await post(batch);
       if (outcome.type === 'retry') {
@@ -102,9 +105,7 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
           const level = outcome.status === 401 || outcome.status === 403 ? 'error' : 'warn';
           log[level]({ api: base, kind: batch.kind, why: outcome.why, waiting: spool.depth().byKind[batch.kind] }, 'the API does not take records; they wait in the spool and are retried');
         }
-        // Full jitter: many collectors coming back at once do not all retry together.
-        await sleep(delay / 2 + Math.random() * (delay / 2));
-        delay = Math.min(retryMax, delay * 2);
+        await sleep(retry.next());
         continue;
       }
       const down = outage.get(batch.kind);
@@ -128,16 +129,15 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
   }
 
   async function run(kind: KindName): Promise<void> {
-    let delay = retryMin;
+    const retry = backoff();
     while (!stopped) {
       let batch: SpoolBatch | null;
       try {
         batch = await spool.nextBatch(kind);
-        delay = retryMin;
+        retry.reset();
       } catch (error) {
         log.error({ err: error, kind }, 'cannot read the spool; retrying');
-        await sleep(delay);
-        delay = Math.min(retryMax, delay * 2);
+        await sleep(retry.next());
         continue;
       }
       if (batch === null) {
@@ -148,8 +148,7 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
         await deliver(batch);
       } catch (error) {
         log.error({ err: error, kind }, 'forwarding failed; retrying');
-        await sleep(delay);
-        delay = Math.min(retryMax, delay * 2);
+        await sleep(retry.next());
       }
     }
   }

@@ -27,14 +27,23 @@
  * Bounded by SPOOL_MAX_BYTES (bytes of segment files): a warning is logged as it passes 50, 80 and
  * 95 % full, and when full, new records are refused (SpoolFullError, counted as spool_full by the
  * collector), never dropped silently.
+ *
+ * The spool is the relay's record sink (ingest/record-sink.ts): the collector submits record
+ * batches and pauses its sockets while records wait for their sync past a bound, or while writes
+ * fail; a failed write (disk error) is retried with backoff for the collector's batches, in order.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { KIND_NAMES, type KindName, type NewRecord } from '../records/kinds.js';
+import { EventEmitter } from 'node:events';
+import { LogEvery } from '../collector/log-every.js';
 import { silentLogger, type CollectorLogger } from '../collector/logger.js';
 import type { CollectorMetrics } from '../collector/metrics.js';
+import { Backoff } from '../ingest/backoff.js';
+import type { RecordBatch } from '../ingest/record-batch.js';
+import { PendingBound, type RecordSink, type SubmitOptions } from '../ingest/record-sink.js';
+import { inputFields, KIND_NAMES, type KindName } from '../records/kinds.js';
 
 /** The most records and bytes one batch (one POST) holds. Changing them is safe (see `inflight`). */
 export const MAX_BATCH_RECORDS = 10_000;
@@ -62,6 +71,8 @@ export class SpoolFullError extends Error {
 export interface SpoolOptions {
   /** SPOOL_MAX_BYTES. */
   maxBytes: number;
+  /** Records submitted and not yet durable past which the spool is full (the collector pauses). */
+  maxPendingRecords?: number;
   logger?: CollectorLogger;
   metrics?: CollectorMetrics;
   /** Segment size; default maxBytes / 16, between 64 KiB and 16 MiB. */
@@ -87,7 +98,12 @@ interface Segment {
   bytes: number;
 }
 
-interface Waiter {
+/** A submission's lines, held off the JS heap until written. */
+interface Lines {
+  data: Buffer;
+  records: number;
+  bytes: number;
+  retryUntil: AbortSignal | undefined;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -107,7 +123,7 @@ interface KindQueue {
   /** Byte offset of `acked` in segments[0]. */
   ackOffset: number;
   /** Lines submitted, not yet written. */
-  queue: { data: Buffer; records: number; bytes: number; waiter: Waiter }[];
+  queue: Lines[];
   /** Called when new records become durable. */
   notify: (() => void)[];
 }
@@ -128,28 +144,36 @@ function quoted(value: string): { json: string; ascii: boolean } {
 const num = (value: number) => (Number.isFinite(value) ? `${value}` : 'null');
 
 /**
- * The API's JSON shape of a record (what a POST /api/{kind} takes), built as text directly: this
- * runs for every record the collector takes, and an object plus JSON.stringify per record would
- * double its cost and its garbage.
+ * The API's JSON shape of a record (what a POST /api/{kind} takes: the fields the kinds table says
+ * a producer sends), built as text directly: this runs for every record the collector takes, and
+ * an object plus JSON.stringify per record would double its cost and its garbage.
  */
-export function recordLine(record: NewRecord): string {
-  return encodeLine(record).line.slice(0, -1);
+export function recordLine(batch: RecordBatch, row: number): string {
+  return encodeLine(batch, row).line.slice(0, -1);
 }
 
-function encodeLine(record: NewRecord): { line: string; bytes: number } {
-  const source = quoted(record.source);
-  const batteryId = quoted(record.battery_id);
-  let line = `{"timestamp":${num(record.timestamp)},"source":${source.json},"battery_id":${batteryId.json}`;
-  if (record.device_time !== undefined) line += `,"device_time":${num(record.device_time)}`;
-  const values = record.values;
-  for (const field in values) line += `,"${field}":${num(values[field]!)}`;
+function encodeLine(batch: RecordBatch, row: number): { line: string; bytes: number } {
+  let line = '';
+  // Field names are ASCII: only strings decide whether a character takes more than a byte.
+  let ascii = true;
+  for (const field of inputFields(batch.kind)) {
+    const value = batch.value(row, field.name);
+    if (value === undefined) continue;
+    let text: string;
+    if (typeof value === 'string') {
+      const q = quoted(value);
+      ascii &&= q.ascii;
+      text = q.json;
+    } else text = num(value);
+    line += `${line === '' ? '{' : ','}"${field.name}":${text}`;
+  }
   line += '}\n';
-  return { line, bytes: source.ascii && batteryId.ascii ? line.length : Buffer.byteLength(line) };
+  return { line, bytes: ascii ? line.length : Buffer.byteLength(line) };
 }
 
 const segmentName = (start: number) => `${String(start).padStart(POSITION_DIGITS, '0')}.seg`;
 
-export class Spool {
+export class Spool extends EventEmitter implements RecordSink {
   readonly dir: string;
   readonly id: string;
   readonly maxBytes: number;
@@ -163,11 +187,16 @@ export class Spool {
   #writing: Promise<void> | undefined;
   #io: Promise<unknown> = Promise.resolve();
   #warnedLevel = 0;
-  #refusedSinceLog = 0;
-  #lastRefusalLog = 0;
+  readonly #refusals = new LogEvery(10_000);
+  readonly #bound: PendingBound;
+  /** While a write failed: its lines wait for the next attempt (SubmitOptions.retryUntil). */
+  readonly #backoff = new Backoff({ minMs: 100, maxMs: 5000 });
+  #failing = false;
+  #retryTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   private constructor(dir: string, id: string, options: SpoolOptions, kinds: Record<KindName, KindQueue>, usedBytes: number) {
+    super();
     this.dir = dir;
     this.id = id;
     this.maxBytes = options.maxBytes;
@@ -176,6 +205,7 @@ export class Spool {
     this.#metrics = options.metrics;
     this.#kinds = kinds;
     this.#usedBytes = usedBytes;
+    this.#bound = new PendingBound(options.maxPendingRecords ?? 100_000, () => this.emit('drained'));
     this.#metrics?.spoolCapacityBytes.set(this.maxBytes);
     this.#updateGauges();
   }
@@ -205,9 +235,14 @@ export class Spool {
     return new Spool(dir, id, options, kinds, usedBytes);
   }
 
-  /** Records submitted and not yet durable: the collector pauses reading while this is high. */
+  /** Records submitted and not yet durable. */
   get pendingRecords(): number {
     return this.#pendingRecords;
+  }
+
+  /** True while the collector should stop reading: many records wait for their sync, or writes fail. */
+  get full(): boolean {
+    return this.#bound.full;
   }
 
   get usedBytes(): number {
@@ -227,29 +262,36 @@ export class Spool {
   }
 
   /**
-   * Appends records; resolves once they are durable. When not all fit, the ones that do are
-   * appended and, once durable, SpoolFullError says how many that was; the rest are refused.
+   * Appends a batch's records; resolves once they are durable. When not all fit, the ones that do
+   * are appended and, once durable, SpoolFullError says how many that was; the rest are refused.
+   * A write that fails is retried (with backoff) for a submission with `retryUntil`, else fails it.
    */
-  submit(kind: KindName, records: NewRecord[]): Promise<void> {
+  submit(batch: RecordBatch, options: SubmitOptions = {}): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the spool is closed'));
-    if (records.length === 0) return Promise.resolve();
+    if (batch.length === 0) return Promise.resolve();
     const room = this.maxBytes - this.#usedBytes;
     const lines: string[] = [];
     let bytes = 0;
     let count = 0;
-    for (const record of records) {
-      const { line, bytes: lineBytes } = encodeLine(record);
+    for (let row = 0; row < batch.length; row++) {
+      const { line, bytes: lineBytes } = encodeLine(batch, row);
       if (bytes + lineBytes > room) break;
       lines.push(line);
       bytes += lineBytes;
       count++;
     }
-    const refused = records.length - count;
-    if (refused > 0) this.#refused(refused);
-    const full = () => new SpoolFullError(`spool full (SPOOL_MAX_BYTES=${this.maxBytes}): ${refused} of ${records.length} records refused`, count);
+    const refused = batch.length - count;
+    if (refused > 0) {
+      const since = this.#refusals.count(refused);
+      if (since !== undefined) {
+        this.#log.warn({ refused: since, usedBytes: this.#usedBytes, maxBytes: this.maxBytes }, 'spool full: new records are refused until the API takes some (SPOOL_MAX_BYTES)');
+      }
+    }
+    const full = () => new SpoolFullError(`spool full (SPOOL_MAX_BYTES=${this.maxBytes}): ${refused} of ${batch.length} records refused`, count);
     if (count === 0) return Promise.reject(full());
     this.#usedBytes += bytes;
     this.#pendingRecords += count;
+    this.#bound.update(this.#pendingRecords, this.#failing);
     this.#checkLevel();
     const durable = new Promise<void>((resolve, reject) => {
       // Held as bytes off the JS heap until written; the line strings die young. (Joining them
@@ -257,20 +299,10 @@ export class Spool {
       const data = Buffer.allocUnsafeSlow(bytes);
       let offset = 0;
       for (const line of lines) offset += data.write(line, offset);
-      this.#kinds[kind].queue.push({ data, records: count, bytes, waiter: { resolve, reject } });
+      this.#kinds[batch.kind].queue.push({ data, records: count, bytes, retryUntil: options.retryUntil, resolve, reject });
       this.#scheduleWrite();
     });
     return refused === 0 ? durable : durable.then(() => Promise.reject(full()));
-  }
-
-  #refused(count: number): void {
-    this.#refusedSinceLog += count;
-    const now = Date.now();
-    if (now - this.#lastRefusalLog >= 10_000) {
-      this.#log.warn({ refused: this.#refusedSinceLog, usedBytes: this.#usedBytes, maxBytes: this.maxBytes }, 'spool full: new records are refused until the API takes some (SPOOL_MAX_BYTES)');
-      this.#lastRefusalLog = now;
-      this.#refusedSinceLog = 0;
-    }
   }
 
   #checkLevel(): void {
@@ -295,7 +327,8 @@ export class Spool {
   }
 
   #scheduleWrite(): void {
-    if (this.#writing !== undefined) return;
+    // After a failure, the next attempt waits for its timer.
+    if (this.#writing !== undefined || this.#retryTimer !== undefined) return;
     this.#writing = this.#exclusive(() => this.#writeAll()).finally(() => {
       this.#writing = undefined;
       if (KIND_NAMES.some((k) => this.#kinds[k].queue.length > 0)) this.#scheduleWrite();
@@ -321,22 +354,46 @@ export class Spool {
         await this.#append(q, items);
         await q.handle!.datasync();
       } catch (error) {
-        // Not durable, so not accepted: cut the file back to what was synced and let the caller retry.
+        // Not durable, so not accepted: cut the file back to what was synced; what may be retried
+        // waits, in order, ahead of what came since.
         this.#log.error({ err: error, kind }, 'spool write failed');
-        this.#pendingRecords -= records;
+        const retry = items.filter((item) => !this.#closed && item.retryUntil !== undefined && !item.retryUntil.aborted);
+        q.queue = [...retry, ...q.queue];
         await this.#undoAppend(q);
-        for (const item of items) item.waiter.reject(error as Error);
+        for (const item of items) {
+          if (retry.includes(item)) continue;
+          this.#pendingRecords -= item.records;
+          item.reject(error as Error);
+        }
+        if (retry.length > 0) this.#retryLater(retry);
         continue;
       }
       q.synced = q.appended;
       this.#pendingRecords -= records;
-      for (const item of items) item.waiter.resolve();
+      this.#failing = false;
+      this.#backoff.reset();
+      for (const item of items) item.resolve();
       const notify = q.notify;
       q.notify = [];
       for (const fn of notify) fn();
     }
+    this.#bound.update(this.#pendingRecords, this.#failing);
     this.#updateGauges();
   }
+
+  #retryLater(items: Lines[]): void {
+    this.#failing = true;
+    if (this.#retryTimer !== undefined) return;
+    this.#retryTimer = setTimeout(this.#retryNow, this.#backoff.next());
+    for (const signal of new Set(items.map((item) => item.retryUntil!))) signal.addEventListener('abort', this.#retryNow, { once: true });
+  }
+
+  readonly #retryNow = (): void => {
+    if (this.#retryTimer === undefined) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    this.#scheduleWrite();
+  };
 
   async #append(q: KindQueue, items: { data: Buffer; records: number; bytes: number }[]): Promise<void> {
     let i = 0;
@@ -483,6 +540,8 @@ export class Spool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Lines waiting after a failed write get one last attempt.
+    this.#retryNow();
     while (this.#writing !== undefined) await this.#writing;
     await this.#exclusive(async () => {
       for (const kind of KIND_NAMES) {

@@ -1,11 +1,14 @@
 /**
  * The MongoDB document shape of a record, its mapper both ways, and the checks that keep anything
- * but typed values out of documents and filters.
+ * but typed values out of documents and filters. A record's fields are checked by the API's own
+ * validator (records/validate.ts) before it becomes a document: the store refuses exactly what a
+ * POST is refused, with the same detail.
  *
- * A document as this store writes it:
- *   { _id: ObjectId, timestamp: 1732700000.25, time: ISODate(...), battery_id: 'pack-1',
- *     source: 'battery_monitor', received_at: 1732700000.3, device_time?: 1234.5, key?: '...',
- *     pack_voltage: 398.2, ... }
+ * A document as this store writes it: the record's fields as the kinds table lists them, the
+ * time field, and the idempotency key when there is one:
+ *   { _id: ObjectId, timestamp: 1732700000.25, time: ISODate(...), received_at: 1732700000.3,
+ *     source: 'battery_monitor', battery_id: 'pack-1', device_time?: 1234.5, pack_voltage: 398.2,
+ *     ..., key?: '...' }
  * `timestamp` stays the float Unix seconds the original service stored and every query uses;
  * `time` is the same instant as a BSON date (milliseconds, rounded down), which time-series
  * collections need as their time field and TTL indexes need to expire documents.
@@ -15,26 +18,18 @@
  */
 import { createHash } from 'node:crypto';
 import { ObjectId, type Document, type Filter } from 'mongodb';
-import {
-  DEFAULT_BATTERY_ID,
-  KINDS,
-  fieldNames,
-  isBatteryId,
-  type KindName,
-  type NewRecord,
-  type StoredRecord,
-} from '../records/kinds.js';
+import type { RecordBatch } from '../ingest/record-batch.js';
+import { DEFAULT_BATTERY_ID, inputFields, KINDS, recordFields, type KindName, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import { schemaDetail, type ValidationDetail } from '../records/validate.js';
 
 export const TIME_FIELD = 'time';
 
+/** The fields this store's code reads by name; the record's fields are the kinds table's. */
 export interface RecordDocument extends Document {
   _id: ObjectId;
   timestamp: number;
   time: Date;
   battery_id: string;
-  source: string;
-  received_at: number;
-  device_time?: number;
   key?: string;
 }
 
@@ -49,11 +44,6 @@ export interface SummaryDocument extends Document {
 
 export const summaryId = (batteryId: string, kind: KindName) => `${batteryId}/${kind}`;
 
-/** Dates reach ±8.64e15 ms; a timestamp past that cannot be a BSON date. */
-const MAX_ABS_TIMESTAMP = 8.64e12;
-const MAX_KEY_LENGTH = 1024;
-const MAX_SOURCE_LENGTH = 256;
-
 /**
  * A deterministic _id for an idempotency key: the first 12 bytes of its SHA-256. On a plain
  * collection the unique _id index then refuses a second copy, and the answer is the same id without
@@ -65,25 +55,25 @@ export function idForKey(key: string): ObjectId {
 
 export const dateOf = (timestamp: number) => new Date(Math.floor(timestamp * 1000));
 
-export function toDocument(kind: KindName, record: NewRecord, id: ObjectId): RecordDocument {
-  const doc: RecordDocument = {
-    _id: id,
-    timestamp: record.timestamp,
-    [TIME_FIELD]: dateOf(record.timestamp),
-    battery_id: record.battery_id,
-    source: record.source,
-    received_at: record.received_at,
-  };
-  if (record.device_time !== undefined) doc.device_time = record.device_time;
-  if (record.key !== undefined) doc.key = record.key;
-  for (const field of fieldNames(kind)) doc[field] = record.values[field];
+/** The document of row `row` of a batch. */
+export function toDocument(batch: RecordBatch, row: number, id: ObjectId): RecordDocument {
+  const doc = batch.record(row, '') as unknown as RecordDocument;
+  doc._id = id;
+  doc[TIME_FIELD] = dateOf(doc.timestamp);
+  const key = batch.key(row);
+  if (key !== undefined) doc.key = key;
   return doc;
 }
 
+const PROJECTIONS = new Map<KindName, Document>();
+
 /** The fields a read fetches: the record's own, never `time` or `key`. */
 export function projectionFor(kind: KindName): Document {
-  const projection: Document = { _id: 1, timestamp: 1, received_at: 1, source: 1, battery_id: 1, device_time: 1 };
-  for (const field of fieldNames(kind)) projection[field] = 1;
+  let projection = PROJECTIONS.get(kind);
+  if (projection === undefined) {
+    projection = Object.fromEntries(recordFields(kind).map((field) => [field.name, 1]));
+    PROJECTIONS.set(kind, projection);
+  }
   return projection;
 }
 
@@ -99,22 +89,33 @@ function numberOf(value: unknown): number | undefined {
 }
 
 export function fromDocument(kind: KindName, doc: Document): StoredRecord {
-  const timestamp = numberOf(doc.timestamp) ?? numberOf(doc[TIME_FIELD]) ?? 0;
-  const id = doc._id instanceof ObjectId ? doc._id.toHexString() : String(doc._id);
-  const record: StoredRecord = {
-    _id: id,
-    timestamp,
-    received_at: numberOf(doc.received_at) ?? timestamp,
-    source: typeof doc.source === 'string' ? doc.source : KINDS[kind].defaultSource,
-    battery_id: typeof doc.battery_id === 'string' ? doc.battery_id : DEFAULT_BATTERY_ID,
-  };
-  const deviceTime = numberOf(doc.device_time);
-  if (deviceTime !== undefined) record.device_time = deviceTime;
-  for (const field of fieldNames(kind)) {
-    const value = numberOf(doc[field]);
-    if (value !== undefined) record[field] = value;
+  const record = {} as StoredRecord;
+  for (const field of recordFields(kind)) {
+    const stored = doc[field.name];
+    let value: number | string | undefined;
+    if (field.setBy === 'store') value = stored instanceof ObjectId ? stored.toHexString() : String(stored);
+    else if (field.type === 'string') value = typeof stored === 'string' ? stored : undefined;
+    else value = numberOf(stored);
+    value ??= legacyValue(kind, field.name, record, doc);
+    if (value !== undefined) record[field.name] = value;
   }
   return record;
+}
+
+/** How the original service's documents read where they lack a field (see the top of this file). */
+function legacyValue(kind: KindName, name: string, record: StoredRecord, doc: Document): number | string | undefined {
+  switch (name) {
+    case 'timestamp':
+      return numberOf(doc[TIME_FIELD]) ?? 0;
+    case 'received_at':
+      return record.timestamp;
+    case 'source':
+      return KINDS[kind].defaultSource;
+    case 'battery_id':
+      return DEFAULT_BATTERY_ID;
+    default:
+      return undefined;
+  }
 }
 
 /**
@@ -133,27 +134,19 @@ export function finite(name: string, value: unknown): number {
   return value;
 }
 
-/** Why a record cannot be stored, or undefined when it can. */
-export function recordProblem(kind: KindName, record: NewRecord): string | undefined {
-  if (record === null || typeof record !== 'object') return 'not a record';
-  const { timestamp, received_at, battery_id, source, device_time, key, values } = record;
-  if (typeof timestamp !== 'number' || !Number.isFinite(timestamp) || Math.abs(timestamp) > MAX_ABS_TIMESTAMP) {
-    return 'timestamp must be finite Unix seconds';
+/** What the API's validator finds wrong with a row (its 422 detail), nothing when it can be stored. */
+export function recordDetail(batch: RecordBatch, row: number): ValidationDetail[] {
+  // Only what a producer sends: the validator would have to delete the rest, at four times the cost.
+  const input: RecordInput = {};
+  for (const field of inputFields(batch.kind)) {
+    const value = batch.value(row, field.name);
+    if (value !== undefined) input[field.name] = value;
   }
-  if (typeof received_at !== 'number' || !Number.isFinite(received_at)) return 'received_at must be a finite number';
-  if (typeof battery_id !== 'string' || !isBatteryId(battery_id)) return 'battery_id must be 1-64 of A-Z a-z 0-9 . _ : -';
-  if (typeof source !== 'string' || source.length > MAX_SOURCE_LENGTH) return `source must be a string of at most ${MAX_SOURCE_LENGTH} characters`;
-  if (device_time !== undefined && (typeof device_time !== 'number' || !Number.isFinite(device_time))) {
-    return 'device_time must be a finite number';
-  }
-  if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH)) {
-    return `key must be a string of 1-${MAX_KEY_LENGTH} characters`;
-  }
-  if (values === null || typeof values !== 'object') return 'values missing';
-  for (const [field, spec] of Object.entries(KINDS[kind].fields)) {
-    const value = values[field];
-    if (typeof value !== 'number' || !Number.isFinite(value)) return `${field} must be a finite number`;
-    if (spec.type === 'integer' && !Number.isInteger(value)) return `${field} must be an integer`;
-  }
-  return undefined;
+  return schemaDetail(batch.kind, input);
+}
+
+/** Why a row cannot be stored, in one line, or undefined when it can. */
+export function recordProblem(batch: RecordBatch, row: number): string | undefined {
+  const detail = recordDetail(batch, row);
+  return detail.length === 0 ? undefined : detail.map((entry) => `${entry.loc.join('.')}: ${entry.msg}`).join('; ');
 }

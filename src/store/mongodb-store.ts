@@ -16,6 +16,7 @@
  * A write answers after one round trip per kind (the insertMany); the per-pack counts behind
  * batteries() follow after the answer, coalesced across writes (mongodb-summary.ts).
  */
+import type { RecordBatch } from '../ingest/record-batch.js';
 import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Document, type Filter, type MongoClientOptions } from 'mongodb';
 import { DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, fieldNames, type KindName, type StoredRecord } from '../records/kinds.js';
 import {
@@ -45,7 +46,6 @@ import {
   type Store,
   type StoreHealth,
   type WriteOutcome,
-  type WriteRequest,
 } from './store.js';
 
 /** What the store logs: a pino logger fits, and so does console. */
@@ -230,11 +230,11 @@ export class MongoStore implements Store {
     this.#log.warn(`${message}; retrying`);
   }
 
-  async write(requests: WriteRequest[]): Promise<WriteOutcome[]> {
+  async write(requests: readonly RecordBatch[]): Promise<WriteOutcome[]> {
     const outcomes: (WriteOutcome | undefined)[] = new Array(requests.length);
     const byKind = new Map<KindName, number[]>();
     requests.forEach((request, index) => {
-      const problem = requestProblem(request);
+      const problem = batchProblem(request);
       if (problem !== undefined) outcomes[index] = { ok: false, error: new Error(problem) };
       else {
         const indexes = byKind.get(request.kind);
@@ -259,7 +259,7 @@ export class MongoStore implements Store {
     return outcomes as WriteOutcome[];
   }
 
-  async #writeKind(setup: Setup, kind: KindName, requests: WriteRequest[]): Promise<WriteOutcome[]> {
+  async #writeKind(setup: Setup, kind: KindName, requests: RecordBatch[]): Promise<WriteOutcome[]> {
     const { collection, timeseries } = setup.kinds[kind];
     const ids: ObjectId[][] = requests.map(() => []);
     // Per request, the records this write does not store because their key is stored already.
@@ -269,28 +269,29 @@ export class MongoStore implements Store {
     const owner: number[] = [];
     const ownerRecord: number[] = [];
     const seenKeys = new Set<string>();
-    requests.forEach((request, r) => {
-      request.records.forEach((record, i) => {
-        if (record.key === undefined) {
+    requests.forEach((batch, r) => {
+      for (let i = 0; i < batch.length; i++) {
+        const key = batch.key(i);
+        if (key === undefined) {
           const id = new ObjectId();
           ids[r]!.push(id);
-          docs.push(toDocument(kind, record, id));
+          docs.push(toDocument(batch, i, id));
           owner.push(r);
           ownerRecord.push(i);
-          return;
+          continue;
         }
-        const id = idForKey(record.key);
+        const id = idForKey(key);
         ids[r]!.push(id);
         // The same key twice in one write: stored once, both answer its id.
-        if (seenKeys.has(record.key)) {
+        if (seenKeys.has(key)) {
           existing[r]!.push(i);
-          return;
+          continue;
         }
-        seenKeys.add(record.key);
-        docs.push(toDocument(kind, record, id));
+        seenKeys.add(key);
+        docs.push(toDocument(batch, i, id));
         owner.push(r);
         ownerRecord.push(i);
-      });
+      }
     });
     let toInsert = docs;
     let toInsertOwner = owner;
@@ -725,12 +726,11 @@ function timeRange(kc: KindCollection, from: number | undefined, to: number | un
   return filter;
 }
 
-function requestProblem(request: WriteRequest): string | undefined {
-  if (!(KIND_NAMES as readonly string[]).includes(request?.kind)) return `unknown kind ${String(request?.kind)}`;
-  if (!Array.isArray(request.records)) return 'records must be an array';
-  for (let i = 0; i < request.records.length; i++) {
-    const problem = recordProblem(request.kind, request.records[i]!);
-    if (problem !== undefined) return `${request.kind} record ${i}: ${problem}`;
+function batchProblem(batch: RecordBatch): string | undefined {
+  if (!(KIND_NAMES as readonly string[]).includes(batch?.kind)) return `unknown kind ${String(batch?.kind)}`;
+  for (let row = 0; row < batch.length; row++) {
+    const problem = recordProblem(batch, row);
+    if (problem !== undefined) return `${batch.kind} record ${row}: ${problem}`;
   }
   return undefined;
 }

@@ -12,10 +12,11 @@ export function retentionCutoff(nowSeconds: number, days: number): number {
   return Math.floor((nowSeconds - days * 86_400) / HOUR) * HOUR;
 }
 
-export function startRetention(store: Pick<Store, 'deleteOlderThan'>, days: number, log: FastifyBaseLogger): { stop(): void } {
+/** Runs now and then hourly; `stop()` resolves once a run in progress has finished (the store can then close). */
+export function startRetention(store: Pick<Store, 'deleteOlderThan'>, days: number, log: FastifyBaseLogger): { stop(): Promise<void> } {
   if (days === 0) {
     log.info('retention off (RETENTION_DAYS=0): records are kept forever');
-    return { stop() {} };
+    return { stop: async () => {} };
   }
   const run = async () => {
     const cutoff = retentionCutoff(Date.now() / 1000, days);
@@ -26,8 +27,13 @@ export function startRetention(store: Pick<Store, 'deleteOlderThan'>, days: numb
       log.warn({ err: (error as Error).message }, 'retention: could not remove old records; will retry in an hour');
     }
   };
-  void run();
-  const timer = setInterval(run, HOUR * 1000);
+  let running = run();
+  const timer = setInterval(() => (running = run()), HOUR * 1000);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return running;
+    },
+  };
 }

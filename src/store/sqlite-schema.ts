@@ -5,34 +5,39 @@
  * per-pack summary for GET /api/batteries.
  */
 import type Database from 'better-sqlite3';
-import { ALL_KINDS, type KindSpec } from '../records/kinds.js';
+import { ALL_KINDS, recordFields, type FieldType, type KindName, type KindSpec } from '../records/kinds.js';
 
 export const ROLLUP_WIDTHS = [60, 3600] as const;
 
 export const rollupTable = (kind: KindSpec, width: number) => `${kind.collection}_rollup_${width}`;
 
-/** Numeric columns of a row as the writer receives them, after the strings. */
-export function numericColumns(kind: KindSpec): string[] {
-  return ['timestamp', 'received_at', 'device_time', ...Object.keys(kind.fields)];
+const SQL_TYPES: Record<FieldType, string> = { number: 'REAL', integer: 'INTEGER', string: 'TEXT' };
+
+/** The store's key: `_id` in the API, the rowid here. */
+const KEY_COLUMN = 'id';
+
+/** A kind's columns, the record's fields in the table's order, then the idempotency key. */
+function columnDefinitions(kind: KindName): string[] {
+  const columns = recordFields(kind).map((field) =>
+    field.setBy === 'store'
+      ? `${KEY_COLUMN} INTEGER PRIMARY KEY`
+      : `${field.name} ${SQL_TYPES[field.type]}${field.alwaysStored ? ' NOT NULL' : ''}`,
+  );
+  return [...columns, 'idem_key TEXT'];
+}
+
+/** What a read selects: every field of the kind's records, named as the API names them. */
+export function selectList(kind: KindName): string {
+  return recordFields(kind)
+    .map((field) => (field.setBy === 'store' ? `${KEY_COLUMN} AS ${field.name}` : field.name))
+    .join(', ');
 }
 
 export function createSchema(db: Database.Database): void {
   const statements: string[] = [];
   for (const kind of ALL_KINDS) {
-    const fields = Object.entries(kind.fields)
-      .map(([name, field]) => `${name} ${field.type === 'integer' ? 'INTEGER' : 'REAL'} NOT NULL`)
-      .join(',\n  ');
     const table = kind.collection;
-    statements.push(`CREATE TABLE IF NOT EXISTS ${table} (
-  id INTEGER PRIMARY KEY,
-  battery_id TEXT NOT NULL,
-  timestamp REAL NOT NULL,
-  received_at REAL NOT NULL,
-  source TEXT NOT NULL,
-  device_time REAL,
-  idem_key TEXT,
-  ${fields}
-)`);
+    statements.push(`CREATE TABLE IF NOT EXISTS ${table} (\n  ${columnDefinitions(kind.name).join(',\n  ')}\n)`);
     statements.push(`CREATE INDEX IF NOT EXISTS ${table}_battery_time ON ${table} (battery_id, timestamp)`);
     statements.push(`CREATE INDEX IF NOT EXISTS ${table}_time ON ${table} (timestamp)`);
     statements.push(`CREATE UNIQUE INDEX IF NOT EXISTS ${table}_key ON ${table} (idem_key) WHERE idem_key IS NOT NULL`);

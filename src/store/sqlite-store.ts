@@ -8,9 +8,11 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import type { RecordBatch } from '../ingest/record-batch.js';
+import { STRING_COLUMNS } from '../records/columns.js';
 import { KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
 import { rollupFor } from './buckets.js';
-import { configureConnection, numericColumns, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
+import { configureConnection, ROLLUP_WIDTHS, rollupTable, selectList } from './sqlite-schema.js';
 import type { ColumnarRequest, WriterReply, WriterRequest } from './sqlite-writer.js';
 import {
   StoreUnavailableError,
@@ -22,7 +24,6 @@ import {
   type Store,
   type StoreHealth,
   type WriteOutcome,
-  type WriteRequest,
 } from './store.js';
 
 export const SQLITE_FILE_NAME = 'battery_monitor.sqlite';
@@ -95,31 +96,19 @@ export class SqliteStore implements Store {
     >;
   }
 
-  async write(requests: WriteRequest[]): Promise<WriteOutcome[]> {
-    const columnar: ColumnarRequest[] = requests.map(({ kind, records }) => {
-      const fields = Object.keys(KINDS[kind].fields);
-      const width = numericColumns(KINDS[kind]).length;
-      const numbers = new Float64Array(records.length * width);
-      const strings: string[] = new Array(records.length * 2);
-      let keys: (string | null)[] | null = null;
-      records.forEach((record, row) => {
-        const base = row * width;
-        numbers[base] = record.timestamp;
-        numbers[base + 1] = record.received_at;
-        numbers[base + 2] = record.device_time ?? NaN;
-        for (let f = 0; f < fields.length; f++) numbers[base + 3 + f] = record.values[fields[f]!]!;
-        strings[row * 2] = record.battery_id;
-        strings[row * 2 + 1] = record.source;
-        if (record.key !== undefined) {
-          keys ??= new Array<string | null>(records.length).fill(null);
-          keys[row] = record.key;
-        }
-      });
-      return { kind, count: records.length, numbers, strings, keys };
-    });
+  async write(batches: readonly RecordBatch[]): Promise<WriteOutcome[]> {
+    // Copies, transferred to the writer thread: the batches stay whole for the after-commit stage.
+    const columnar: ColumnarRequest[] = batches.map((batch) => ({
+      kind: batch.kind,
+      count: batch.length,
+      numbers: batch.numbers.slice(0, batch.length * batch.width),
+      texts: batch.texts,
+      textIndexes: batch.textIndexes.slice(0, batch.length * STRING_COLUMNS.length),
+      keys: batch.keys,
+    }));
     const reply = await this.#send(
       { type: 'write', id: 0, requests: columnar },
-      columnar.map((request) => request.numbers.buffer as ArrayBuffer),
+      columnar.flatMap((request) => [request.numbers.buffer as ArrayBuffer, request.textIndexes.buffer as ArrayBuffer]),
     );
     if (!('outcomes' in reply)) throw new StoreUnavailableError('unexpected reply from the SQLite writer');
     return reply.outcomes.map((outcome) =>
@@ -190,7 +179,7 @@ export class SqliteStore implements Store {
       for (const row of rows) yield toRecord(row);
       if (rows.length < EXPORT_PAGE_ROWS) return;
       const last = rows[rows.length - 1]!;
-      after = [last.timestamp as number, last.id as number];
+      after = [last.timestamp as number, last._id as number];
     }
   }
 
@@ -265,7 +254,7 @@ export class SqliteStore implements Store {
 
 function prepareReads(db: Database.Database, kind: KindName) {
   const table = KINDS[kind].collection;
-  const columns = `id, timestamp, received_at, source, battery_id, device_time, ${Object.keys(KINDS[kind].fields).join(', ')}`;
+  const columns = selectList(kind);
   return {
     latest: db.prepare(`SELECT ${columns} FROM ${table} ORDER BY timestamp DESC, id DESC LIMIT 1`),
     latestOf: db.prepare(`SELECT ${columns} FROM ${table} WHERE battery_id = ? ORDER BY timestamp DESC, id DESC LIMIT 1`),
@@ -284,10 +273,14 @@ function prepareReads(db: Database.Database, kind: KindName) {
 
 type ReadStatements = ReturnType<typeof prepareReads>;
 
+/** A row as the API answers it: the key as a string, no field for a NULL (a record that lacks it). */
 function toRecord(row: Row): StoredRecord {
-  const { id, device_time, ...rest } = row;
-  const record = { _id: String(id), ...rest } as StoredRecord;
-  if (device_time !== null && device_time !== undefined) record.device_time = device_time as number;
+  const record = {} as StoredRecord;
+  for (const column in row) {
+    const value = row[column]!;
+    if (value !== null) record[column] = value;
+  }
+  record._id = String(record._id);
   return record;
 }
 

@@ -1,22 +1,26 @@
 /**
  * The SQLite writer thread. It owns the only write connection: every insert, rollup update and
  * retention delete runs here, so a sync to disk (synchronous=FULL) never stalls the event loop that
- * parses requests and decodes frames. Messages come from sqlite-store.ts; rows arrive columnar (one
- * Float64Array of numbers, transferred without copying, and an array of strings) because
+ * parses requests and decodes frames. Messages come from sqlite-store.ts; rows arrive columnar, as
+ * record batches (ingest/record-batch.ts) hold them: a Float64Array of numbers and a Uint32Array of
+ * string indexes, both transferred without copying, and each distinct string once, because
  * structured-cloning one object per row costs more than the insert itself.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { KINDS, type KindName, type KindSpec } from '../records/kinds.js';
-import { configureConnection, createSchema, numericColumns, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
+import { measurementsAt, numericColumns, STRING_COLUMNS } from '../records/columns.js';
+import { configureConnection, createSchema, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
 
 export interface ColumnarRequest {
   kind: KindName;
   count: number;
-  /** Row-major: numericColumns(kind) per row; NaN for a missing device_time. */
+  /** Row-major: numericColumns(kind) per row; NaN for an absent value. */
   numbers: Float64Array;
-  /** Per row: battery_id, source. */
-  strings: string[];
+  /** The distinct strings of the batch. */
+  texts: string[];
+  /** Row-major: STRING_COLUMNS per row, as indexes into `texts`. */
+  textIndexes: Uint32Array;
   /** Per row idempotency key, or null when no row has one. */
   keys: (string | null)[] | null;
 }
@@ -30,6 +34,11 @@ export type WriterReply =
   | { id: number; deleted: number }
   | { id: number; error: string };
 
+const BATTERY_ID_STRING = STRING_COLUMNS.indexOf('battery_id');
+/** The insert's arguments: the strings, the idempotency key, the numbers. */
+const KEY_ARG = STRING_COLUMNS.length;
+const FIRST_NUMBER_ARG = KEY_ARG + 1;
+
 interface KindStatements {
   insert: Database.Statement;
   idOfKey: Database.Statement;
@@ -40,6 +49,8 @@ interface KindStatements {
 }
 
 interface Rollup {
+  /** Index of the pack in the request's texts. */
+  pack: number;
   batteryId: string;
   bucket: number;
   count: number;
@@ -51,7 +62,7 @@ interface Rollup {
 function prepareKind(db: Database.Database, kind: KindSpec): KindStatements {
   const table = kind.collection;
   const fields = Object.keys(kind.fields);
-  const columns = ['battery_id', 'source', 'idem_key', ...numericColumns(kind)];
+  const columns = [...STRING_COLUMNS, 'idem_key', ...numericColumns(kind.name)];
   const insert = db.prepare(
     // Only a known idempotency key is skipped; OR IGNORE would also skip NOT NULL violations silently.
     `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})
@@ -103,59 +114,64 @@ function startWriter(file: string): void {
     const kind = KINDS[request.kind];
     const s = statements[request.kind];
     const fieldCount = Object.keys(kind.fields).length;
-    const width = 3 + fieldCount;
-    const { numbers, strings, keys } = request;
+    const width = numericColumns(request.kind).length;
+    const at = measurementsAt(request.kind);
+    const timestampAt = numericColumns(request.kind).indexOf('timestamp');
+    const { numbers, texts, textIndexes, keys } = request;
     const ids: number[] = new Array(request.count);
     const existing: number[] = [];
     const rollups = ROLLUP_WIDTHS.map(() => new Map<string, Rollup>());
-    const summary = new Map<string, { count: number; lastSeen: number }>();
-    const args: (number | string | null)[] = new Array(3 + width);
+    // Rows of one pack and minute come in runs (a connection's frames): the rollups of the last
+    // row are looked up again only when the pack or the bucket changes.
+    const current: (Rollup | undefined)[] = ROLLUP_WIDTHS.map(() => undefined);
+    // Per string of the batch (its packs among them): rows stored and newest timestamp.
+    const counts = new Float64Array(texts.length);
+    const newest = new Float64Array(texts.length).fill(-Infinity);
+    const args: (number | string | null)[] = new Array(FIRST_NUMBER_ARG + width);
     for (let row = 0; row < request.count; row++) {
       const base = row * width;
-      const batteryId = strings[row * 2]!;
-      args[0] = batteryId;
-      args[1] = strings[row * 2 + 1]!;
-      args[2] = keys === null ? null : keys[row]!;
-      for (let c = 0; c < width; c++) {
-        const value = numbers[base + c]!;
-        args[3 + c] = c === 2 && Number.isNaN(value) ? null : value;
-      }
+      for (let c = 0; c < STRING_COLUMNS.length; c++) args[c] = texts[textIndexes[row * STRING_COLUMNS.length + c]!]!;
+      const pack = textIndexes[row * STRING_COLUMNS.length + BATTERY_ID_STRING]!;
+      args[KEY_ARG] = keys === null ? null : keys[row]!;
+      // An absent optional number is NaN, which SQLite stores as NULL.
+      for (let c = 0; c < width; c++) args[FIRST_NUMBER_ARG + c] = numbers[base + c]!;
       const result = s.insert.run(args);
       if (result.changes === 0) {
         // Already stored under this idempotency key: answer its id, count it once.
-        ids[row] = s.idOfKey.get(args[2]) as number;
+        ids[row] = s.idOfKey.get(args[KEY_ARG]) as number;
         existing.push(row);
         continue;
       }
       ids[row] = Number(result.lastInsertRowid);
-      const timestamp = numbers[base]!;
-      const seen = summary.get(batteryId);
-      if (seen === undefined) summary.set(batteryId, { count: 1, lastSeen: timestamp });
-      else {
-        seen.count++;
-        if (timestamp > seen.lastSeen) seen.lastSeen = timestamp;
-      }
-      ROLLUP_WIDTHS.forEach((rollupWidth, r) => {
+      const timestamp = numbers[base + timestampAt]!;
+      counts[pack]! += 1;
+      if (timestamp > newest[pack]!) newest[pack] = timestamp;
+      for (let r = 0; r < ROLLUP_WIDTHS.length; r++) {
+        const rollupWidth = ROLLUP_WIDTHS[r]!;
         const bucket = Math.floor(timestamp / rollupWidth) * rollupWidth;
-        const id = `${batteryId}\u0000${bucket}`;
-        let rollup = rollups[r]!.get(id);
-        if (rollup === undefined) {
-          rollup = { batteryId, bucket, count: 0, min: [], max: [], sum: [] };
-          for (let f = 0; f < fieldCount; f++) {
-            rollup.min.push(Infinity);
-            rollup.max.push(-Infinity);
-            rollup.sum.push(0);
+        let rollup = current[r];
+        if (rollup === undefined || rollup.bucket !== bucket || rollup.pack !== pack) {
+          const id = `${pack}/${bucket}`;
+          rollup = rollups[r]!.get(id);
+          if (rollup === undefined) {
+            rollup = { pack, batteryId: texts[pack]!, bucket, count: 0, min: [], max: [], sum: [] };
+            for (let f = 0; f < fieldCount; f++) {
+              rollup.min.push(Infinity);
+              rollup.max.push(-Infinity);
+              rollup.sum.push(0);
+            }
+            rollups[r]!.set(id, rollup);
           }
-          rollups[r]!.set(id, rollup);
+          current[r] = rollup;
         }
         rollup.count++;
         for (let f = 0; f < fieldCount; f++) {
-          const value = numbers[base + 3 + f]!;
+          const value = numbers[base + at + f]!;
           if (value < rollup.min[f]!) rollup.min[f] = value;
           if (value > rollup.max[f]!) rollup.max[f] = value;
           rollup.sum[f]! += value;
         }
-      });
+      }
     }
     s.rollups.forEach(({ upsert }, r) => {
       for (const rollup of rollups[r]!.values()) {
@@ -164,7 +180,7 @@ function startWriter(file: string): void {
         upsert.run(rollup.batteryId, rollup.bucket, rollup.count, ...values);
       }
     });
-    for (const [batteryId, { count, lastSeen }] of summary) upsertSummary.run(batteryId, request.kind, count, lastSeen);
+    counts.forEach((count, pack) => count > 0 && upsertSummary.run(texts[pack], request.kind, count, newest[pack]));
     return { ids, existing };
   }
 

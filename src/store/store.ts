@@ -2,20 +2,16 @@
  * The Store interface, in domain types. sqlite-store.ts and mongodb-store.ts implement it, and one
  * conformance suite (test/store/conformance.ts) runs unchanged against each.
  */
-import type { KindName, NewRecord, StoredRecord } from '../records/kinds.js';
-
-export interface WriteRequest {
-  kind: KindName;
-  records: NewRecord[];
-}
+import type { RecordBatch } from '../ingest/record-batch.js';
+import type { KindName, StoredRecord } from '../records/kinds.js';
 
 /**
- * One outcome per WriteRequest: its records' ids in order, or why the whole request failed.
- * `existing` lists the records (indexes into the request's `records`) that this write did not store
- * because their idempotency key was stored already, by an earlier write or earlier in this one: their
- * ids are the stored records' ids. Everything else in an ok request was stored by this write. What
- * runs after a commit (the live feed) hands on only the records this write stored, so a retried
- * request publishes nothing twice. Usually empty: only keyed records can be in it.
+ * One outcome per batch written: its records' ids in row order, or why the whole batch failed.
+ * `existing` lists the rows (ascending) that this write did not store because their idempotency key
+ * was stored already, by an earlier write or earlier in this one: their ids are the stored records'
+ * ids. Everything else in an ok batch was stored by this write. What runs after a commit (the
+ * after-commit stage) hands on only the rows this write stored, so a retried request publishes
+ * nothing twice. Usually empty: only keyed records can be in it.
  */
 export type WriteOutcome = { ok: true; ids: string[]; existing: number[] } | { ok: false; error: Error };
 
@@ -69,11 +65,11 @@ export interface StoreHealth {
 export interface Store {
   readonly name: 'sqlite' | 'mongodb';
   /**
-   * Stores every request in as few transactions as the store allows (group commit); each request
-   * is all or nothing. Resolves once the writes are durable. A record whose `key` is already stored
-   * is skipped and answers the stored record's id.
+   * Stores the batches in as few transactions as the store allows (group commit); each batch is all
+   * or nothing. Resolves once the writes are durable. A row whose key is already stored is skipped
+   * and answers the stored record's id.
    */
-  write(requests: WriteRequest[]): Promise<WriteOutcome[]>;
+  write(batches: readonly RecordBatch[]): Promise<WriteOutcome[]>;
   latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null>;
   /** Newest first. */
   history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]>;

@@ -3,12 +3,12 @@
  * frontend (its src/App.tsx polls this endpoint) reads `battery_data`, `performance`,
  * `prediction`, `specs` and `thresholds`; answering under other names made it say "No
  * performance data available" while the data existed. This pins the key set and each value's
- * shape, against the real service on a real SQLite file.
+ * shape, against the app on a real SQLite file.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Service } from '../../src/service.js';
-import { call, startTestService } from '../support/service.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, call } from '../support/helper.js';
 
 /** The original's keys, exactly. */
 const ORIGINAL_KEYS = ['battery_data', 'performance', 'prediction', 'specs', 'thresholds'];
@@ -73,14 +73,14 @@ function assertSpecsAndThresholds(body: Record<string, unknown>): void {
 }
 
 describe('GET /api/dashboard keeps the original contract', () => {
-  let service: Service;
+  let app: FastifyInstance;
   before(async () => {
-    service = await startTestService();
+    app = await buildApp();
   });
-  after(() => service.close());
+  after(() => app.close());
 
   it('answers the original keys with null records while nothing is stored', async () => {
-    const { status, body } = await call(service.url, '/api/dashboard');
+    const { status, body } = await call(app, '/api/dashboard');
     assert.equal(status, 200);
     assertKeys(body);
     assert.equal(body.battery_data, null);
@@ -92,7 +92,7 @@ describe('GET /api/dashboard keeps the original contract', () => {
   it('answers the latest record of each kind under the original keys, fleet-wide and per pack', async () => {
     const now = Date.now() / 1000;
     const post = async (kind: string, record: Record<string, unknown>) =>
-      assert.equal((await call(service.url, `/api/${kind}`, { body: record })).status, 200);
+      assert.equal((await call(app, `/api/${kind}`, { body: record })).status, 200);
     await post('battery-data', { battery_id: 'pack-a', timestamp: now - 10, pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2 });
     await post('battery-data', { battery_id: 'pack-a', timestamp: now - 5, pack_voltage: 399.0, pack_current: -10, cell_temp: 31.5 });
     await post('battery-performance', {
@@ -109,7 +109,7 @@ describe('GET /api/dashboard keeps the original contract', () => {
     await post('battery-prediction', { battery_id: 'pack-a', timestamp: now - 5, remaining_life_hours: 15_200, remaining_cycles: 1210, degradation_rate: 0.021 });
     await post('battery-data', { battery_id: 'pack-b', timestamp: now - 1, pack_voltage: 402.6, pack_current: 8.4, cell_temp: 27.9 });
 
-    const fleet = (await call(service.url, '/api/dashboard')).body;
+    const fleet = (await call(app, '/api/dashboard')).body;
     assertKeys(fleet);
     assertShape(fleet.battery_data, SHAPES.battery_data!, 'battery_data', ['device_time']);
     assertShape(fleet.performance, SHAPES.performance!, 'performance');
@@ -124,13 +124,13 @@ describe('GET /api/dashboard keeps the original contract', () => {
     assert.equal(fleet.prediction.remaining_cycles, 1210);
     assert.equal(fleet.prediction.degradation_rate, 0.021);
 
-    const packA = (await call(service.url, '/api/dashboard?battery_id=pack-a')).body;
+    const packA = (await call(app, '/api/dashboard?battery_id=pack-a')).body;
     assertKeys(packA);
     assert.equal(packA.battery_data.pack_voltage, 399.0);
     assert.equal(packA.performance.battery_id, 'pack-a');
     assert.equal(packA.prediction.battery_id, 'pack-a');
 
-    const packB = (await call(service.url, '/api/dashboard?battery_id=pack-b')).body;
+    const packB = (await call(app, '/api/dashboard?battery_id=pack-b')).body;
     assertKeys(packB);
     assert.equal(packB.battery_data.pack_voltage, 402.6);
     assert.equal(packB.performance, null);
@@ -138,7 +138,7 @@ describe('GET /api/dashboard keeps the original contract', () => {
   });
 
   it('documents the same keys in the OpenAPI document', async () => {
-    const document = (await call(service.url, '/openapi.json')).body;
+    const document = (await call(app, '/openapi.json')).body;
     const schema = document.paths['/api/dashboard'].get.responses['200'].content['application/json'].schema;
     const keys = Object.keys(schema.properties).filter((key: string) => !ALLOWED_EXTRAS.has(key)).sort();
     assert.deepEqual(keys, ORIGINAL_KEYS);

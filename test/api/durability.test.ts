@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { retentionCutoff } from '../../src/store/retention.js';
 import { spawnService } from '../support/child-service.js';
-import { call, startTestService } from '../support/service.js';
+import { build, buildApp, call } from '../support/helper.js';
 import { tempDir } from '../support/temp-dir.js';
 import { EXAMPLES } from './api-suite.js';
 
@@ -46,29 +46,25 @@ describe('durability', () => {
     }
   });
 
-  it('keeps what it stored across a clean restart, and retention removes only old records', async () => {
+  it('keeps what it stored across a clean restart, and retention removes only old records', async (t) => {
     const dataDir = tempDir();
     const now = Date.now() / 1000;
-    const first = await startTestService({ dataDir, retentionDays: 0 });
+    const first = await buildApp({ dataDir, retentionDays: 0 });
     const body = [40 * 86_400, 31 * 86_400, 29 * 86_400, 60].map((age) => ({ ...EXAMPLES['battery-data'], battery_id: 'retained', timestamp: now - age, pack_voltage: age }));
-    assert.equal((await call(first.url, '/api/battery-data', { body })).status, 200);
+    assert.equal((await call(first, '/api/battery-data', { body })).status, 200);
     await first.close();
 
-    const second = await startTestService({ dataDir, retentionDays: 30 });
-    try {
-      const cutoff = retentionCutoff(Date.now() / 1000, 30);
-      let ages: number[] = [];
-      for (let tries = 0; tries < 100; tries++) {
-        const history = (await call(second.url, '/api/battery-data/history?battery_id=retained&hours=2000')).body as { pack_voltage: number; timestamp: number }[];
-        ages = history.map((record) => record.pack_voltage);
-        if (history.every((record) => record.timestamp >= cutoff)) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.deepEqual(ages, [60, 29 * 86_400]);
-      const [pack] = (await call(second.url, '/api/batteries')).body.batteries;
-      assert.equal(pack.counts['battery-data'], 2);
-    } finally {
-      await second.close();
+    const second = await build(t, { dataDir, retentionDays: 30 });
+    const cutoff = retentionCutoff(Date.now() / 1000, 30);
+    let ages: number[] = [];
+    for (let tries = 0; tries < 100; tries++) {
+      const history = (await call(second, '/api/battery-data/history?battery_id=retained&hours=2000')).body as { pack_voltage: number; timestamp: number }[];
+      ages = history.map((record) => record.pack_voltage);
+      if (history.every((record) => record.timestamp >= cutoff)) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
+    assert.deepEqual(ages, [60, 29 * 86_400]);
+    const [pack] = (await call(second, '/api/batteries')).body.batteries;
+    assert.equal(pack.counts['battery-data'], 2);
   });
 });

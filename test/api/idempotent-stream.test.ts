@@ -1,14 +1,14 @@
 /**
  * /api/stream publishes what was stored: a POST retried with the same Idempotency-Key stores nothing
  * new and publishes nothing new; a retry that carries more records than the first try publishes only
- * those. Through the real HTTP API and SSE stream, on SQLite and on a MongoDB-wire server.
+ * those. Through the HTTP API and the SSE stream on a socket, on SQLite and on a MongoDB-wire server.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
-import type { Service } from '../../src/service.js';
+import { buildApp, call, listen } from '../support/helper.js';
 import { startMongoServer, type MongoTestServer } from '../support/mongo-server.js';
-import { call, startTestService } from '../support/service.js';
 
 interface StreamEvent {
   id: string;
@@ -41,27 +41,29 @@ async function readEvents(response: Response, last: (event: StreamEvent) => bool
 
 function idempotentStream(name: string, settings: () => Promise<Partial<Config>>): void {
   describe(`live stream of idempotent POSTs on ${name}`, () => {
-    let service: Service;
+    let app: FastifyInstance;
+    let url: string;
     before(async () => {
-      service = await startTestService(await settings());
+      app = await buildApp(await settings());
+      url = await listen(app);
     });
-    after(() => service.close());
+    after(() => app.close());
 
     it('publishes a retried POST once, and of a longer retry only the records not stored before', async () => {
       const pack = 'idem-live';
       const controller = new AbortController();
-      const response = await fetch(`${service.url}/api/stream?battery_id=${pack}`, { signal: controller.signal });
+      const response = await fetch(`${url}/api/stream?battery_id=${pack}`, { signal: controller.signal });
       try {
         const reading = (i: number) => ({ pack_voltage: 380 + i, pack_current: -12.5, cell_temp: 31.2, battery_id: pack });
         const headers = { 'idempotency-key': 'segment-42' };
-        const first = await call(service.url, '/api/battery-data', { body: [1, 2, 3].map(reading), headers });
-        const retry = await call(service.url, '/api/battery-data', { body: [1, 2, 3].map(reading), headers });
-        const longer = await call(service.url, '/api/battery-data', { body: [1, 2, 3, 4].map(reading), headers });
+        const first = await call(url, '/api/battery-data', { body: [1, 2, 3].map(reading), headers });
+        const retry = await call(url, '/api/battery-data', { body: [1, 2, 3].map(reading), headers });
+        const longer = await call(url, '/api/battery-data', { body: [1, 2, 3, 4].map(reading), headers });
         for (const answer of [first, retry, longer]) assert.equal(answer.status, 200);
         assert.deepEqual(retry.body.ids, first.body.ids);
         assert.deepEqual(longer.body.ids.slice(0, 3), first.body.ids);
         // Without a key: the marker after which nothing more of the above can arrive.
-        const marker = await call(service.url, '/api/battery-data', { body: reading(99) });
+        const marker = await call(url, '/api/battery-data', { body: reading(99) });
         const events = await readEvents(response, (event) => event.id === marker.body.id);
         assert.deepEqual(
           events.map((event) => event.id),
@@ -69,7 +71,7 @@ function idempotentStream(name: string, settings: () => Promise<Partial<Config>>
         );
         assert.deepEqual(events.map((event) => event.record.pack_voltage), [381, 382, 383, 384, 479]);
         assert.ok(events.every((event) => event.record._id === event.id));
-        assert.equal((await call(service.url, `/api/battery-data/history?battery_id=${pack}`)).body.length, 5);
+        assert.equal((await call(url, `/api/battery-data/history?battery_id=${pack}`)).body.length, 5);
       } finally {
         controller.abort();
       }

@@ -4,29 +4,25 @@
  * holds the server to it request by request).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../src/config.js';
 import { KINDS, KIND_NAMES } from '../../src/records/kinds.js';
 import { MAX_MEASUREMENT, MAX_TIMESTAMP, MIN_TIMESTAMP } from '../../src/records/schemas.js';
-import type { Service } from '../../src/service.js';
-import { call, startTestService } from '../support/service.js';
+import { build, buildApp, call } from '../support/helper.js';
 
 type Doc = Record<string, any>;
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 
-/** Starts a service with the given keys and answers its document. */
-async function documentOf(keys: Partial<Pick<Config, 'apiKey' | 'readApiKey'>> = {}): Promise<Doc> {
-  const service = await startTestService(keys);
-  try {
-    const headers: Record<string, string> = keys.readApiKey === undefined ? {} : { 'x-api-key': keys.readApiKey };
-    const { status, body } = await call(service.url, '/openapi.json', { headers });
-    assert.equal(status, 200);
-    return body;
-  } finally {
-    await service.close();
-  }
+/** The document of the app with the given keys. */
+async function documentOf(t: TestContext, keys: Partial<Pick<Config, 'apiKey' | 'readApiKey'>> = {}): Promise<Doc> {
+  const app = await build(t, keys);
+  const headers: Record<string, string> = keys.readApiKey === undefined ? {} : { 'x-api-key': keys.readApiKey };
+  const { status, body } = await call(app, '/openapi.json', { headers });
+  assert.equal(status, 200);
+  return body;
 }
 
 function* operations(doc: Doc): Generator<[string, string, Doc]> {
@@ -50,12 +46,12 @@ function* schemas(doc: Doc): Generator<[string, unknown]> {
 
 describe('the OpenAPI document', () => {
   let doc: Doc;
-  let service: Service;
+  let app: FastifyInstance;
   before(async () => {
-    service = await startTestService();
-    doc = (await call(service.url, '/openapi.json')).body;
+    app = await buildApp();
+    doc = (await call(app, '/openapi.json')).body;
   });
-  after(() => service.close());
+  after(() => app.close());
 
   it('is valid for the version it declares (3.1), by @seriousme/openapi-schema-validator', async () => {
     assert.match(doc.openapi, /^3\.1\.\d+$/);
@@ -98,9 +94,9 @@ describe('the OpenAPI document', () => {
       assert.match(input.description, /ignored/);
     }
     // The server: an unknown field is dropped, the record stored.
-    const posted = await call(service.url, '/api/battery-data', { body: { pack_voltage: 1, pack_current: 2, cell_temp: 3, battery_id: 'open-pack', firmware: '1.2' } });
+    const posted = await call(app, '/api/battery-data', { body: { pack_voltage: 1, pack_current: 2, cell_temp: 3, battery_id: 'open-pack', firmware: '1.2' } });
     assert.equal(posted.status, 200);
-    assert.equal('firmware' in (await call(service.url, '/api/battery-data/latest?battery_id=open-pack')).body, false);
+    assert.equal('firmware' in (await call(app, '/api/battery-data/latest?battery_id=open-pack')).body, false);
   });
 
   it('bounds numbers as the server does: plausible time, finite sums, safe integers', () => {
@@ -141,13 +137,13 @@ describe('the OpenAPI document says where a key is needed, as the server asks fo
   /** The security that applies to an operation: its own, else the document's. */
   const securityOf = (doc: Doc, path: string, method: string) => doc.paths[path][method].security ?? doc.security ?? [];
 
-  it('with no key set, nothing needs one', async () => {
-    const doc = await documentOf();
+  it('with no key set, nothing needs one', async (t) => {
+    const doc = await documentOf(t);
     for (const [path, method] of operations(doc)) assert.deepEqual(securityOf(doc, path, method), [], `${method} ${path}`);
   });
 
-  it('with API_KEY set, writes need it and reads do not', async () => {
-    const doc = await documentOf({ apiKey: 'write-key-0123456789' });
+  it('with API_KEY set, writes need it and reads do not', async (t) => {
+    const doc = await documentOf(t, { apiKey: 'write-key-0123456789' });
     for (const kind of KIND_NAMES) {
       assert.deepEqual(securityOf(doc, `/api/${kind}`, 'post'), keyed, kind);
       for (const read of ['latest', 'history', 'aggregate', 'export']) assert.deepEqual(securityOf(doc, `/api/${kind}/${read}`, 'get'), [], `${kind}/${read}`);
@@ -155,8 +151,8 @@ describe('the OpenAPI document says where a key is needed, as the server asks fo
     for (const path of ['/health', '/metrics', '/api/batteries', '/api/dashboard', '/api/stream']) assert.deepEqual(securityOf(doc, path, 'get'), [], path);
   });
 
-  it('with READ_API_KEY set too, reads need a key, /health and /metrics still do not', async () => {
-    const doc = await documentOf({ apiKey: 'write-key-0123456789', readApiKey: 'read-key-0123456789' });
+  it('with READ_API_KEY set too, reads need a key, /health and /metrics still do not', async (t) => {
+    const doc = await documentOf(t, { apiKey: 'write-key-0123456789', readApiKey: 'read-key-0123456789' });
     assert.deepEqual(securityOf(doc, '/api/battery-data', 'post'), keyed);
     for (const path of ['/api/battery-data/latest', '/api/battery-performance/history', '/api/batteries', '/api/dashboard', '/api/stream']) {
       assert.deepEqual(securityOf(doc, path, 'get'), keyed, path);

@@ -5,9 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Service } from '../../src/service.js';
+import type { Service } from '../../src/server.js';
 import { eventually, sendChunks } from '../collector/helpers.js';
-import { call, startTestService } from '../support/service.js';
+import { call } from '../support/helper.js';
+import { startTestService } from '../support/service.js';
 
 const SKEW = 60;
 

@@ -3,8 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { KINDS, type KindName } from '../../src/records/kinds.js';
 import { MAX_MEASUREMENT, MAX_TIMESTAMP, MIN_TIMESTAMP } from '../../src/records/schemas.js';
-import type { Service } from '../../src/service.js';
-import { call, startTestService } from '../support/service.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, call } from '../support/helper.js';
 
 const anyValue = fc.oneof(
   fc.double(),
@@ -41,11 +41,11 @@ function bodies(kind: KindName) {
 }
 
 describe('any JSON body is stored exactly as validated or answered 422, never 500', () => {
-  let service: Service;
+  let app: FastifyInstance;
   before(async () => {
-    service = await startTestService();
+    app = await buildApp();
   });
-  after(() => service.close());
+  after(() => app.close());
 
   for (const kind of ['battery-data', 'battery-performance'] as const) {
     it(kind, async () => {
@@ -53,7 +53,7 @@ describe('any JSON body is stored exactly as validated or answered 422, never 50
         fc.asyncProperty(bodies(kind), async (body) => {
           const sent = JSON.parse(JSON.stringify(body)) as unknown; // what travels: NaN and Infinity become null
           const before = Date.now() / 1000;
-          const { status, body: answer } = await call(service.url, `/api/${kind}`, { body: JSON.stringify(body) });
+          const { status, body: answer } = await call(app, `/api/${kind}`, { body: JSON.stringify(body) });
           assert.ok(status === 200 || status === 422, `status ${status}: ${JSON.stringify(answer)}`);
           if (status === 422) {
             assert.ok(Array.isArray(answer.detail) && answer.detail.length > 0);
@@ -64,7 +64,7 @@ describe('any JSON body is stored exactly as validated or answered 422, never 50
           assert.equal(ids.length, inputs.length);
           for (const [index, input] of inputs.entries()) {
             const batteryId = (input.battery_id as string | undefined) ?? 'default';
-            const stored = (await service.store.history(kind, { since: -Infinity, limit: 10_000, batteryId })).find((r) => r._id === ids[index]);
+            const stored = (await app.store.history(kind, { since: -Infinity, limit: 10_000, batteryId })).find((r) => r._id === ids[index]);
             assert.ok(stored, 'acknowledged record is stored');
             for (const field of Object.keys(KINDS[kind].fields)) {
               assert.equal(stored[field], input[field]);
@@ -75,7 +75,7 @@ describe('any JSON body is stored exactly as validated or answered 422, never 50
             }
             // Plausible time: every time window can find it.
             const time = stored.timestamp as number;
-            assert.ok(time >= MIN_TIMESTAMP && time <= Date.now() / 1000 + service.config.maxClockSkewSeconds, `timestamp ${time}`);
+            assert.ok(time >= MIN_TIMESTAMP && time <= Date.now() / 1000 + app.config.maxClockSkewSeconds, `timestamp ${time}`);
             assert.equal(stored.source, input.source ?? KINDS[kind].defaultSource);
             if (input.timestamp === undefined) assert.ok((stored.timestamp as number) >= before - 1);
             else assert.equal(stored.timestamp, input.timestamp);

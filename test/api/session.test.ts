@@ -1,5 +1,5 @@
 /**
- * The dashboard's session (POST/GET/DELETE /api/session) against the real service: the cookie's
+ * The dashboard's session (POST/GET/DELETE /api/session) against the app: the cookie's
  * attributes, what it opens (every read, the SSE stream and the docs included) and what it does not
  * (writes), its expiry, that instances with the same keys accept each other's cookies, and that
  * neither key reaches a log.
@@ -7,21 +7,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SESSION_COOKIE, SESSION_TTL_SECONDS, sessionSigner, sessionValue } from '../../src/api/auth.js';
-import type { Service } from '../../src/service.js';
+import type { FastifyInstance } from 'fastify';
 import { spawnService } from '../support/child-service.js';
-import { call, startTestService } from '../support/service.js';
+import { build, buildApp, call, listen } from '../support/helper.js';
 import { tempDir } from '../support/temp-dir.js';
 import { EXAMPLES } from './api-suite.js';
 
 const WRITE_KEY = 'write-key-0123456789';
 const READ_KEY = 'read-key-0123456789';
 
-async function signIn(url: string, key: string, headers: Record<string, string> = {}) {
-  return fetch(`${url}/api/session`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ key }) });
+function signIn(target: FastifyInstance | string, key: string, headers: Record<string, string> = {}) {
+  return call(target, '/api/session', { body: { key }, headers });
 }
 
 /** `name=value` of the session cookie a response sets, and its attributes. */
-function sessionCookie(response: Response): { pair: string; attributes: string[] } {
+function sessionCookie(response: { headers: Headers }): { pair: string; attributes: string[] } {
   const line = response.headers.getSetCookie().find((cookie) => cookie.startsWith(`${SESSION_COOKIE}=`));
   assert.ok(line, `a ${SESSION_COOKIE} cookie is set`);
   const [pair, ...attributes] = line.split(';').map((part) => part.trim());
@@ -30,7 +30,7 @@ function sessionCookie(response: Response): { pair: string; attributes: string[]
 
 const withCookie = (pair: string) => ({ headers: { cookie: pair } });
 
-/** Opens the SSE stream and answers its status and first chunk, then hangs up. */
+/** Opens the SSE stream (through a socket: it never ends) and answers its status and first chunk, then hangs up. */
 async function openStream(url: string, headers: Record<string, string>): Promise<{ status: number; first: string }> {
   const controller = new AbortController();
   const response = await fetch(`${url}/api/stream`, { headers, signal: controller.signal });
@@ -42,40 +42,40 @@ async function openStream(url: string, headers: Record<string, string>): Promise
 }
 
 describe('dashboard session with READ_API_KEY and API_KEY set', () => {
-  let service: Service;
+  let app: FastifyInstance;
   let cookie: string;
   before(async () => {
-    service = await startTestService({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
+    app = await buildApp({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
   });
-  after(() => service.close());
+  after(() => app.close());
 
   it('says a key is needed and nobody is signed in yet', async () => {
-    const { status, body, headers } = await call(service.url, '/api/session');
+    const { status, body, headers } = await call(app, '/api/session');
     assert.equal(status, 200);
     assert.deepEqual(body, { key_required: true, signed_in: false, expires_at: null });
     assert.equal(headers.get('cache-control'), 'no-store');
   });
 
   it('refuses a wrong key with 401 and a clear message, and sets no cookie', async () => {
-    const response = await signIn(service.url, 'not-the-key-at-all');
+    const response = await signIn(app, 'not-the-key-at-all');
     assert.equal(response.status, 401);
-    assert.match(((await response.json()) as { detail: string }).detail, /^Wrong key: enter the READ_API_KEY \(or API_KEY\)/);
+    assert.match(response.body.detail, /^Wrong key: enter the READ_API_KEY \(or API_KEY\)/);
     assert.deepEqual(response.headers.getSetCookie(), []);
   });
 
   it('answers 422 naming the field when the key is missing or not a string', async () => {
     for (const body of [{}, { key: 42 }, { key: '' }, 'plain text', []]) {
-      const { status, body: answer } = await call(service.url, '/api/session', { body: typeof body === 'string' ? JSON.stringify(body) : body });
+      const { status, body: answer } = await call(app, '/api/session', { body: typeof body === 'string' ? JSON.stringify(body) : body });
       assert.equal(status, 422, JSON.stringify(body));
       assert.ok(Array.isArray(answer.detail) && answer.detail.length > 0);
       assert.equal(answer.detail[0].loc[0], 'body');
     }
-    const missing = await call(service.url, '/api/session', { body: {} });
+    const missing = await call(app, '/api/session', { body: {} });
     assert.deepEqual(missing.body.detail[0].loc, ['body', 'key']);
   });
 
   it('trades the read key for an HttpOnly, SameSite=Strict, signed cookie that expires', async () => {
-    const response = await signIn(service.url, READ_KEY);
+    const response = await signIn(app, READ_KEY);
     assert.equal(response.status, 204);
     assert.equal(response.headers.get('cache-control'), 'no-store');
     const { pair, attributes } = sessionCookie(response);
@@ -87,40 +87,41 @@ describe('dashboard session with READ_API_KEY and API_KEY set', () => {
     assert.ok(!pair.includes(READ_KEY), 'the cookie does not carry the key');
     cookie = pair;
 
-    const status = (await call(service.url, '/api/session', withCookie(cookie))).body;
+    const status = (await call(app, '/api/session', withCookie(cookie))).body;
     assert.equal(status.signed_in, true);
     const now = Date.now() / 1000;
     assert.ok(status.expires_at > now + SESSION_TTL_SECONDS - 60 && status.expires_at <= now + SESSION_TTL_SECONDS + 1);
   });
 
   it('takes API_KEY to sign in as well', async () => {
-    const response = await signIn(service.url, WRITE_KEY);
+    const response = await signIn(app, WRITE_KEY);
     assert.equal(response.status, 204);
     const { pair } = sessionCookie(response);
-    assert.equal((await call(service.url, '/api/batteries', withCookie(pair))).status, 200);
+    assert.equal((await call(app, '/api/batteries', withCookie(pair))).status, 200);
   });
 
   it('marks the cookie Secure when the request came over https through a proxy', async () => {
-    const response = await signIn(service.url, READ_KEY, { 'x-forwarded-proto': 'https' });
+    const response = await signIn(app, READ_KEY, { 'x-forwarded-proto': 'https' });
     assert.equal(response.status, 204);
     assert.ok(sessionCookie(response).attributes.includes('secure'));
   });
 
   it('opens every read with the cookie: records, fleet, dashboard, stream and docs', async () => {
     assert.ok(cookie, 'signed in by an earlier test');
-    assert.equal((await call(service.url, '/api/dashboard')).status, 401, 'without it, refused');
-    for (const path of ['/api/batteries', '/api/dashboard', '/api/battery-data/history', '/openapi.json', '/docs/static/index.html']) {
-      assert.equal((await call(service.url, path, withCookie(cookie))).status, 200, path);
+    assert.equal((await call(app, '/api/dashboard')).status, 401, 'without it, refused');
+    for (const path of ['/api/batteries', '/api/dashboard', '/api/battery-data/history', '/openapi.json', '/docs']) {
+      assert.equal((await call(app, path, withCookie(cookie))).status, 200, path);
     }
-    assert.equal((await call(service.url, '/api/battery-data/latest', withCookie(cookie))).status, 404, 'read, found nothing');
-    const stream = await openStream(service.url, withCookie(cookie).headers);
+    assert.equal((await call(app, '/api/battery-data/latest', withCookie(cookie))).status, 404, 'read, found nothing');
+    const url = await listen(app);
+    const stream = await openStream(url, withCookie(cookie).headers);
     assert.equal(stream.status, 200);
     assert.match(stream.first, /: connected/);
-    assert.equal((await openStream(service.url, {})).status, 401, 'the stream needs it too');
+    assert.equal((await openStream(url, {})).status, 401, 'the stream needs it too');
   });
 
   it('never lets the cookie write', async () => {
-    const { status, body } = await call(service.url, '/api/battery-data', { body: EXAMPLES['battery-data'], ...withCookie(cookie) });
+    const { status, body } = await call(app, '/api/battery-data', { body: EXAMPLES['battery-data'], ...withCookie(cookie) });
     assert.equal(status, 401);
     assert.match(body.detail, /API key required/);
   });
@@ -135,21 +136,21 @@ describe('dashboard session with READ_API_KEY and API_KEY set', () => {
     const tooLong = `${SESSION_COOKIE}=${encodeURIComponent(signer.sign(sessionValue(now + 30 * 24 * 3600)))}`;
     const stillValid = `${SESSION_COOKIE}=${encodeURIComponent(signer.sign(sessionValue(now + 600)))}`;
     for (const bad of [tampered, expired, tooLong, `${SESSION_COOKIE}=garbage`]) {
-      const { status, body } = await call(service.url, '/api/batteries', withCookie(bad));
+      const { status, body } = await call(app, '/api/batteries', withCookie(bad));
       assert.equal(status, 401, bad);
       assert.equal(body.detail, 'Session expired or invalid: sign in again');
-      assert.equal((await call(service.url, '/api/session', withCookie(bad))).body.signed_in, false);
+      assert.equal((await call(app, '/api/session', withCookie(bad))).body.signed_in, false);
     }
-    assert.equal((await call(service.url, '/api/batteries', withCookie(stillValid))).status, 200);
+    assert.equal((await call(app, '/api/batteries', withCookie(stillValid))).status, 200);
   });
 
   it('lets a key header win over the cookie, so a wrong key is still refused', async () => {
-    const { status } = await call(service.url, '/api/batteries', { headers: { cookie, 'x-api-key': 'wrong-key-000' } });
+    const { status } = await call(app, '/api/batteries', { headers: { cookie, 'x-api-key': 'wrong-key-000' } });
     assert.equal(status, 401);
   });
 
   it('signs out: DELETE clears the cookie', async () => {
-    const response = await fetch(`${service.url}/api/session`, { method: 'DELETE', headers: { cookie } });
+    const response = await call(app, '/api/session', { method: 'DELETE', headers: { cookie } });
     assert.equal(response.status, 204);
     const { pair, attributes } = sessionCookie(response);
     assert.equal(pair, `${SESSION_COOKIE}=`);
@@ -158,7 +159,7 @@ describe('dashboard session with READ_API_KEY and API_KEY set', () => {
   });
 
   it('documents the session routes with request and response schemas', async () => {
-    const document = (await call(service.url, '/openapi.json', { headers: { 'x-api-key': READ_KEY } })).body;
+    const document = (await call(app, '/openapi.json', { headers: { 'x-api-key': READ_KEY } })).body;
     const session = document.paths['/api/session'];
     assert.deepEqual(Object.keys(session).sort(), ['delete', 'get', 'post']);
     for (const method of ['get', 'post', 'delete']) {
@@ -175,34 +176,30 @@ describe('dashboard session with READ_API_KEY and API_KEY set', () => {
 });
 
 describe('sessions across instances and keys', () => {
-  it('an instance with the same keys accepts the cookie; one with another key does not', async () => {
-    const first = await startTestService({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
-    const twin = await startTestService({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
-    const rotated = await startTestService({ apiKey: WRITE_KEY, readApiKey: 'read-key-rotated-0001' });
-    try {
-      const { pair } = sessionCookie(await signIn(first.url, READ_KEY));
-      assert.equal((await call(twin.url, '/api/batteries', withCookie(pair))).status, 200, 'behind one load balancer');
-      assert.equal((await call(rotated.url, '/api/batteries', withCookie(pair))).status, 401, 'a new key signs everyone out');
-    } finally {
-      await Promise.all([first.close(), twin.close(), rotated.close()]);
-    }
+  it('an instance with the same keys accepts the cookie; one with another key does not', async (t) => {
+    const first = await build(t, { apiKey: WRITE_KEY, readApiKey: READ_KEY });
+    const twin = await build(t, { apiKey: WRITE_KEY, readApiKey: READ_KEY });
+    const rotated = await build(t, { apiKey: WRITE_KEY, readApiKey: 'read-key-rotated-0001' });
+    const { pair } = sessionCookie(await signIn(first, READ_KEY));
+    assert.equal((await call(twin, '/api/batteries', withCookie(pair))).status, 200, 'behind one load balancer');
+    assert.equal((await call(rotated, '/api/batteries', withCookie(pair))).status, 401, 'a new key signs everyone out');
   });
 });
 
 describe('dashboard session with reads open', () => {
-  let service: Service;
+  let app: FastifyInstance;
   before(async () => {
-    service = await startTestService({ apiKey: WRITE_KEY });
+    app = await buildApp({ apiKey: WRITE_KEY });
   });
-  after(() => service.close());
+  after(() => app.close());
 
   it('says no key is needed, and has nothing to sign in to', async () => {
-    assert.deepEqual((await call(service.url, '/api/session')).body, { key_required: false, signed_in: false, expires_at: null });
-    const response = await signIn(service.url, WRITE_KEY);
+    assert.deepEqual((await call(app, '/api/session')).body, { key_required: false, signed_in: false, expires_at: null });
+    const response = await signIn(app, WRITE_KEY);
     assert.equal(response.status, 409);
-    assert.match(((await response.json()) as { detail: string }).detail, /READ_API_KEY is not set/);
+    assert.match(response.body.detail, /READ_API_KEY is not set/);
     assert.deepEqual(response.headers.getSetCookie(), []);
-    assert.equal((await fetch(`${service.url}/api/session`, { method: 'DELETE' })).status, 204);
+    assert.equal((await call(app, '/api/session', { method: 'DELETE' })).status, 204);
   });
 });
 

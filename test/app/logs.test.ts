@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { call } from '../support/service.js';
-import { CLI, ROOT, spawnService } from '../support/child-service.js';
+import { call } from '../support/helper.js';
+import { CLI, spawnService, TSX } from '../support/child-service.js';
 import { tempDir } from '../support/temp-dir.js';
 
 const API_KEY = 'log-test-key-0123456789';
@@ -95,11 +95,11 @@ describe('console log', () => {
   it('is human lines on a terminal (the log file stays JSON)', { skip: !hasScript && 'needs script(1) from util-linux for a pseudo-terminal' }, async (t) => {
     const dataDir = tempDir();
     const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-    const command = [process.execPath, '--import', 'tsx', CLI, 'run'].map(quote).join(' ');
+    const command = [process.execPath, '--import', TSX, CLI, 'run'].map(quote).join(' ');
     // script(1) runs the command on a pseudo-terminal and copies what it prints to our pipe, and
     // what we write to the terminal: Ctrl-C there stops the service as it would a person's.
     const child = spawn('script', ['-qfec', command, '/dev/null'], {
-      cwd: ROOT,
+      cwd: dataDir,
       env: { ...process.env, ...env(dataDir), LOG_LEVEL: 'info' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -131,7 +131,7 @@ describe('start-up failures', () => {
   it('API_PORT below 1024 without the privilege to bind it', { skip: unprivilegedFrom <= 80 && 'port 80 needs no privilege here' }, async () => {
     const dataDir = tempDir();
     if (root) chmodSync(dataDir, 0o777);
-    const result = await runCli(['serve'], env({ API_PORT: '80', DATA_DIR: dataDir }), root ? { uid: 65534 } : {});
+    const result = await runCli(['serve'], env({ API_PORT: '80', DATA_DIR: dataDir }), { cwd: dataDir, ...(root ? { uid: 65534 } : {}) });
     assertOneLine(result, `port 80 (API_PORT) on 127.0.0.1 is not allowed: ports below 1024 need root or CAP_NET_BIND_SERVICE; set API_PORT to a port from 1024 to 65535`);
   });
 });

@@ -9,9 +9,11 @@ import {
   encodeFrame,
   FRAME_BYTES,
   FrameAssembler,
-  frameToRecord,
+  frameValuesOf,
+  viewOf,
   type FrameValues,
 } from '../../src/collector/binary-decoder.js';
+import { RecordBatch } from '../../src/ingest/record-batch.js';
 
 interface BinaryCase {
   name: string;
@@ -29,15 +31,18 @@ type Outcome = FrameValues | { rejected: string };
 function expected(cases: BinaryCase[]): Outcome[] {
   return cases.map((c) => (c.record !== undefined ? c.record : { rejected: c.rejected! }));
 }
+const ARRIVAL = 1732700000.123;
+
+/** One frame at `offset` decoded as the collector decodes it: its values, or its rejection. */
+function decodeOne(bytes: DataView, offset: number, batch = new RecordBatch('battery-data')): Outcome {
+  return decodeFrame(bytes, offset, ARRIVAL, 'default', batch) ? frameValuesOf(batch, batch.length - 1) : { rejected: 'non_finite' };
+}
+
 function decodeAll(chunks: Buffer[]): { outcomes: Outcome[]; leftover: number } {
   const assembler = new FrameAssembler();
+  const batch = new RecordBatch('battery-data');
   const outcomes: Outcome[] = [];
-  for (const chunk of chunks) {
-    assembler.push(chunk, (buf, offset) => {
-      const d = decodeFrame(buf, offset);
-      outcomes.push(d.ok ? { device_time: d.device_time, pack_voltage: d.pack_voltage, pack_current: d.pack_current, cell_temp: d.cell_temp } : { rejected: d.reason });
-    });
-  }
+  for (const chunk of chunks) assembler.push(chunk, (buf, offset) => outcomes.push(decodeOne(buf, offset, batch)));
   return { outcomes, leftover: assembler.pendingBytes };
 }
 
@@ -50,13 +55,15 @@ test('the vectors agree with the frame size', () => {
 
 test('each vector decodes to its values or its rejection', () => {
   for (const c of vectors.cases) {
-    const decoded = decodeFrame(Buffer.from(c.hex, 'hex'), 0);
+    const batch = new RecordBatch('battery-data');
+    const stored = decodeFrame(viewOf(Buffer.from(c.hex, 'hex')), 0, ARRIVAL, 'pack-1', batch);
     if (c.record !== undefined) {
-      assert.ok(decoded.ok, c.name);
-      const { ok: _ok, ...values } = decoded;
-      assert.deepStrictEqual(values, c.record, c.name);
+      assert.ok(stored, c.name);
+      assert.deepStrictEqual(frameValuesOf(batch, 0), c.record, c.name);
     } else {
-      assert.deepStrictEqual(decoded, { ok: false, reason: c.rejected }, c.name);
+      assert.equal(stored, false, c.name);
+      assert.equal(batch.length, 0, `${c.name}: a rejected frame adds no row`);
+      assert.equal(c.rejected, 'non_finite', c.name);
     }
   }
 });
@@ -70,9 +77,7 @@ test('encodeFrame writes the vector bytes back', () => {
 
 test('decodeFrame reads at an offset', () => {
   const buf = Buffer.concat([Buffer.from([1, 2, 3]), Buffer.from(vectors.cases[0]!.hex, 'hex')]);
-  const decoded = decodeFrame(buf, 3);
-  assert.ok(decoded.ok);
-  assert.equal(decoded.pack_voltage, vectors.cases[0]!.record!.pack_voltage);
+  assert.deepStrictEqual(decodeOne(viewOf(buf), 3), vectors.cases[0]!.record);
 });
 
 test('the vector stream split at every offset, and at every pair of offsets, decodes the same', () => {
@@ -105,15 +110,20 @@ test('a partial frame at the end is held, reported and can be dropped', () => {
   assert.equal(assembler.pendingBytes, 0);
 });
 
-test('frameToRecord stamps arrival time and keeps the device time', () => {
-  const record = frameToRecord({ device_time: 1234.5, pack_voltage: 398.25, pack_current: -120.5, cell_temp: 31.75 }, 1732700000.123, 'pack-1');
-  assert.deepStrictEqual(record, {
-    timestamp: 1732700000.123,
-    received_at: 1732700000.123,
+test('a decoded frame is a record stamped with its arrival time, keeping the device time', () => {
+  const batch = new RecordBatch('battery-data');
+  const frame = encodeFrame({ device_time: 1234.5, pack_voltage: 398.25, pack_current: -120.5, cell_temp: 31.75 });
+  assert.ok(decodeFrame(viewOf(frame), 0, ARRIVAL, 'pack-1', batch));
+  assert.deepStrictEqual(batch.record(0, '7'), {
+    _id: '7',
+    timestamp: ARRIVAL,
+    received_at: ARRIVAL,
     source: 'battery_monitor',
     battery_id: 'pack-1',
     device_time: 1234.5,
-    values: { pack_voltage: 398.25, pack_current: -120.5, cell_temp: 31.75 },
+    pack_voltage: 398.25,
+    pack_current: -120.5,
+    cell_temp: 31.75,
   });
 });
 
@@ -167,8 +177,7 @@ test('property: a frame is rejected exactly when one of its values is not finite
   fc.assert(
     fc.property(frameBytes, (buf) => {
       const values = [0, 4, 8, 12].map((o) => buf.readFloatLE(o));
-      const decoded = decodeFrame(buf, 0);
-      assert.equal(decoded.ok, values.every(Number.isFinite));
+      assert.equal(decodeFrame(viewOf(buf), 0, ARRIVAL, 'default', new RecordBatch('battery-data')), values.every(Number.isFinite));
     }),
     { numRuns: 2000 },
   );

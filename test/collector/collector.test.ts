@@ -212,8 +212,8 @@ test('connections over the limit are refused and counted; the others keep workin
   assert.equal((await allRecords(tc.store, 'battery-prediction')).length, 1);
 });
 
-test('back-pressure: with a tiny high-water mark reading pauses and resumes, and nothing is lost', async (t) => {
-  const tc = await startTestCollector(t, { highWaterRecords: 500, lowWaterRecords: 100, maxBatchRecords: 200 });
+test('back-pressure: with a tiny ingest queue reading pauses and resumes, and nothing is lost', async (t) => {
+  const tc = await startTestCollector(t, {}, { maxPendingRecords: 500, maxRecordsPerWrite: 200 });
   const perConnection = 5000;
   await Promise.all(
     Array.from({ length: 8 }, (_, c) => sendChunks(tc.collector.binaryPort, [Buffer.concat(Array.from({ length: perConnection }, (_, j) => frameOf(c, j)))])),

@@ -4,7 +4,7 @@ import type { TestContext } from 'node:test';
 import { startCollector, type CollectorHandle, type CollectorOptions } from '../../src/collector/collector.js';
 import type { CollectorLogger } from '../../src/collector/logger.js';
 import { createCollectorMetrics, metricValue, type CollectorMetrics } from '../../src/collector/metrics.js';
-import { BatchWriter } from '../../src/ingest/batch-writer.js';
+import { StoreSink, type StoreSinkOptions } from '../../src/ingest/store-sink.js';
 import type { KindName, StoredRecord } from '../../src/records/kinds.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/store.js';
@@ -27,27 +27,31 @@ export function recordingLogger(): CollectorLogger & { entries: LogEntry[] } {
 export interface TestCollector {
   collector: CollectorHandle;
   store: Store;
-  writer: BatchWriter;
+  sink: StoreSink;
   metrics: CollectorMetrics;
   logs: LogEntry[];
   dataDir: string;
 }
 
-/** A collector on 127.0.0.1, free ports, writing through a real BatchWriter into a real SQLite file. */
-export async function startTestCollector(t: TestContext, options: Partial<CollectorOptions> = {}): Promise<TestCollector> {
+/** A collector on 127.0.0.1, free ports, writing through a real ingest sink into a real SQLite file. */
+export async function startTestCollector(
+  t: TestContext,
+  options: Partial<CollectorOptions> = {},
+  sinkOptions: StoreSinkOptions = {},
+): Promise<TestCollector> {
   const dataDir = tempDir('collector-test-');
   const store = await openSqliteStore(dataDir);
-  const writer = new BatchWriter(store);
+  const sink = new StoreSink(store, sinkOptions);
   const metrics = createCollectorMetrics();
   const logger = recordingLogger();
   let collector: CollectorHandle | undefined;
   t.after(async () => {
     await collector?.close();
-    await writer.close();
+    await sink.close();
     await store.close();
   });
-  collector = await startCollector({ host: '127.0.0.1', binaryPort: 0, jsonPort: 0, sink: writer, logger, metrics, ...options });
-  return { collector, store, writer, metrics, logs: logger.entries, dataDir };
+  collector = await startCollector({ host: '127.0.0.1', binaryPort: 0, jsonPort: 0, sink, logger, metrics, ...options });
+  return { collector, store, sink, metrics, logs: logger.entries, dataDir };
 }
 
 export function connect(port: number): Promise<net.Socket> {

@@ -7,17 +7,14 @@ import { test } from 'node:test';
 import { encodeFrame } from '../../src/collector/binary-decoder.js';
 import type { Reading } from '../../src/simulator/pack-model.js';
 import { startSimulation } from '../../src/simulator/simulate.js';
-import { startService, type Service } from '../../src/service.js';
-import { tempDir } from '../support/temp-dir.js';
+import type { Service } from '../../src/server.js';
+import { startTestService as startService } from '../support/service.js';
 import { eventually, random, randomSplit, sendChunks } from './helpers.js';
 
 const NAN_FRAME = Buffer.from('000020410000c07f0000803f0000c841', 'hex');
 
 async function startTestService(t: { after(fn: () => Promise<void>): void }): Promise<Service & { binaryPort: number; jsonPort: number }> {
-  const service = await startService(
-    { apiHost: '127.0.0.1', apiPort: 0, collectorHost: '127.0.0.1', collectorBinaryPort: 0, collectorJsonPort: 0, dataDir: tempDir('collector-service-'), logLevel: 'error' },
-    { collector: true },
-  );
+  const service = await startService({ logLevel: 'error' }, { collector: true });
   t.after(() => service.close());
   return { ...service, binaryPort: service.collector!.binaryPort, jsonPort: service.collector!.jsonPort };
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import type { Service } from '../../src/service.js';
+import type { Service } from '../../src/server.js';
 import { startTestService } from '../support/service.js';
 import { expectAccessible, launchBrowser, OUTPUT } from './browser.js';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { startService } from '../../src/service.js';
+import { startTestService } from '../support/service.js';
 import { expectAccessible, launchBrowser, OUTPUT } from './browser.js';
 
 /** Live updates must show within a second; leave room for a loaded CI machine. */
@@ -56,14 +56,7 @@ before(
   async () => {
     browser = await launchBrowser();
     dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-'));
-    service = await startService({
-      dataDir,
-      apiHost: '127.0.0.1',
-      apiPort: 0,
-      collectorBinaryPort: 0,
-      collectorJsonPort: 0,
-      logLevel: 'silent',
-    });
+    service = await startTestService({ dataDir }, { collector: true });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.on('pageerror', (error) => console.error('page error:', error));
   },

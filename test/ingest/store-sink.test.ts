@@ -1,113 +1,177 @@
+/**
+ * The ingest sink over real stores: group commit and answers on SQLite in a temp dir; back-pressure
+ * with the store's writes held back (a gate in front of the real SQLite store's write); retrying
+ * through a real outage of a MongoDB-wire server (stopped, then started again on the same data).
+ */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { BatchWriter } from '../../src/ingest/batch-writer.js';
+import { once } from 'node:events';
+import { after, describe, it } from 'node:test';
 import { LiveFeed } from '../../src/ingest/live-feed.js';
+import { IngestFullError, StoreSink } from '../../src/ingest/store-sink.js';
 import type { StoredRecord } from '../../src/records/kinds.js';
-import { openSqliteStore } from '../../src/store/sqlite-store.js';
-import type { Store, WriteRequest } from '../../src/store/store.js';
-import { data } from '../store/conformance.js';
-import { tempDir } from '../support/temp-dir.js';
+import { openMongoStore } from '../../src/store/mongodb-store.js';
+import { startMongoServer, type MongoTestServer } from '../support/mongo-server.js';
+import { batchOf, data } from '../store/conformance.js';
+import { instrumentedStore } from './helpers.js';
 
-/** The real SQLite store, with its write calls counted. */
-async function countingStore(): Promise<{ store: Store; writes: WriteRequest[][] }> {
-  const store = await openSqliteStore(tempDir());
-  const writes: WriteRequest[][] = [];
-  const write = store.write.bind(store);
-  store.write = (requests) => {
-    writes.push(requests);
-    return write(requests);
-  };
-  return { store, writes };
-}
+const one = (t: number, pack = 'pack-1', voltage = 400) => batchOf('battery-data', [data(t, pack, voltage)]);
 
-describe('BatchWriter', () => {
+describe('StoreSink', () => {
   it('groups concurrent submissions into few store writes, each answered with its own ids', async () => {
-    const { store, writes } = await countingStore();
-    const writer = new BatchWriter(store);
-    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => writer.submit('battery-data', [data(1_732_700_000 + i, `pack-${i % 3}`, i)])));
+    const { store, writes } = await instrumentedStore();
+    const sink = new StoreSink(store);
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => sink.submit(one(1_732_700_000 + i, `pack-${i % 3}`, i))));
     assert.ok(writes.length <= 3, `200 submissions took ${writes.length} writes`);
     assert.equal(new Set(answers.flat()).size, 200);
     const stored = await store.history('battery-data', { since: 0, limit: 1000 });
     for (const [i, [id]] of answers.entries()) assert.equal(stored.find((r) => r._id === id)?.pack_voltage, i);
-    await writer.close();
+    await sink.close();
     await store.close();
   });
 
   it('fails only the submission whose records the store refuses', async () => {
-    const { store } = await countingStore();
-    const writer = new BatchWriter(store);
-    const broken = { ...data(1_732_700_000), values: {} };
-    const [good, bad] = await Promise.allSettled([writer.submit('battery-data', [data(1_732_700_001)]), writer.submit('battery-data', [broken])]);
+    const { store } = await instrumentedStore();
+    const sink = new StoreSink(store);
+    // A record without its fields gets past no validator; here it stands for a failing insert.
+    const broken = batchOf('battery-data', [{ timestamp: 1_732_700_000, battery_id: 'pack-1' }]);
+    const [good, bad] = await Promise.allSettled([sink.submit(one(1_732_700_001)), sink.submit(broken)]);
     assert.equal(good.status, 'fulfilled');
     assert.equal(bad.status, 'rejected');
-    await writer.close();
+    await sink.close();
     await store.close();
   });
 
   it('writes what is queued before close resolves, then refuses more', async () => {
-    const { store } = await countingStore();
-    const writer = new BatchWriter(store);
-    const pending = Array.from({ length: 50 }, (_, i) => writer.submit('battery-data', [data(1_732_700_000 + i)]));
-    await writer.close();
+    const { store } = await instrumentedStore();
+    const sink = new StoreSink(store);
+    const pending = Array.from({ length: 50 }, (_, i) => sink.submit(one(1_732_700_000 + i)));
+    await sink.close();
     assert.equal((await Promise.all(pending)).length, 50);
-    await assert.rejects(writer.submit('battery-data', [data(1)]), /closed/);
+    await assert.rejects(sink.submit(one(1)), /closed/);
     assert.equal((await store.history('battery-data', { since: 0, limit: 100 })).length, 50);
     await store.close();
   });
 
+  it('is full past its bound: refuses batches that can be retried later, takes the others, and says when it drained', { timeout: 60_000 }, async () => {
+    const { store, hold } = await instrumentedStore();
+    const sink = new StoreSink(store, { maxPendingRecords: 100 });
+    const release = hold();
+    const rows = (from: number, count: number) => batchOf('battery-data', Array.from({ length: count }, (_, i) => data(1_732_700_000 + from + i)));
+    const device = new AbortController();
+    const first = sink.submit(rows(0, 60));
+    assert.equal(sink.full, false);
+    const second = sink.submit(rows(60, 60), { retryUntil: device.signal });
+    assert.equal(sink.full, true);
+    assert.equal(sink.pendingRecords, 120);
+    // An HTTP batch is refused at once, with when to come back; a device's batch is still taken.
+    await assert.rejects(sink.submit(rows(200, 1)), (error: unknown) => error instanceof IngestFullError && error.retryAfterSeconds >= 1);
+    const third = sink.submit(rows(120, 10), { retryUntil: device.signal });
+    const drained = once(sink, 'drained');
+    release();
+    await Promise.all([first, second, third, drained]);
+    assert.equal(sink.full, false);
+    assert.equal((await sink.submit(rows(300, 1))).length, 1);
+    assert.equal((await store.history('battery-data', { since: 0, limit: 1000 })).length, 131);
+    await sink.close();
+    await store.close();
+  });
+
   it('publishes each stored record once to live subscribers, filtered by pack and kind', async () => {
-    const { store } = await countingStore();
-    const writer = new BatchWriter(store);
-    const feed = new LiveFeed(writer);
+    const { store } = await instrumentedStore();
+    const sink = new StoreSink(store);
+    const feed = new LiveFeed(sink.afterCommit);
     const received: Record<string, string> = { all: '', pack2: '', perf: '' };
     const subscriber = (name: string, filter: object) => ({ ...filter, write: (text: string) => ((received[name] += text), 0), drop() {} });
     feed.subscribe(subscriber('all', {}));
     feed.subscribe(subscriber('pack2', { batteryId: 'pack-2' }));
     feed.subscribe(subscriber('perf', { kind: 'battery-performance' }));
-    await Promise.all([writer.submit('battery-data', [data(1, 'pack-1'), data(2, 'pack-2')]), writer.submit('battery-data', [data(3, 'pack-2')])]);
+    await Promise.all([sink.submit(batchOf('battery-data', [data(1, 'pack-1'), data(2, 'pack-2')])), sink.submit(one(3, 'pack-2'))]);
     const events = (text: string) => text.split('\n\n').filter(Boolean).map((event) => JSON.parse(event.split('data: ')[1]!) as StoredRecord);
     assert.deepEqual(events(received.all!).map((r) => r.timestamp).sort(), [1, 2, 3]);
-    assert.deepEqual(events(received.pack2!).map((r) => r.timestamp).sort(), [2, 3]);
+    assert.deepEqual(events(received.pack2!).map((r) => r.timestamp), [2, 3]);
     assert.equal(received.perf, '');
     feed.close();
-    await writer.close();
+    await sink.close();
     await store.close();
   });
 
-  it('hands listeners only what a write stored: a resent keyed record reaches them once', async () => {
-    const { store } = await countingStore();
-    const writer = new BatchWriter(store);
-    try {
-      const heard: { kind: string; timestamps: number[]; ids: string[] }[] = [];
-      writer.onStored((kind, records, ids) => heard.push({ kind, timestamps: records.map((r) => r.timestamp), ids: [...ids] }));
-      const keyed = (t: number, key: string) => ({ ...data(t), key });
-      const first = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1')]);
-      const resent = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1')]);
-      const grown = await writer.submit('battery-data', [keyed(1, 'k:0'), keyed(2, 'k:1'), keyed(3, 'k:2')]);
-      assert.deepEqual(resent, first);
-      assert.deepEqual(grown.slice(0, 2), first);
-      assert.deepEqual(heard, [
-        { kind: 'battery-data', timestamps: [1, 2], ids: first },
-        { kind: 'battery-data', timestamps: [3], ids: [grown[2]!] },
-      ]);
-    } finally {
-      await writer.close();
-      await store.close();
-    }
-  });
-
   it('drops a subscriber that falls too far behind', async () => {
-    const { store } = await countingStore();
-    const writer = new BatchWriter(store);
-    const feed = new LiveFeed(writer);
+    const { store } = await instrumentedStore();
+    const sink = new StoreSink(store);
+    const feed = new LiveFeed(sink.afterCommit);
     let dropped = false;
     feed.subscribe({ write: () => 10 * 1024 * 1024, drop: () => (dropped = true) });
-    await writer.submit('battery-data', [data(1)]);
+    await sink.submit(one(1));
     assert.equal(dropped, true);
     assert.equal(feed.size, 0);
     assert.equal(feed.dropped, 1);
     feed.close();
-    await writer.close();
+    await sink.close();
     await store.close();
+  });
+});
+
+describe('StoreSink through a store outage', { skip: process.env.MONGODB_TEST_URI ? 'an external server cannot be stopped by the test' : false }, () => {
+  let server: MongoTestServer;
+  after(() => server?.stop());
+
+  it("holds a device's batches and stores them, in order, once the store is back; HTTP batches fail meanwhile", async () => {
+    server = await startMongoServer();
+    const store = await openMongoStore({
+      uri: server.uri,
+      databaseName: `sink_outage_${process.pid}`,
+      retentionDays: 0,
+      serverSelectionTimeoutMs: 300,
+      operationTimeoutMs: 1000,
+    });
+    const logs: string[] = [];
+    const logger = { info: (_: object, msg?: string) => logs.push(msg ?? ''), error: (_: object, msg?: string) => logs.push(msg ?? '') };
+    const sink = new StoreSink(store, { logger, retryMinMs: 50, retryMaxMs: 200 });
+    const heard: number[] = [];
+    sink.afterCommit.subscribe((commit) => {
+      for (const { rows } of commit) for (let i = 0; i < rows.length; i++) heard.push(rows.timestamp(i));
+    });
+    const device = new AbortController();
+    try {
+      await sink.submit(one(1_732_700_000), { retryUntil: device.signal });
+      await server.suspend!();
+      const held = [1, 2, 3].map((i) => sink.submit(one(1_732_700_000 + i), { retryUntil: device.signal }));
+      // Each attempt fails only after the store's own bound: wait for the first to be held.
+      while (!sink.full) await new Promise((resolve) => setTimeout(resolve, 20));
+      await assert.rejects(sink.submit(one(1_732_700_010)), IngestFullError);
+      const drained = once(sink, 'drained');
+      await server.resume!();
+      await Promise.all([...held, drained]);
+      assert.equal(sink.full, false);
+      const stored = await store.history('battery-data', { since: 0, limit: 10 });
+      assert.deepEqual(stored.map((r) => r.timestamp).reverse(), [0, 1, 2, 3].map((i) => 1_732_700_000 + i));
+      assert.deepEqual(heard, [0, 1, 2, 3].map((i) => 1_732_700_000 + i), 'subscribers saw each once, in order');
+      assert.ok(logs.includes('the store did not take the records; reading is paused and they are retried'));
+      assert.ok(logs.includes('the store takes records again; reading resumes'));
+    } finally {
+      await sink.close();
+      await store.close();
+    }
+  });
+
+  it('gives held batches one last attempt when their producer closes, and fails them if the store is still away', async () => {
+    server ??= await startMongoServer();
+    const store = await openMongoStore({ uri: server.uri, databaseName: `sink_close_${process.pid}`, retentionDays: 0, serverSelectionTimeoutMs: 300, operationTimeoutMs: 1000 });
+    const sink = new StoreSink(store, { retryMinMs: 60_000, retryMaxMs: 60_000 });
+    const device = new AbortController();
+    try {
+      await sink.submit(one(1_732_700_000), { retryUntil: device.signal });
+      await server.suspend!();
+      const held = sink.submit(one(1_732_700_001), { retryUntil: device.signal });
+      while (!sink.full) await new Promise((resolve) => setTimeout(resolve, 20));
+      // Without the abort the next attempt would be a minute away.
+      device.abort();
+      await assert.rejects(held, /unavailable|closed|answer/i);
+      assert.equal(sink.pendingRecords, 0);
+    } finally {
+      await sink.close();
+      await store.close();
+      await server.resume!();
+    }
   });
 });

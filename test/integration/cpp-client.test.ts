@@ -7,8 +7,10 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import type { Service } from '../../src/service.js';
-import { call, startTestService } from '../support/service.js';
+import { parseBatteryMap } from '../../src/collector/battery-map.js';
+import type { Service } from '../../src/server.js';
+import { call } from '../support/helper.js';
+import { startTestService } from '../support/service.js';
 
 const run = promisify(execFile);
 const CPP = fileURLToPath(new URL('../../clients/cpp/', import.meta.url));
@@ -18,7 +20,7 @@ describe('C++ edge library against the collector', () => {
   before(async () => {
     await run('make', ['-C', CPP, 'build/send_readings']);
     // Binary frames carry no pack id: the collector maps this peer to one.
-    service = await startTestService({ collectorBatteryMap: 'peer:127.0.0.1=cpp-pack' }, { collector: true });
+    service = await startTestService({ collectorBatteryMap: parseBatteryMap('peer:127.0.0.1=cpp-pack') }, { collector: true });
   });
   after(() => service.close());
 

@@ -1,22 +1,26 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { appendFileSync, readdirSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
 import { recordLine, Spool, SpoolFullError, type SpoolBatch } from '../../src/relay/spool.js';
-import type { NewRecord } from '../../src/records/kinds.js';
-import { tempDir } from '../support/temp-dir.js';
 import { recordingLogger } from '../collector/helpers.js';
+import { batchOf, type TestRecord } from '../store/conformance.js';
+import { tempDir } from '../support/temp-dir.js';
 
-const record = (n: number): NewRecord => ({
+const record = (n: number): TestRecord => ({
   timestamp: 1732700000 + n / 1000,
   source: 'battery_monitor',
   battery_id: 'pack-1',
-  received_at: 1732700000 + n / 1000,
   device_time: n,
-  values: { pack_voltage: 350 + (n % 100) / 8, pack_current: -n % 50, cell_temp: 25.5 },
+  pack_voltage: 350 + (n % 100) / 8,
+  pack_current: -n % 50,
+  cell_temp: 25.5,
 });
-const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => record(from + i));
+/** Records n of [from, to) in one battery-data batch. */
+const range = (from: number, to: number) => batchOf('battery-data', Array.from({ length: to - from }, (_, i) => record(from + i)));
+const lineOf = (input: TestRecord) => recordLine(batchOf('battery-data', [input]), 0);
 const parse = (batch: SpoolBatch) => JSON.parse(batch.body.toString()) as Record<string, unknown>[];
 
 /** Takes every batch of a kind, acknowledging each, and answers their records' device_time in order. */
@@ -37,8 +41,8 @@ async function drainAll(spool: Spool, kind: 'battery-data' = 'battery-data'): Pr
 test('records come back in order, in the API shape, in batches keyed by position', async () => {
   const dir = tempDir('spool-');
   const spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024 });
-  await spool.submit('battery-data', range(0, 3));
-  await spool.submit('battery-prediction', [{ ...record(0), device_time: undefined, values: { remaining_life_hours: 1, remaining_cycles: 2, degradation_rate: 0.5 } }]);
+  await spool.submit(range(0, 3));
+  await spool.submit(batchOf('battery-prediction', [{ timestamp: 1732700000, source: 'battery_monitor', battery_id: 'pack-1', remaining_life_hours: 1, remaining_cycles: 2, degradation_rate: 0.5 }]));
   assert.deepStrictEqual(spool.depth().byKind, { 'battery-data': 3, 'battery-performance': 0, 'battery-prediction': 1 });
   const batch = (await spool.nextBatch('battery-data'))!;
   assert.equal(batch.start, 0);
@@ -53,7 +57,7 @@ test('records come back in order, in the API shape, in batches keyed by position
     pack_current: -1,
     cell_temp: 25.5,
   });
-  assert.equal(recordLine(record(1)), JSON.stringify(parse(batch)[1]));
+  assert.equal(lineOf(record(1)), JSON.stringify(parse(batch)[1]));
   // Until acknowledged, the same batch comes back.
   const again = (await spool.nextBatch('battery-data'))!;
   assert.deepStrictEqual([again.start, again.end, again.key], [0, 3, batch.key]);
@@ -70,7 +74,7 @@ test('segments roll over, batches stay within a segment and hold at most 10,000 
   const dir = tempDir('spool-');
   const spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024, segmentBytes: 256 * 1024 });
   // Submissions of the same turn share one write and one sync.
-  await Promise.all(Array.from({ length: 30 }, (_, i) => spool.submit('battery-data', range(i * 1000, (i + 1) * 1000))));
+  await Promise.all(Array.from({ length: 30 }, (_, i) => spool.submit(range(i * 1000, (i + 1) * 1000))));
   const segments = readdirSync(path.join(dir, 'battery-data')).filter((n) => n.endsWith('.seg'));
   assert.ok(segments.length > 5, `${segments.length} segments`);
   const { times, batches } = await drainAll(spool);
@@ -80,7 +84,7 @@ test('segments roll over, batches stay within a segment and hold at most 10,000 
   const left = readdirSync(path.join(dir, 'battery-data')).filter((n) => n.endsWith('.seg'));
   assert.equal(left.length, 1, 'only the segment being appended to is kept');
   // A fully acknowledged last segment is replaced on the next append, and positions go on.
-  await spool.submit('battery-data', range(30_000, 30_010));
+  await spool.submit(range(30_000, 30_010));
   const next = (await spool.nextBatch('battery-data'))!;
   assert.deepStrictEqual([next.start, next.end], [30_000, 30_010]);
   assert.deepStrictEqual(readdirSync(path.join(dir, 'battery-data')).filter((n) => n.endsWith('.seg')), ['00000000000000030000.seg']);
@@ -90,16 +94,16 @@ test('segments roll over, batches stay within a segment and hold at most 10,000 
 test('after a restart, unacknowledged records are still there and the batch in flight is resent exactly', async () => {
   const dir = tempDir('spool-');
   let spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024 });
-  await spool.submit('battery-data', range(0, 100));
+  await spool.submit(range(0, 100));
   const first = (await spool.nextBatch('battery-data'))!;
   await spool.ack(first);
-  await spool.submit('battery-data', range(100, 150));
+  await spool.submit(range(100, 150));
   const inFlight = (await spool.nextBatch('battery-data'))!; // "sent", answer lost
   assert.deepStrictEqual([inFlight.start, inFlight.end], [100, 150]);
   await spool.close();
 
   spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024 });
-  await spool.submit('battery-data', range(150, 400));
+  await spool.submit(range(150, 400));
   const resent = (await spool.nextBatch('battery-data'))!;
   assert.deepStrictEqual([resent.start, resent.end, resent.key], [inFlight.start, inFlight.end, inFlight.key]);
   assert.deepStrictEqual(resent.body, inFlight.body);
@@ -111,7 +115,7 @@ test('after a restart, unacknowledged records are still there and the batch in f
   spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024 });
   assert.equal(spool.id, id, 'the spool keeps its id');
   assert.equal(spool.depth().records, 0);
-  await spool.submit('battery-data', range(400, 401));
+  await spool.submit(range(400, 401));
   assert.equal((await spool.nextBatch('battery-data'))!.start, 400, 'positions are never reused');
   await spool.close();
 });
@@ -120,14 +124,14 @@ test('a torn tail left by a crash is cut on open; positions go on from the last 
   const dir = tempDir('spool-');
   const logger = recordingLogger();
   let spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024 });
-  await spool.submit('battery-data', range(0, 10));
+  await spool.submit(range(0, 10));
   await spool.close();
   const segment = path.join(dir, 'battery-data', '00000000000000000000.seg');
-  appendFileSync(segment, Buffer.concat([Buffer.from(recordLine(record(10)).slice(0, 30)), Buffer.alloc(100), Buffer.from('\n')]));
+  appendFileSync(segment, Buffer.concat([Buffer.from(lineOf(record(10)).slice(0, 30)), Buffer.alloc(100), Buffer.from('\n')]));
   spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024, logger });
   assert.ok(logger.entries.some((e) => e.level === 'warn' && /torn tail/.test(e.msg ?? '')));
   assert.equal(readFileSync(segment, 'utf8').split('\n').length, 11);
-  await spool.submit('battery-data', range(10, 12));
+  await spool.submit(range(10, 12));
   const { times } = await drainAll(spool);
   assert.deepStrictEqual(times, Array.from({ length: 12 }, (_, i) => i));
   await spool.close();
@@ -143,7 +147,7 @@ test('bounded: warnings at 50, 80 and 95 % full; when full new records are refus
   let refused = 0;
   for (let i = 0; refused === 0; i++) {
     try {
-      await spool.submit('battery-data', range(i * 100, (i + 1) * 100));
+      await spool.submit(range(i * 100, (i + 1) * 100));
       accepted += 100;
     } catch (error) {
       assert.ok(error instanceof SpoolFullError);
@@ -155,7 +159,7 @@ test('bounded: warnings at 50, 80 and 95 % full; when full new records are refus
     }
   }
   assert.ok(spool.usedBytes <= maxBytes && spool.usedBytes > maxBytes - 200, `${spool.usedBytes} bytes used`);
-  await assert.rejects(spool.submit('battery-data', range(0, 1)), (error: SpoolFullError) => error.accepted === 0);
+  await assert.rejects(spool.submit(range(0, 1)), (error: SpoolFullError) => error.accepted === 0);
   refused += 1;
   const warnings = logger.entries.filter((e) => e.level === 'warn').map((e) => e.msg ?? '');
   assert.deepStrictEqual(warnings.filter((m) => /% full/.test(m)).map((m) => m.slice(0, 9)), ['spool 50%', 'spool 80%', 'spool 95%']);
@@ -167,7 +171,7 @@ test('bounded: warnings at 50, 80 and 95 % full; when full new records are refus
   await spool.ack(batch);
   const { times } = await drainAll(spool);
   assert.equal(times.length + (batch.end - batch.start), accepted);
-  await spool.submit('battery-data', range(1_000_000, 1_000_100));
+  await spool.submit(range(1_000_000, 1_000_100));
   assert.equal(spool.depth().records, 100);
   await spool.close();
 });
@@ -179,12 +183,34 @@ test('property: a spooled line is the JSON of the record in the API shape, whate
     fc.property(
       fc.record({ timestamp: finite, source: fc.string({ minLength: 1, maxLength: 20, unit: 'grapheme' }), battery_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/), device_time: fc.option(finite, { nil: undefined }), a: finite, b: finite }),
       (r) => {
-        const record: NewRecord = { timestamp: r.timestamp, source: r.source, battery_id: r.battery_id, received_at: 0, values: { pack_voltage: r.a, pack_current: r.b, cell_temp: 1 } };
-        if (r.device_time !== undefined) record.device_time = r.device_time;
         const expected = { timestamp: r.timestamp, source: r.source, battery_id: r.battery_id, ...(r.device_time === undefined ? {} : { device_time: r.device_time }), pack_voltage: r.a, pack_current: r.b, cell_temp: 1 };
-        assert.equal(recordLine(record), JSON.stringify(expected));
+        assert.equal(lineOf(expected), JSON.stringify(expected));
       },
     ),
     { numRuns: 2000 },
   );
+});
+
+test("a failed disk write holds the collector's records and writes them, in order, once the disk takes them again", { timeout: 60_000 }, async () => {
+  const dir = tempDir('spool-');
+  const logger = recordingLogger();
+  const spool = await Spool.open(dir, { maxBytes: 64 * 1024 * 1024, logger });
+  // The first segment is /dev/full: every write to it fails with ENOSPC, as on a full disk.
+  const segment = path.join(dir, 'battery-data', '00000000000000000000.seg');
+  symlinkSync('/dev/full', segment);
+  const collector = new AbortController();
+  const held = spool.submit(range(0, 10), { retryUntil: collector.signal });
+  const drained = once(spool, 'drained');
+  while (!spool.full) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok(logger.entries.some((e) => e.level === 'error' && e.msg === 'spool write failed'));
+  // A submission that did not ask to be retried fails with the disk.
+  await assert.rejects(spool.submit(range(10, 11)), /ENOSPC/);
+  // The disk has room again.
+  unlinkSync(segment);
+  await Promise.all([held, drained]);
+  assert.equal(spool.full, false);
+  await spool.submit(range(11, 12));
+  const { times } = await drainAll(spool);
+  assert.deepStrictEqual(times, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+  await spool.close();
 });

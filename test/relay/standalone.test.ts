@@ -6,12 +6,13 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeFrame } from '../../src/collector/binary-decoder.js';
-import { startStandaloneCollector } from '../../src/collector/collect.js';
+import { startStandaloneCollector } from '../../src/relay/collect.js';
 import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { startService, type Service } from '../../src/service.js';
+import type { Service } from '../../src/server.js';
+import { startTestService } from '../support/service.js';
 import { tempDir } from '../support/temp-dir.js';
-import { allRecords, eventually, recordingLogger, sendChunks } from './helpers.js';
+import { allRecords, eventually, recordingLogger, sendChunks } from '../collector/helpers.js';
 
 /**
  * Frame n. The API does not keep device_time from a POST yet, so n is also carried exactly in
@@ -41,7 +42,7 @@ function settings(dataDir: string, extra: Record<string, string> = {}): Record<s
 }
 
 async function startApi(port: number, dataDir: string): Promise<Service> {
-  return startService({ apiHost: '127.0.0.1', apiPort: port, dataDir, logLevel: 'warn' }, { collector: false });
+  return startTestService({ apiPort: port, dataDir, logLevel: 'warn' });
 }
 
 test('API down while records arrive, then up: every record delivered once, in order', async (t) => {
@@ -71,11 +72,11 @@ test('API down while records arrive, then up: every record delivered once, in or
 
   api = await startApi(apiPort, tempDir('standalone-api-'));
   await standalone.forwarder.idle();
-  const data = await allRecords(api.store, 'battery-data');
+  const data = await allRecords(api.app.store, 'battery-data');
   assert.equal(data.length, total);
   assert.deepStrictEqual(new Set(data.map(numberOf)).size, total, 'no duplicates');
   // In order: ids (insertion order) follow the spool order within each connection's run.
-  const predictions = await allRecords(api.store, 'battery-prediction', 'pack-2');
+  const predictions = await allRecords(api.app.store, 'battery-prediction', 'pack-2');
   assert.deepStrictEqual(predictions.sort((a, b) => Number(a._id) - Number(b._id)).map((r) => r.timestamp), Array.from({ length: 50 }, (_, i) => 1732700000 + i));
   assert.equal(await metricValue(metrics.forwardedRecords), total + 50);
   assert.ok(logger.entries.some((e) => /takes records again/.test(e.msg ?? '')));
@@ -124,7 +125,7 @@ test("answers lost on the way back: the retried batches are not stored twice", a
   await standalone.forwarder.idle();
   assert.equal(toDrop, 0, 'three answers were lost');
   assert.ok((await metricValue(metrics.forwardRequests, { outcome: 'retry' })) >= 3);
-  const stored = await allRecords(api.store, 'battery-data');
+  const stored = await allRecords(api.app.store, 'battery-data');
   assert.equal(stored.length, total);
   assert.equal(new Set(stored.map(numberOf)).size, total);
 });
@@ -185,7 +186,7 @@ function kill9(child: Child): Promise<void> {
 
 /** Records of a kind in the store, from the per-pack summary (cheap to poll). */
 async function storedCount(api: Service, kind: 'battery-data' = 'battery-data'): Promise<number> {
-  return (await api.store.batteries()).reduce((n, b) => n + (b.counts[kind] ?? 0), 0);
+  return (await api.app.store.batteries()).reduce((n, b) => n + (b.counts[kind] ?? 0), 0);
 }
 
 test('kill -9 with a full spool, restart: nothing acknowledged to the spool is lost, nothing is stored twice', async (t) => {
@@ -228,7 +229,7 @@ test('kill -9 with a full spool, restart: nothing acknowledged to the spool is l
   const third = await startChild(env, apiUrl);
   children.push(third);
   await eventually(async () => (await childMetric(third, 'collector_spool_records')) === 0, 'spool delivered', 60_000);
-  const stored = await allRecords(api.store, 'battery-data');
+  const stored = await allRecords(api.app.store, 'battery-data');
   const numbers = stored.map(numberOf);
   t.diagnostic(`accepted ${acceptedCount} of ${sent}; ${midway} delivered before the second kill`);
   assert.equal(stored.length, acceptedCount);

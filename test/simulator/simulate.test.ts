@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseBatteryMap } from '../../src/collector/battery-map.js';
@@ -96,18 +95,4 @@ test('several packs show up apart: JSON with battery_id, or frames on mapped por
     assert.equal(records.length, 20, id);
     assert.ok(records.every((r) => r.device_time !== undefined && (r.pack_current as number) < 0));
   }
-});
-
-test('simulate --help prints the options; a bad flag is a usage error', async () => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number | null; out: string }>((resolve) => {
-      const script = `import(${JSON.stringify(new URL('../../src/simulator/simulate.ts', import.meta.url).href)}).then((m) => m.runSimulateCommand(${JSON.stringify(args)}))`;
-      const child = execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (_error, stdout, stderr) => resolve({ code: child.exitCode, out: stdout + stderr }));
-    });
-  const help = await run(['--help']);
-  assert.equal(help.code, 0);
-  assert.match(help.out, /--scenario NAME/);
-  const bad = await run(['--scenario', 'exploding']);
-  assert.equal(bad.code, 2);
-  assert.match(bad.out, /--scenario must be one of normal, charging, discharging, overheating, voltage_anomaly/);
 });

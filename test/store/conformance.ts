@@ -4,10 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { toNewRecord, type KindName, type NewRecord, type RecordInput } from '../../src/records/kinds.js';
+import { RecordBatch } from '../../src/ingest/record-batch.js';
+import { csvColumns, KIND_NAMES, type KindName, type RecordInput } from '../../src/records/kinds.js';
 import { MAX_MEASUREMENT } from '../../src/records/schemas.js';
 import { planBuckets } from '../../src/store/buckets.js';
 import type { Store } from '../../src/store/store.js';
+import { exampleInput } from '../records/examples.js';
 
 export interface ConformanceOptions {
   open(): Promise<Store>;
@@ -16,31 +18,35 @@ export interface ConformanceOptions {
 }
 
 const NOW = 1_732_700_000;
+/** When the server took every record of these tests. */
+export const RECEIVED_AT = NOW + 1000;
 
-export function data(timestamp: number, battery_id = 'pack-1', voltage = 400, extra: RecordInput = {}): NewRecord {
-  return toNewRecord(
-    'battery-data',
-    { timestamp, battery_id, pack_voltage: voltage, pack_current: -10, cell_temp: 25, ...extra },
-    NOW + 1000,
-  );
+/** A record as a producer sends it; `key`, when set, is its idempotency key (not a field). */
+export type TestRecord = RecordInput & { key?: string };
+
+export function data(timestamp: number, battery_id = 'pack-1', voltage = 400, extra: RecordInput = {}): TestRecord {
+  return { timestamp, battery_id, pack_voltage: voltage, pack_current: -10, cell_temp: 25, ...extra };
 }
 
-export function performance(timestamp: number, battery_id = 'pack-1'): NewRecord {
-  return toNewRecord(
-    'battery-performance',
-    {
-      timestamp,
-      battery_id,
-      pack_voltage: 396,
-      pack_current: -10,
-      cell_temp: 30,
-      capacity_remaining: 87.5,
-      cycle_count: 412,
-      age_months: 18,
-      health_score: 92.3,
-    },
-    NOW + 1000,
-  );
+export function performance(timestamp: number, battery_id = 'pack-1'): TestRecord {
+  return {
+    timestamp,
+    battery_id,
+    pack_voltage: 396,
+    pack_current: -10,
+    cell_temp: 30,
+    capacity_remaining: 87.5,
+    cycle_count: 412,
+    age_months: 18,
+    health_score: 92.3,
+  };
+}
+
+/** A batch as the ingest sink hands it to a store, every record received at RECEIVED_AT. */
+export function batchOf(kind: KindName, records: readonly TestRecord[]): RecordBatch {
+  const batch = new RecordBatch(kind, records.length);
+  for (const { key, ...input } of records) batch.append(input, RECEIVED_AT, key);
+  return batch;
 }
 
 async function withStore(options: ConformanceOptions, body: (store: Store) => Promise<void>): Promise<void> {
@@ -52,8 +58,8 @@ async function withStore(options: ConformanceOptions, body: (store: Store) => Pr
   }
 }
 
-async function writeOk(store: Store, kind: KindName, records: NewRecord[]): Promise<string[]> {
-  const [outcome] = await store.write([{ kind, records }]);
+async function writeOk(store: Store, kind: KindName, records: TestRecord[]): Promise<string[]> {
+  const [outcome] = await store.write([batchOf(kind, records)]);
   assert.ok(outcome?.ok, `write failed: ${outcome && !outcome.ok ? outcome.error.message : ''}`);
   return outcome.ids;
 }
@@ -78,7 +84,7 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
         assert.deepEqual(older, {
           _id: ids[0],
           timestamp: NOW,
-          received_at: NOW + 1000,
+          received_at: RECEIVED_AT,
           source: 'bms-7',
           battery_id: 'pack-1',
           device_time: 1234.5,
@@ -88,6 +94,18 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
         });
         assert.equal(newer?._id, ids[1]);
         assert.equal('device_time' in newer!, false);
+      }));
+
+    it('reads back every field of every kind, in the order of the kinds table', () =>
+      withStore(options, async (store) => {
+        for (const kind of KIND_NAMES) {
+          const input = exampleInput(kind);
+          const [id] = await writeOk(store, kind, [input]);
+          const stored = await store.latest(kind);
+          assert.deepEqual(stored, { _id: id, received_at: RECEIVED_AT, ...input });
+          // The order too: it is the order of every answer's JSON and of the CSV export's columns.
+          assert.deepEqual(Object.keys(stored!), csvColumns(kind));
+        }
       }));
 
     it('keeps integer fields integers', () =>
@@ -123,9 +141,9 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
     it('groups several requests of several kinds in one write, one outcome each', () =>
       withStore(options, async (store) => {
         const outcomes = await store.write([
-          { kind: 'battery-data', records: [data(NOW)] },
-          { kind: 'battery-performance', records: [performance(NOW)] },
-          { kind: 'battery-data', records: [data(NOW + 1), data(NOW + 2)] },
+          batchOf('battery-data', [data(NOW)]),
+          batchOf('battery-performance', [performance(NOW)]),
+          batchOf('battery-data', [data(NOW + 1), data(NOW + 2)]),
         ]);
         assert.deepEqual(outcomes.map((o) => o.ok && o.ids.length), [1, 1, 2]);
         assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 3);
@@ -174,16 +192,16 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
         for await (const record of store.exportRange('battery-data', { from: NOW + 10, to: NOW + 1000, batteryId: 'pack-1' })) {
           exported.push(record);
         }
-        const expected = records.filter((r) => r.battery_id === 'pack-1' && r.timestamp >= NOW + 10 && r.timestamp < NOW + 1000);
+        const expected = records.filter((r) => r.battery_id === 'pack-1' && r.timestamp! >= NOW + 10 && r.timestamp! < NOW + 1000);
         assert.equal(exported.length, expected.length);
-        assert.deepEqual(exported.map((r) => r.pack_voltage), expected.map((r) => r.values.pack_voltage));
+        assert.deepEqual(exported.map((r) => r.pack_voltage), expected.map((r) => r.pack_voltage));
       }));
 
     it('aggregates into buckets equal to the raw computation, at every width', () =>
       withStore(options, async (store) => {
         // 3 hours of one reading every 7 s for two packs, with values that vary.
         const start = NOW - (NOW % 3600);
-        const records: NewRecord[] = [];
+        const records: TestRecord[] = [];
         for (let t = start; t < start + 3 * 3600; t += 7) {
           records.push(data(t, 'pack-1', 350 + ((t * 13) % 97) / 4));
           records.push(data(t + 3, 'pack-2', 300 + ((t * 7) % 89) / 8));
@@ -245,8 +263,8 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
         withStore(options, async (store) => {
           // A record without its fields gets past no validator; here it stands for a failing insert.
           const outcomes = await store.write([
-            { kind: 'battery-data', records: [data(NOW + 2)] },
-            { kind: 'battery-performance', records: [performance(NOW), { ...performance(NOW), values: {} }] },
+            batchOf('battery-data', [data(NOW + 2)]),
+            batchOf('battery-performance', [performance(NOW), { timestamp: NOW, battery_id: 'pack-1' }]),
           ]);
           assert.equal(outcomes[0]?.ok, true);
           assert.equal(outcomes[1]?.ok, false);
@@ -258,13 +276,14 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
   });
 }
 
-function rawAggregate(records: NewRecord[], from: number, to: number, width: number, batteryId?: string) {
+function rawAggregate(records: TestRecord[], from: number, to: number, width: number, batteryId?: string) {
   const buckets = new Map<number, { start: number; count: number; min: number; max: number; sum: number }>();
   for (const r of records) {
-    if (r.timestamp < from || r.timestamp >= to) continue;
+    const timestamp = r.timestamp!;
+    if (timestamp < from || timestamp >= to) continue;
     if (batteryId !== undefined && r.battery_id !== batteryId) continue;
-    const start = from + Math.floor((r.timestamp - from) / width) * width;
-    const v = r.values.pack_voltage!;
+    const start = from + Math.floor((timestamp - from) / width) * width;
+    const v = r.pack_voltage as number;
     const b = buckets.get(start) ?? { start, count: 0, min: Infinity, max: -Infinity, sum: 0 };
     b.count++;
     b.min = Math.min(b.min, v);

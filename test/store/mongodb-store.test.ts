@@ -9,7 +9,7 @@ import { openMongoStore, type MongoStore, type MongoStoreOptions } from '../../s
 import { planBuckets } from '../../src/store/buckets.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
 import { startMongoServer } from '../support/mongo-server.js';
-import { data, performance, storeConformance } from './conformance.js';
+import { batchOf, data, performance, storeConformance } from './conformance.js';
 
 const NOW = 1_732_700_000;
 const server = await startMongoServer();
@@ -102,7 +102,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         },
       ]);
 
-      const [outcome] = await store.write([{ kind: 'battery-data', records: [data(NOW, 'default', 399), data(NOW + 1, 'pack-1', 400)] }]);
+      const [outcome] = await store.write([batchOf('battery-data', [data(NOW, 'default', 399), data(NOW + 1, 'pack-1', 400)])]);
       assert.ok(outcome?.ok);
       const defaults = await store.history('battery-data', { since: 0, limit: 10, batteryId: 'default' });
       assert.deepEqual(defaults.map((r) => r.pack_voltage), [399, 392, 391.5, 390.5]);
@@ -167,7 +167,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
       logger: { info: (line) => logged.push(line), warn: (line) => logged.push(line) },
     });
     try {
-      assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW)] }]))[0]?.ok);
+      assert.ok((await store.write([batchOf('battery-data', [data(NOW)])]))[0]?.ok);
       assert.ok(logged.some((line) => line.includes('write concern majority')), logged.join('\n'));
     } finally {
       await store.close();
@@ -191,7 +191,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
   it('sets up idempotently: a second store on the same database starts cleanly and sees the data', async () => {
     const databaseName = freshDatabase();
     await withStore(async (store) => {
-      assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW)] }]))[0]?.ok);
+      assert.ok((await store.write([batchOf('battery-data', [data(NOW)])]))[0]?.ok);
     }, databaseName);
     await withStore(async (store) => {
       assert.equal((await store.health()).ok, true);
@@ -204,12 +204,12 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
     // Several readings inside one millisecond of `time` and across the edges of it.
     const stamps = [0, 0.0001, 0.0004, 0.0009, 0.001, 0.0012, 0.5, 0.5004, 1, 1.0002].map((d) => NOW + d);
     const records = stamps.map((t, i) => data(t, i % 3 === 0 ? 'pack-2' : 'pack-1', 300 + i));
-    const byNewest = [...records].sort((a, b) => b.timestamp - a.timestamp);
+    const byNewest = [...records].sort((a, b) => b.timestamp! - a.timestamp!);
     for (const timeseriesPaths of [false, true]) {
       const store = await open(undefined, { timeseriesPaths });
       try {
         // Shuffled so that insertion order cannot stand in for timestamp order.
-        const [outcome] = await store.write([{ kind: 'battery-data', records: [...records].reverse().sort((a, b) => (a.values.pack_voltage! * 7) % 11 - (b.values.pack_voltage! * 7) % 11) }]);
+        const [outcome] = await store.write([batchOf('battery-data', [...records].reverse().sort((a, b) => ((a.pack_voltage as number) * 7) % 11 - ((b.pack_voltage as number) * 7) % 11))]);
         assert.ok(outcome?.ok);
         for (let limit = 1; limit <= records.length; limit++) {
           const got = await store.history('battery-data', { since: NOW, limit });
@@ -219,7 +219,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         assert.equal((await store.latest('battery-data', 'pack-2'))?.timestamp, pack2[0]!.timestamp);
         assert.deepEqual(
           (await store.history('battery-data', { since: NOW + 0.0001, limit: 2, batteryId: 'pack-2' })).map((r) => r.timestamp),
-          pack2.filter((r) => r.timestamp >= NOW + 0.0001).slice(0, 2).map((r) => r.timestamp),
+          pack2.filter((r) => r.timestamp! >= NOW + 0.0001).slice(0, 2).map((r) => r.timestamp),
         );
       } finally {
         await store.close();
@@ -230,9 +230,9 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
   it('fails a request with a bad record as a whole and spares the others in the same write', () =>
     withStore(async (store) => {
       const outcomes = await store.write([
-        { kind: 'battery-data', records: [data(NOW + 2)] },
-        { kind: 'battery-performance', records: [performance(NOW), { ...performance(NOW), values: {} }] },
-        { kind: 'battery-data', records: [data(NOW + 3, 'bad id with spaces')] },
+        batchOf('battery-data', [data(NOW + 2)]),
+        batchOf('battery-performance', [performance(NOW), { timestamp: NOW, battery_id: 'pack-1' }]),
+        batchOf('battery-data', [data(NOW + 3, 'bad id with spaces')]),
       ]);
       assert.deepEqual(outcomes.map((o) => o.ok), [true, false, false]);
       assert.equal((await store.history('battery-data', { since: 0, limit: 10 })).length, 1);
@@ -242,7 +242,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
 
   it('lets only typed values reach a filter', () =>
     withStore(async (store) => {
-      await store.write([{ kind: 'battery-data', records: [data(NOW, 'pack-1'), data(NOW + 1, 'pack-2')] }]);
+      await store.write([batchOf('battery-data', [data(NOW, 'pack-1'), data(NOW + 1, 'pack-2')])]);
       const operator = { $ne: 'x' } as unknown as string;
       await assert.rejects(store.latest('battery-data', operator), TypeError);
       await assert.rejects(store.history('battery-data', { since: 0, limit: 10, batteryId: operator }), TypeError);
@@ -282,7 +282,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
       assert.equal(health.store, 'mongodb');
       assert.match(health.error ?? '', /MongoDB store/);
       assert.ok(!health.error?.includes(secret));
-      const error = await store.write([{ kind: 'battery-data', records: [data(NOW)] }]).then(
+      const error = await store.write([batchOf('battery-data', [data(NOW)])]).then(
         () => assert.fail('the write should fail'),
         (e: unknown) => e as Error,
       );
@@ -312,7 +312,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
     }
 
     const writeOk = async (store: MongoStore, t: number) => {
-      const [outcome] = await store.write([{ kind: 'battery-data', records: [data(t, 'pack-f', 380)] }]);
+      const [outcome] = await store.write([batchOf('battery-data', [data(t, 'pack-f', 380)])]);
       if (!outcome?.ok) throw outcome?.error ?? new Error('no outcome');
       return outcome.ids;
     };
@@ -324,7 +324,7 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         await server.suspend!();
         try {
           const started = Date.now();
-          const error = await store.write([{ kind: 'battery-data', records: [data(NOW + 1, 'pack-f')] }]).then(
+          const error = await store.write([batchOf('battery-data', [data(NOW + 1, 'pack-f')])]).then(
             (outcomes) => (outcomes[0]?.ok ? assert.fail('the write should fail') : outcomes[0]!.error),
             (e: unknown) => e as Error,
           );

@@ -12,7 +12,7 @@ import { openMongoStore, type MongoStoreOptions } from '../../src/store/mongodb-
 import { SummaryQueue, type SummaryIncrement } from '../../src/store/mongodb-summary.js';
 import { startMongoProxy, type ProxiedCommand } from '../support/mongo-proxy.js';
 import { startMongoServer } from '../support/mongo-server.js';
-import { data } from './conformance.js';
+import { batchOf, data } from './conformance.js';
 
 const NOW = 1_732_700_000;
 const server = await startMongoServer();
@@ -49,7 +49,7 @@ describe(
         // Before the change the write sent the update itself and waited for it: here it would be held
         // and the race below would go to the proxy.
         const first = await Promise.race([
-          store.write([{ kind: 'battery-data', records: [data(NOW, 'pack-s'), data(NOW + 1, 'pack-s')] }]),
+          store.write([batchOf('battery-data', [data(NOW, 'pack-s'), data(NOW + 1, 'pack-s')])]),
           proxy.nextHeld().then(() => 'the summary update went out before the write answered'),
         ]);
         assert.ok(Array.isArray(first) && first[0]?.ok, String(first));
@@ -75,10 +75,10 @@ describe(
       try {
         proxy.hold(isSummaryUpdate);
         const before = proxy.commands.filter(isSummaryUpdate).length;
-        assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW, 'pack-c')] }]))[0]?.ok);
+        assert.ok((await store.write([batchOf('battery-data', [data(NOW, 'pack-c')])]))[0]?.ok);
         await proxy.nextHeld();
         for (let i = 1; i < 20; i++) {
-          const [outcome] = await store.write([{ kind: 'battery-data', records: [data(NOW + i, i % 2 === 0 ? 'pack-c' : 'pack-d')] }]);
+          const [outcome] = await store.write([batchOf('battery-data', [data(NOW + i, i % 2 === 0 ? 'pack-c' : 'pack-d')])]);
           assert.ok(outcome?.ok, 'writes answer while the summary update is held');
         }
         proxy.release();
@@ -106,12 +106,12 @@ describe(
       });
       try {
         proxy.hold(isSummaryUpdate);
-        assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW, 'pack-l')] }]))[0]?.ok);
+        assert.ok((await store.write([batchOf('battery-data', [data(NOW, 'pack-l')])]))[0]?.ok);
         await warning;
         assert.match(logged.join('\n'), /pack summary not updated, counts of 1 pack\/kind pairs are low by 1 records/);
         proxy.release();
         assert.equal((await store.history('battery-data', { since: 0, limit: 10, batteryId: 'pack-l' })).length, 1);
-        assert.ok((await store.write([{ kind: 'battery-data', records: [data(NOW + 1, 'pack-l')] }]))[0]?.ok);
+        assert.ok((await store.write([batchOf('battery-data', [data(NOW + 1, 'pack-l')])]))[0]?.ok);
       } finally {
         proxy.release();
         await store.close();
@@ -124,7 +124,7 @@ describe(
       const store = await open({ summaryDelayMs: 60_000 });
       try {
         const old = [1, 2, 3].map((i) => data(NOW - 10 * 86_400 + i, 'pack-r'));
-        assert.ok((await store.write([{ kind: 'battery-data', records: [...old, data(NOW, 'pack-r')] }]))[0]?.ok);
+        assert.ok((await store.write([batchOf('battery-data', [...old, data(NOW, 'pack-r')])]))[0]?.ok);
         assert.equal(await store.deleteOlderThan(NOW - 86_400), 3);
         assert.equal(await countOf(store, 'pack-r'), 1);
       } finally {
@@ -135,7 +135,7 @@ describe(
     it('sends waiting counts when it closes', async () => {
       const databaseName = freshDatabase();
       const first = await openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, summaryDelayMs: 60_000 });
-      assert.ok((await first.write([{ kind: 'battery-data', records: [data(NOW, 'pack-x'), data(NOW + 1, 'pack-x')] }]))[0]?.ok);
+      assert.ok((await first.write([batchOf('battery-data', [data(NOW, 'pack-x'), data(NOW + 1, 'pack-x')])]))[0]?.ok);
       await first.close();
       const second = await openMongoStore({ uri: server.uri, databaseName, retentionDays: 30 });
       try {

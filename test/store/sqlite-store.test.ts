@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { openSqliteStore, SQLITE_FILE_NAME } from '../../src/store/sqlite-store.js';
 import { tempDir } from '../support/temp-dir.js';
-import { data, storeConformance } from './conformance.js';
+import { batchOf, data, storeConformance } from './conformance.js';
 
 storeConformance('sqlite', { open: () => openSqliteStore(tempDir()), atomicRequests: true });
 
@@ -26,7 +26,7 @@ describe('SQLite store specifics', () => {
   it('keeps what it acknowledged across a reopen', async () => {
     const dir = tempDir();
     const first = await openSqliteStore(dir);
-    const [outcome] = await first.write([{ kind: 'battery-data', records: [data(1_732_700_000, 'pack-9', 377)] }]);
+    const [outcome] = await first.write([batchOf('battery-data', [data(1_732_700_000, 'pack-9', 377)])]);
     assert.ok(outcome?.ok);
     await first.close();
     const second = await openSqliteStore(dir);

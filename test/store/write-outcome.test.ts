@@ -7,16 +7,15 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { MongoClient } from 'mongodb';
-import type { NewRecord } from '../../src/records/kinds.js';
 import { openMongoStore } from '../../src/store/mongodb-store.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store, WriteOutcome } from '../../src/store/store.js';
 import { startMongoServer } from '../support/mongo-server.js';
 import { tempDir } from '../support/temp-dir.js';
-import { data } from './conformance.js';
+import { batchOf, data, type TestRecord } from './conformance.js';
 
 const NOW = 1_732_700_000;
-const keyed = (key: string, t: number, pack = 'pack-k') => ({ ...data(t, pack), key }) satisfies NewRecord;
+const keyed = (key: string, t: number, pack = 'pack-k') => ({ ...data(t, pack), key }) satisfies TestRecord;
 
 function ok(outcome: WriteOutcome | undefined): { ids: string[]; existing: number[] } {
   assert.ok(outcome?.ok, `write failed: ${outcome && !outcome.ok ? outcome.error.message : ''}`);
@@ -28,7 +27,7 @@ function writeOutcomes(name: string, open: () => Promise<Store>): void {
     it('lists nothing as existing when everything is new, keyed or not', async () => {
       const store = await open();
       try {
-        const result = ok((await store.write([{ kind: 'battery-data', records: [data(NOW), keyed('a:0', NOW + 1), data(NOW + 2)] }]))[0]);
+        const result = ok((await store.write([batchOf('battery-data', [data(NOW), keyed('a:0', NOW + 1), data(NOW + 2)])]))[0]);
         assert.equal(result.ids.length, 3);
         assert.deepEqual(result.existing, []);
       } finally {
@@ -39,9 +38,9 @@ function writeOutcomes(name: string, open: () => Promise<Store>): void {
     it('lists the records whose key was stored by an earlier write, answering their stored ids', async () => {
       const store = await open();
       try {
-        const first = ok((await store.write([{ kind: 'battery-data', records: [keyed('b:0', NOW), keyed('b:1', NOW + 1)] }]))[0]);
+        const first = ok((await store.write([batchOf('battery-data', [keyed('b:0', NOW), keyed('b:1', NOW + 1)])]))[0]);
         const retry = ok(
-          (await store.write([{ kind: 'battery-data', records: [data(NOW + 5), keyed('b:1', NOW + 1), keyed('b:2', NOW + 2), keyed('b:0', NOW)] }]))[0],
+          (await store.write([batchOf('battery-data', [data(NOW + 5), keyed('b:1', NOW + 1), keyed('b:2', NOW + 2), keyed('b:0', NOW)])]))[0],
         );
         assert.deepEqual(retry.existing, [1, 3]);
         assert.equal(retry.ids[1], first.ids[1]);
@@ -57,8 +56,8 @@ function writeOutcomes(name: string, open: () => Promise<Store>): void {
       const store = await open();
       try {
         const [one, two] = await store.write([
-          { kind: 'battery-data', records: [keyed('c:0', NOW), keyed('c:0', NOW)] },
-          { kind: 'battery-data', records: [keyed('c:0', NOW), keyed('c:1', NOW + 1)] },
+          batchOf('battery-data', [keyed('c:0', NOW), keyed('c:0', NOW)]),
+          batchOf('battery-data', [keyed('c:0', NOW), keyed('c:1', NOW + 1)]),
         ]);
         const a = ok(one);
         const b = ok(two);

@@ -1,10 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './temp-dir.js';
 
-export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
-/** The project root: where `--import tsx` resolves from, whatever the child's working directory. */
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+/**
+ * tsx by its path, so that a child runs from any working directory: by default a fresh one, where
+ * the CLI finds no .env (a developer's .env in the project stays out of the tests).
+ */
+export const TSX = import.meta.resolve('tsx');
 
 export interface ChildService {
   url: string;
@@ -17,7 +21,8 @@ export interface ChildService {
 
 /** Runs `battery-monitor <args>` as a real child process and waits for its API to listen. */
 export async function spawnService(args: string[], env: Record<string, string>): Promise<ChildService> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+    cwd: tempDir(),
     env: { ...process.env, API_HOST: '127.0.0.1', API_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -47,13 +52,20 @@ export interface Finished {
   stderr: string;
 }
 
-/**
- * Runs `battery-monitor <args>` to its end (a start-up that fails) and answers its exit and output.
- * `uid`/`gid` run it as another user (when the tests run as root). Killed after `timeoutMs`.
- */
-export function runCli(args: string[], env: Record<string, string>, options: { uid?: number; gid?: number; timeoutMs?: number } = {}): Promise<Finished> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-    cwd: ROOT,
+export interface RunOptions {
+  /** Working directory (where the CLI looks for .env); default a fresh one. */
+  cwd?: string;
+  /** Run as another user (when the tests run as root). */
+  uid?: number;
+  gid?: number;
+  /** Killed after this long; default two minutes. */
+  timeoutMs?: number;
+}
+
+/** Runs `battery-monitor <args>` to its end (a start-up that fails, --help) and answers its exit and output. */
+export function runCli(args: string[], env: Record<string, string>, options: RunOptions = {}): Promise<Finished> {
+  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+    cwd: options.cwd ?? tempDir(),
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),

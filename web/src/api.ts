@@ -3,7 +3,7 @@
  * frontend never assumes more than that contract names.
  */
 
-import type { BatteryData, BatteryPerformance, BatteryPrediction, Kind, RecordOf, Specs, Thresholds } from './generated/records';
+import type { BatteryData, BatteryPerformance, BatteryPrediction, DashboardRecords, Kind, RecordOf, Specs, Thresholds } from './generated/records';
 
 // The record, kind and specs types are generated from the server's schemas (npm run generate).
 export { KINDS } from './generated/records';
@@ -21,10 +21,7 @@ export interface BatterySummary {
 }
 
 /** GET /api/dashboard, under the original service's keys. */
-export interface Dashboard {
-  battery_data: DataRecord | null;
-  performance: PerformanceRecord | null;
-  prediction: PredictionRecord | null;
+export interface Dashboard extends DashboardRecords {
   specs: Specs;
   thresholds: Thresholds;
   /** Server time, Unix seconds. */

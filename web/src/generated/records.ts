@@ -8,6 +8,13 @@ export interface RecordOf {
   'battery-performance': BatteryPerformance;
   'battery-prediction': BatteryPrediction;
 }
+
+/** GET /api/dashboard: the latest record of each kind, under the original service's keys. */
+export interface DashboardRecords {
+  battery_data: BatteryData | null;
+  performance: BatteryPerformance | null;
+  prediction: BatteryPrediction | null;
+}
 export interface BatteryData {
   /**
    * Record id

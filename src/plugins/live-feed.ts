@@ -1,0 +1,18 @@
+/** The live feed, as `app.liveFeed`: what each commit stored, for /api/stream's subscribers. */
+import fp from 'fastify-plugin';
+import { LiveFeed } from '../ingest/live-feed.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    liveFeed: LiveFeed;
+  }
+}
+
+export const liveFeedPlugin = fp(
+  async (app) => {
+    const liveFeed = new LiveFeed(app.ingest.afterCommit);
+    app.decorate('liveFeed', liveFeed);
+    app.addHook('onClose', async () => liveFeed.close());
+  },
+  { name: 'live-feed', fastify: '5.x', dependencies: ['ingest'] },
+);
