@@ -58,7 +58,9 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
           'Answers once the records are durable. An array is stored all or nothing. Fields a record schema does not ' +
           'name are ignored. With an Idempotency-Key header, a retry of the same records with the same key stores ' +
           'nothing twice and answers the ids stored the first time (record i is keyed by the header, i and a digest of ' +
-          'the record); different records under a key already used are a different request, and are stored.',
+          'the record); different records under a key already used are a different request, and are stored. ' +
+          'While too many records wait to be stored it answers 503 at once, with a Retry-After ' +
+          'header (seconds) and stores nothing: send the same request again after that long.',
         tags,
         security: securityOf(config, 'write'),
         body: Type.Union([Input, Type.Array(Input, { minItems: 1, maxItems: MAX_BATCH_RECORDS })]),

@@ -16,7 +16,7 @@
  * Cost of a row: 8 bytes per number and 4 per string; the strings themselves once per batch.
  */
 import { numericColumns, optionalColumns, STRING_COLUMNS } from '../records/columns.js';
-import { DEFAULT_BATTERY_ID, inputFields, KINDS, recordFields, type KindName, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import { byKind, DEFAULT_BATTERY_ID, inputFields, KINDS, recordFields, type KindName, type RecordInput, type StoredRecord } from '../records/kinds.js';
 
 /** Where a field of a row is: a numeric column, or a string column (the other is -1). */
 interface FieldAt {
@@ -40,31 +40,27 @@ const TEXT_COLUMNS = STRING_COLUMNS.length;
 const SOURCE = STRING_COLUMNS.indexOf('source');
 const BATTERY_ID = STRING_COLUMNS.indexOf('battery_id');
 
-const layouts = new Map<KindName, Layout>();
 function layoutOf(kind: KindName): Layout {
-  let layout = layouts.get(kind);
-  if (layout === undefined) {
-    const columns = numericColumns(kind);
-    const optional = optionalColumns(kind);
-    const column = new Map(columns.map((name, index) => [name, index]));
-    const texts = STRING_COLUMNS as readonly string[];
-    const fields = new Map<string, FieldAt>();
-    for (const field of recordFields(kind)) {
-      if (column.has(field.name) || texts.includes(field.name)) {
-        fields.set(field.name, { name: field.name, number: column.get(field.name) ?? -1, text: texts.indexOf(field.name) });
-      }
+  const columns = numericColumns(kind);
+  const optional = optionalColumns(kind);
+  const column = new Map(columns.map((name, index) => [name, index]));
+  const texts = STRING_COLUMNS as readonly string[];
+  const fields = new Map<string, FieldAt>();
+  for (const field of recordFields(kind)) {
+    if (column.has(field.name) || texts.includes(field.name)) {
+      fields.set(field.name, { name: field.name, number: column.get(field.name) ?? -1, text: texts.indexOf(field.name) });
     }
-    const answer = [...fields.values()];
-    const input = inputFields(kind).map((field) => fields.get(field.name)!);
-    layout = { columns, column, optional: columns.map((name) => optional.has(name)), fields, answer, input };
-    layouts.set(kind, layout);
   }
-  return layout;
+  const answer = [...fields.values()];
+  const input = inputFields(kind).map((field) => fields.get(field.name)!);
+  return { columns, column, optional: columns.map((name) => optional.has(name)), fields, answer, input };
 }
+
+const LAYOUTS = byKind((kind) => layoutOf(kind.name));
 
 /** Where a kind's numbers sit in a row of its batches: `numbers[row * width + columnIndex(kind, name)]`. */
 export function columnIndex(kind: KindName, name: string): number {
-  const index = layoutOf(kind).column.get(name);
+  const index = LAYOUTS[kind].column.get(name);
   if (index === undefined) throw new Error(`${kind} records have no numeric column ${name}`);
   return index;
 }
@@ -90,7 +86,7 @@ export class RecordBatch {
   /** `capacity`: rows to make room for at once (it grows as needed). */
   constructor(kind: KindName, capacity = 16) {
     this.kind = kind;
-    this.#layout = layoutOf(kind);
+    this.#layout = LAYOUTS[kind];
     this.width = this.#layout.columns.length;
     this.#capacity = Math.max(1, capacity);
     this.numbers = new Float64Array(this.#capacity * this.width);

@@ -37,8 +37,8 @@ export class IngestFullError extends Error {
 
 export interface StoreSinkOptions {
   /**
-   * Records taken and not yet durable past which the sink is full. Frames held this way cost about
-   * 70 bytes each (a row of a RecordBatch), so the default bounds them to about 7 MB.
+   * Records taken and not yet durable past which the sink is full. A battery-data row of a batch
+   * takes 56 bytes, so the default holds about 6 MB of rows.
    */
   maxPendingRecords?: number;
   /**
