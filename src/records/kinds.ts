@@ -207,18 +207,6 @@ export interface RecordInput {
   [field: string]: number | string | undefined;
 }
 
-/** A record ready to store: every common field set, measurement fields by name. */
-export interface NewRecord {
-  timestamp: number;
-  source: string;
-  battery_id: string;
-  received_at: number;
-  device_time?: number;
-  /** Idempotency key: a record with a key already stored is skipped, not stored twice. */
-  key?: string;
-  values: Record<string, number>;
-}
-
 /** A stored record, as the API answers it. */
 export interface StoredRecord {
   _id: string;
@@ -228,23 +216,6 @@ export interface StoredRecord {
   received_at: number;
   device_time?: number;
   [field: string]: number | string | undefined;
-}
-
-/** Fills in server defaults. The input must already be validated against the kind's schema. */
-export function toNewRecord(kind: KindName, input: RecordInput, receivedAt: number, key?: string): NewRecord {
-  const spec = KINDS[kind];
-  const values: Record<string, number> = {};
-  for (const field of Object.keys(spec.fields)) values[field] = input[field] as number;
-  const record: NewRecord = {
-    timestamp: input.timestamp ?? receivedAt,
-    source: input.source ?? spec.defaultSource,
-    battery_id: input.battery_id ?? DEFAULT_BATTERY_ID,
-    received_at: receivedAt,
-    values,
-  };
-  if (input.device_time !== undefined) record.device_time = input.device_time;
-  if (key !== undefined) record.key = key;
-  return record;
 }
 
 /**
