@@ -5,24 +5,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { call } from '../support/helper.js';
 import { CLI, spawnService, TSX } from '../support/child-service.js';
 import { tempDir } from '../support/temp-dir.js';
+import { freePort } from '../support/free-port.js';
 
 const API_KEY = 'log-test-key-0123456789';
 
 /** A port free a moment ago (a port rule cannot say 0). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 function env(dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     DATA_DIR: dataDir,

@@ -1,23 +1,15 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { test } from 'node:test';
 import { encodeFrame } from '../../src/collector/binary-decoder.js';
 import { metricValue, renderMetrics } from '../../src/collector/metrics.js';
 import { allRecords, closed, connect, eventually, random, randomSplit, sendChunks, settle, startTestCollector } from './helpers.js';
+import { freePort } from '../support/free-port.js';
 
 const NAN_FRAME = Buffer.from('000020410000c07f0000803f0000c841', 'hex');
 const INF_FRAME = Buffer.from('000020410000c8430000803f0000807f', 'hex');
 
 /** Frame j of connection c: device_time identifies it, exactly (integers below 2^24 are exact in float32). */
 const frameOf = (c: number, j: number) => encodeFrame({ device_time: c * 10_000 + j, pack_voltage: 350 + (j % 100) / 4, pack_current: -50 + (c % 40), cell_temp: 20 + (j % 20) / 2 });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 test('frames over many connections, split at random offsets with bad frames mixed in: every good one stored once, every bad one counted', async (t) => {
   const tc = await startTestCollector(t);

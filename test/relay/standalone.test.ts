@@ -13,6 +13,7 @@ import type { Service } from '../../src/server.js';
 import { startTestService } from '../support/service.js';
 import { tempDir } from '../support/temp-dir.js';
 import { allRecords, eventually, recordingLogger, sendChunks } from '../collector/helpers.js';
+import { freePort } from '../support/free-port.js';
 
 /**
  * Frame n. The API does not keep device_time from a POST yet, so n is also carried exactly in
@@ -20,14 +21,6 @@ import { allRecords, eventually, recordingLogger, sendChunks } from '../collecto
  */
 const frame = (n: number) => encodeFrame({ device_time: n, pack_voltage: 300 + n / 64, pack_current: -(n % 90), cell_temp: 20 + (n % 30) });
 const numberOf = (record: Record<string, unknown>) => ((record.pack_voltage as number) - 300) * 64;
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function settings(dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {

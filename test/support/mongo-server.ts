@@ -15,11 +15,11 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
+import { freePort } from './free-port.js';
 
 export const FERRETDB_VERSION = 'v1.24.2';
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -98,17 +98,6 @@ function installFerretDb(): void {
   if (result.status !== 0 || !existsSync(FERRETDB_BIN)) {
     throw new Error('could not build FerretDB (scripts/install-ferretdb.sh failed); set MONGODB_TEST_URI or put mongod on PATH');
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function startLocal(
