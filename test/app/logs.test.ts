@@ -87,7 +87,10 @@ describe('console log', () => {
   it('is human lines on a terminal (the log file stays JSON)', { skip: !hasScript && 'needs script(1) from util-linux for a pseudo-terminal' }, async (t) => {
     const dataDir = tempDir();
     const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-    const command = [process.execPath, '--import', TSX, CLI, 'run'].map(quote).join(' ');
+    // `exec`: the shell script(1) starts must not stay between the terminal and the service. A
+    // shell waiting for its child (dash, when SHELL is unset) also receives the Ctrl-C, and dies
+    // of it after the service exited 0, which made this test fail now and then with 130.
+    const command = `exec ${[process.execPath, '--import', TSX, CLI, 'run'].map(quote).join(' ')}`;
     // script(1) runs the command on a pseudo-terminal and copies what it prints to our pipe, and
     // what we write to the terminal: Ctrl-C there stops the service as it would a person's.
     const child = spawn('script', ['-qfec', command, '/dev/null'], {
