@@ -6,6 +6,7 @@
  * `loadConfig`; nothing else reads it.
  */
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Type, type StaticDecode, type TSchema } from 'typebox';
@@ -92,10 +93,85 @@ export const ConfigSchema = Type.Object({
   collectorMaxConnections: Type.Integer(
     setting({ env: 'COLLECTOR_MAX_CONNECTIONS', description: 'Open TCP connections, all listeners together; more are refused and counted', default: 2000, minimum: 1, maximum: 100_000 }),
   ),
+  collectorMaxConnectionsPerAddress: Type.Integer(
+    setting({
+      env: 'COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS',
+      description: 'Open TCP connections from one peer address, all listeners together; more are refused and counted',
+      default: 256,
+      minimum: 1,
+      maximum: 100_000,
+    }),
+  ),
+  collectorAllow: Type.Decode(
+    Type.Array(
+      Type.String(),
+      setting({
+        env: 'COLLECTOR_ALLOW',
+        description:
+          'Comma list of peer addresses or networks (10.0.0.7, 10.0.0.0/8, fd00::/8) the TCP collector accepts connections from; ' +
+          'others are closed at once and counted; empty: every peer',
+        default: [],
+        must: 'must be a comma list of IP addresses or networks like 10.0.0.0/8',
+      }),
+    ),
+    (entries) => entries.map(parseNetwork),
+  ),
+  collectorFirstByteTimeoutSeconds: Type.Integer(
+    setting({
+      env: 'COLLECTOR_FIRST_BYTE_TIMEOUT',
+      description: 'Seconds a new TCP connection may stay silent before its first byte; then it is closed',
+      default: 10,
+      minimum: 1,
+      maximum: 3600,
+    }),
+  ),
   collectorIdleTimeoutSeconds: Type.Integer(
     setting({ env: 'COLLECTOR_IDLE_TIMEOUT', description: 'Seconds a silent TCP connection is kept open; 0 keeps it forever', default: 300, minimum: 0, maximum: 86_400 }),
   ),
   collectorLogFile: Type.Optional(filePath({ env: 'COLLECTOR_LOG_FILE', description: 'Collector log file (JSON lines, beside the console); unset: data_collector.log in DATA_DIR' })),
+  ingestMaxPendingRecords: Type.Integer(
+    setting({
+      env: 'INGEST_MAX_PENDING_RECORDS',
+      description:
+        'Records taken and not yet durable, all producers together; past it TCP sockets pause and HTTP writes answer 503 with Retry-After',
+      default: 100_000,
+      minimum: 1000,
+      maximum: 10_000_000,
+    }),
+  ),
+  apiMaxConnections: Type.Integer(
+    setting({ env: 'API_MAX_CONNECTIONS', description: 'Open HTTP connections; more are closed at once', default: 1024, minimum: 1, maximum: 100_000 }),
+  ),
+  apiRequestTimeoutSeconds: Type.Integer(
+    setting({
+      env: 'API_REQUEST_TIMEOUT',
+      description: 'Seconds a client has to send a whole request, headers and body; a slower one gets 408 and is closed',
+      default: 30,
+      minimum: 1,
+      maximum: 3600,
+    }),
+  ),
+  apiIdleTimeoutSeconds: Type.Integer(
+    setting({
+      env: 'API_IDLE_TIMEOUT',
+      description: 'Seconds an HTTP connection may move no bytes either way before it is closed (live streams send a keep-alive comment sooner)',
+      default: 60,
+      minimum: 1,
+      maximum: 3600,
+    }),
+  ),
+  streamMaxSubscribers: Type.Integer(
+    setting({ env: 'STREAM_MAX_SUBSCRIBERS', description: 'Open /api/stream subscriptions, all clients together; more answer 503', default: 500, minimum: 1, maximum: 100_000 }),
+  ),
+  streamMaxSubscribersPerAddress: Type.Integer(
+    setting({
+      env: 'STREAM_MAX_SUBSCRIBERS_PER_ADDRESS',
+      description: 'Open /api/stream subscriptions from one client address; more answer 429',
+      default: 50,
+      minimum: 1,
+      maximum: 100_000,
+    }),
+  ),
   spoolMaxBytes: Type.Integer(
     setting({ env: 'SPOOL_MAX_BYTES', description: "Bound of the standalone collector's disk spool, in bytes", default: 1024 ** 3, minimum: 1024 ** 2, maximum: Number.MAX_SAFE_INTEGER }),
   ),
@@ -177,6 +253,25 @@ function mustOf(schema: SettingSchema): string {
   if (schema.type === 'integer') return `must be a whole number from ${String(schema.minimum)} to ${String(schema.maximum)}`;
   if (Array.isArray(schema.enum)) return `must be one of ${schema.enum.join(', ')}`;
   return 'is not valid';
+}
+
+/** A network of COLLECTOR_ALLOW: an address (a network of one) or address/prefix. */
+export interface Network {
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+}
+
+function parseNetwork(text: string): Network {
+  const [address = '', prefixText, ...rest] = text.split('/');
+  const version = isIP(address);
+  const family = version === 6 ? 'ipv6' : 'ipv4';
+  const bits = version === 6 ? 128 : 32;
+  const prefix = prefixText === undefined ? bits : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : Number.NaN;
+  if (version === 0 || rest.length > 0 || !(prefix >= 0 && prefix <= bits)) {
+    throw new ConfigError(`COLLECTOR_ALLOW must be a comma list of IP addresses or networks like 10.0.0.0/8, got "${text}"`);
+  }
+  return { address, prefix, family };
 }
 
 /** Where the collector logs: COLLECTOR_LOG_FILE, else beside the data, wherever DATA_DIR points. */

@@ -51,6 +51,14 @@ export interface CollectorMetrics {
   /** Records the API acknowledged (standalone mode). */
   readonly forwardedRecords: Counter<'kind'>;
   readonly forwardRequests: Counter<'outcome'>;
+  /** Records a store refused for themselves (not an outage): not stored, reported to their producer. */
+  readonly recordsRefused: Counter<'kind' | 'reason'>;
+  /** Open /api/stream subscriptions. */
+  readonly streamSubscribers: Gauge;
+  /** /api/stream subscriptions refused: over STREAM_MAX_SUBSCRIBERS or STREAM_MAX_SUBSCRIBERS_PER_ADDRESS. */
+  readonly streamRefused: Counter<'reason'>;
+  /** /api/stream subscribers dropped because they did not read what was sent to them. */
+  readonly streamDropped: Counter;
 }
 
 export function createCollectorMetrics(registry: Registry = new Registry()): CollectorMetrics {
@@ -72,6 +80,15 @@ export function createCollectorMetrics(registry: Registry = new Registry()): Col
     spoolCapacityBytes: new Gauge({ name: 'collector_spool_capacity_bytes', help: 'SPOOL_MAX_BYTES', registers }),
     forwardedRecords: new Counter({ name: 'collector_forwarded_records_total', help: 'Records the API acknowledged', labelNames: ['kind'], registers }),
     forwardRequests: new Counter({ name: 'collector_forward_requests_total', help: 'POSTs to the API, by outcome', labelNames: ['outcome'], registers }),
+    recordsRefused: new Counter({
+      name: 'ingest_records_refused_total',
+      help: 'Records the store refused for themselves (not an outage), by kind and reason; their neighbours were stored',
+      labelNames: ['kind', 'reason'],
+      registers,
+    }),
+    streamSubscribers: new Gauge({ name: 'stream_subscribers', help: 'Open /api/stream subscriptions', registers }),
+    streamRefused: new Counter({ name: 'stream_subscribers_refused_total', help: '/api/stream subscriptions refused, by limit', labelNames: ['reason'], registers }),
+    streamDropped: new Counter({ name: 'stream_subscribers_dropped_total', help: '/api/stream subscribers dropped for not reading what was sent', registers }),
   };
 }
 
