@@ -3,16 +3,17 @@
  * aggregate and export. One handler each, whatever the kind.
  */
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { RecordBatch } from '../ingest/record-batch.js';
-import { ALL_KINDS, csvColumns, type KindSpec, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import { ALL_KINDS, csvColumns, type KindSpec, type RecordInput } from '../records/kinds.js';
 import { inputSchemas, MAX_BATCH_RECORDS } from '../records/schemas.js';
 import { validateBody } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
 import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
 import { requireKey } from './auth.js';
+import { exportBody, exportContentType } from './export.js';
 
 const nowSeconds = () => Date.now() / 1000;
 
@@ -220,13 +221,7 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       const rows = store.exportRange(kind.name, { from: to - hours * 3600, to: to + 1, batteryId: battery_id });
       const name = `${kind.collection}${battery_id === undefined ? '' : `_${battery_id}`}_${hours}h.${format}`;
       reply.header('Content-Disposition', `attachment; filename="${name}"`);
-      if (format === 'ndjson') {
-        reply.type('application/x-ndjson');
-        return reply.send(Readable.from(lines(rows, (record) => `${JSON.stringify(record)}\n`)));
-      }
-      reply.type('text/csv; charset=utf-8');
-      const csvLine = (record: StoredRecord) => `${columns.map((column) => csvCell(record[column])).join(',')}\n`;
-      return reply.send(Readable.from(lines(rows, csvLine, `${columns.join(',')}\n`)));
+      return reply.type(exportContentType[format]).send(exportBody(rows, format, columns));
     },
   );
 }
@@ -242,24 +237,4 @@ function recordKey(header: string, index: number, input: RecordInput): string {
   // Sorted fields: a retry that spells the same record with its fields in another order is the same record.
   const canonical = JSON.stringify(Object.keys(input).sort().map((field) => [field, input[field]]));
   return `${header}:${index}:${createHash('sha256').update(canonical).digest('base64url').slice(0, 22)}`;
-}
-
-async function* lines(rows: AsyncIterable<StoredRecord>, format: (record: StoredRecord) => string, header?: string) {
-  if (header !== undefined) yield header;
-  // Join rows into chunks: one write per row would cost more than the rows.
-  let chunk = '';
-  for await (const record of rows) {
-    chunk += format(record);
-    if (chunk.length > 64 * 1024) {
-      yield chunk;
-      chunk = '';
-    }
-  }
-  if (chunk !== '') yield chunk;
-}
-
-function csvCell(value: string | number | undefined): string {
-  if (value === undefined) return '';
-  if (typeof value === 'number') return String(value);
-  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }
