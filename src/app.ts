@@ -10,6 +10,7 @@ import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
+import { alarmRoutes } from './api/alarm-routes.js';
 import { docsRoutes, openApiOptions } from './api/docs-routes.js';
 import { trackRouteMethods } from './api/common.js';
 import { fleetRoutes } from './api/fleet-routes.js';
@@ -21,6 +22,7 @@ import { streamRoute } from './api/stream-route.js';
 import { webRoutes } from './api/web-routes.js';
 import type { Config } from './config.js';
 import { IngestFullError } from './ingest/store-sink.js';
+import { alarmsPlugin } from './plugins/alarms.js';
 import { ingestPlugin } from './plugins/ingest.js';
 import { liveFeedPlugin } from './plugins/live-feed.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -115,6 +117,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
   await app.register(ingestPlugin);
   await app.register(liveFeedPlugin);
   await app.register(specsPlugin);
+  await app.register(alarmsPlugin);
 
   // Routes. The session's cookie parsing first: it then serves them all (the session cookie reads with the key).
   await app.register(sessionRoutes);
@@ -122,6 +125,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
   await app.register(healthRoute);
   await app.register(recordRoutes);
   await app.register(fleetRoutes);
+  await app.register(alarmRoutes);
   await app.register(streamRoute);
   await app.register(metricsRoute);
   await app.register(webRoutes);

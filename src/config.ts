@@ -172,6 +172,26 @@ export const ConfigSchema = Type.Object({
       maximum: 100_000,
     }),
   ),
+  noDataSeconds: Type.Integer(
+    setting({
+      env: 'NO_DATA_SECONDS',
+      description: 'A pack silent for longer than this raises a no-data alarm, cleared by its next reading',
+      default: 60,
+      minimum: 1,
+      maximum: 86_400 * 30,
+    }),
+  ),
+  webhookUrls: Type.Array(
+    Type.String({ pattern: '^https?://[^\\s]+$' }),
+    setting({
+      env: 'WEBHOOK_URLS',
+      description: 'Comma list of URLs that receive every alarm change as a signed JSON POST (more can be added at /api/webhooks)',
+      default: [],
+      must: 'must be a comma list of http:// or https:// URLs',
+      // A receiver's URL often carries its token.
+      secret: true,
+    }),
+  ),
   spoolMaxBytes: Type.Integer(
     setting({ env: 'SPOOL_MAX_BYTES', description: "Bound of the standalone collector's disk spool, in bytes", default: 1024 ** 3, minimum: 1024 ** 2, maximum: Number.MAX_SAFE_INTEGER }),
   ),

@@ -59,6 +59,12 @@ export interface CollectorMetrics {
   readonly streamRefused: Counter<'reason'>;
   /** /api/stream subscribers dropped because they did not read what was sent to them. */
   readonly streamDropped: Counter;
+  /** Open alarms (active or acknowledged), by severity. */
+  readonly alarmsOpen: Gauge<'severity'>;
+  /** Alarm changes: raised, escalated, deescalated, acknowledged, cleared. */
+  readonly alarmEvents: Counter<'type'>;
+  /** Webhook delivery attempts, by outcome (delivered, failed_attempt, gave_up). */
+  readonly notifications: Counter<'outcome'>;
 }
 
 export function createCollectorMetrics(registry: Registry = new Registry()): CollectorMetrics {
@@ -89,6 +95,9 @@ export function createCollectorMetrics(registry: Registry = new Registry()): Col
     streamSubscribers: new Gauge({ name: 'stream_subscribers', help: 'Open /api/stream subscriptions', registers }),
     streamRefused: new Counter({ name: 'stream_subscribers_refused_total', help: '/api/stream subscriptions refused, by limit', labelNames: ['reason'], registers }),
     streamDropped: new Counter({ name: 'stream_subscribers_dropped_total', help: '/api/stream subscribers dropped for not reading what was sent', registers }),
+    alarmsOpen: new Gauge({ name: 'alarms_open', help: 'Open alarms (active or acknowledged), by severity', labelNames: ['severity'], registers }),
+    alarmEvents: new Counter({ name: 'alarm_events_total', help: 'Alarm changes, by type', labelNames: ['type'], registers }),
+    notifications: new Counter({ name: 'alarm_notifications_total', help: 'Webhook delivery attempts, by outcome', labelNames: ['outcome'], registers }),
   };
 }
 
