@@ -6,7 +6,11 @@
  * 2. In-process ingest, end to end: the all-in-one service (`battery-monitor run`) in its own
  *    process; 50 TCP connections send binary frames as fast as it takes them for --duration seconds;
  *    the clock stops when every frame sent is readable through the API (GET /api/batteries counts).
- *    Records/s overall and per second, and the service's peak RSS (VmHWM).
+ *    Records/s overall and per second, and the service's peak RSS (VmHWM). Before the load, the
+ *    service's idle RSS: 5 s after it listens and after --idle-seconds of idling; and again
+ *    --idle-seconds after the load. V8 gives back the young generation that start-up (schema
+ *    compilation) and load grew only once its memory reducer sees the process idle, about 30 s in:
+ *    idle RSS is the figure after that.
  * 3. Standalone, end to end: `battery-monitor collect` and `battery-monitor serve` as two
  *    processes; --standalone-frames frames sent as fast as the collector takes them (into its
  *    spool), until readable through the API; the collector's and the API's peak RSS.
@@ -39,6 +43,7 @@ const { values } = parseArgs({
     'standalone-frames': { type: 'string', default: '2000000' },
     'forward-records': { type: 'string', default: '1000000' },
     'ceiling-rows': { type: 'string', default: '1000000' },
+    'idle-seconds': { type: 'string', default: '60' },
     skip: { type: 'string', default: '' },
     /** Run the children from the TypeScript sources under tsx instead of a build (tsx adds ~40 MB of RSS). */
     tsx: { type: 'boolean', default: false },
@@ -59,6 +64,7 @@ end (collect -> spool -> serve), and the forwarder alone; figures to bench/resul
   --standalone-frames N   standalone: frames to send (default 2000000)
   --forward-records N     forwarder: records prefilled in the spool (default 1000000)
   --ceiling-rows N        ceiling: rows inserted (default 1000000)
+  --idle-seconds S        in-process: idle before and after the load, RSS read after it (default 60)
   --skip LIST             any of ceiling,ingest,standalone,forwarder
   --tsx                   run the children from the TypeScript sources instead of a build
   --node-options TEXT     NODE_OPTIONS of the children, e.g. "--max-old-space-size=96"
@@ -67,6 +73,7 @@ end (collect -> spool -> serve), and the forwarder alone; figures to bench/resul
 }
 const durationSeconds = Number(values.duration);
 const standaloneFrames = Number(values['standalone-frames']);
+const idleSeconds = Number(values['idle-seconds']);
 const connections = Number(values.connections);
 const forwardRecords = Number(values['forward-records']);
 const ceilingRows = Number(values['ceiling-rows']);
@@ -167,9 +174,23 @@ async function startChild(command: string[], env: Record<string, string>, readyM
 }
 
 function peakRssMiB(pid: number): number {
+  return statusMiB(pid, 'VmHWM');
+}
+
+function statusMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const kib = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   return round(kib / 1024, 1);
+}
+
+const sleep = (seconds: number) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+/** RSS of an idle process: 5 s in, then after `seconds` of idling in all. */
+async function idleRssMiB(pid: number, seconds: number): Promise<{ after_5_s: number; after_idle: number; idle_s: number }> {
+  await sleep(Math.min(5, seconds));
+  const after5 = statusMiB(pid, 'VmRSS');
+  await sleep(Math.max(0, seconds - 5));
+  return { after_5_s: after5, after_idle: statusMiB(pid, 'VmRSS'), idle_s: seconds };
 }
 
 async function storedCount(url: string): Promise<number> {
@@ -296,11 +317,16 @@ const vsCeiling = (figures: Record<string, unknown>) => {
 };
 if (!skip.has('ingest')) {
   const service = await startChild(['run'], {}, 'battery monitor API listening');
+  const idleBefore = await idleRssMiB(service.child.pid!, idleSeconds);
+  console.log(`idle RSS of battery-monitor run: ${idleBefore.after_5_s} MiB 5 s after listening, ${idleBefore.after_idle} MiB after ${idleSeconds} s`);
   const ingest = await ingestEndToEnd(service.binaryPort, service.url, { service: service.child.pid! }, durationSeconds);
+  const idleAfter = await idleRssMiB(service.child.pid!, idleSeconds);
+  console.log(`idle RSS after the load: ${idleAfter.after_5_s} MiB 5 s after, ${idleAfter.after_idle} MiB after ${idleSeconds} s`);
   await service.stop();
-  results.in_process_ingest = ingest;
+  const ofCeiling = vsCeiling(ingest);
+  results.in_process_ingest = { ...ingest, idle_rss_mib: { before_load: idleBefore, after_load: idleAfter } };
   console.log(
-    `in-process ingest (battery-monitor run) over ${connections} connections for ${durationSeconds} s: ${(ingest.records_per_s as number).toLocaleString()} records/s until readable through the API${vsCeiling(ingest)}` +
+    `in-process ingest (battery-monitor run) over ${connections} connections for ${durationSeconds} s: ${(ingest.records_per_s as number).toLocaleString()} records/s until readable through the API${ofCeiling}` +
       `; per second ${JSON.stringify(ingest.per_second)}; peak RSS ${JSON.stringify(ingest.peak_rss_mib)} MiB`,
   );
 }
