@@ -26,9 +26,15 @@ Options:
       --metrics-host H    default COLLECTOR_HOST
   -h, --help              this text
 
+Devices do not authenticate: on a network, set COLLECTOR_ALLOW to the networks of your devices
+(a warning at start-up says when the listeners are reachable from other hosts without it). The API
+must answer at --api itself: redirects are not followed (a 3xx is logged, the records wait). With
+API_KEY set, use https:// to another host, or the key travels in clear (also warned at start-up).
+
 Settings (environment or .env): COLLECTOR_HOST, COLLECTOR_BINARY_PORT, COLLECTOR_JSON_PORT,
-COLLECTOR_BATTERY_MAP, COLLECTOR_MAX_CONNECTIONS, COLLECTOR_IDLE_TIMEOUT, COLLECTOR_LOG_FILE,
-DATA_DIR, SPOOL_MAX_BYTES, API_KEY (sent as X-API-Key), LOG_LEVEL.`;
+COLLECTOR_BATTERY_MAP, COLLECTOR_ALLOW, COLLECTOR_MAX_CONNECTIONS, COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS,
+COLLECTOR_FIRST_BYTE_TIMEOUT, COLLECTOR_IDLE_TIMEOUT, COLLECTOR_LOG_FILE, DATA_DIR, SPOOL_MAX_BYTES,
+API_KEY (sent as X-API-Key), LOG_LEVEL.`;
 
 export async function runCollectCommand(args: string[], env: Environment): Promise<void> {
   const values = parseFlags(

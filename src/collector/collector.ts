@@ -1,7 +1,12 @@
 /**
  * The TCP collector: a binary listener (16-byte frames, port 23456), a JSON listener (port 23457),
- * and one more binary listener per `port:` rule of the battery map. It accepts connections (up to
- * a limit, closing those silent too long), and each connection (connection.ts) decodes what it reads
+ * and one more binary listener per `port:` rule of the battery map. Devices do not authenticate, so
+ * what bounds a client is here: connections from peers outside COLLECTOR_ALLOW are closed at once,
+ * at most COLLECTOR_MAX_CONNECTIONS are open (all listeners together) and at most
+ * COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS from one address, a connection that sends nothing within
+ * COLLECTOR_FIRST_BYTE_TIMEOUT is closed, and one silent for COLLECTOR_IDLE_TIMEOUT later on too.
+ * At start-up a warning says so when the listeners are reachable from other hosts with no allow list.
+ * Each connection (connection.ts) decodes what it reads
  * into record batches that go to a sink (submitter.ts): the ingest sink in the all-in-one process,
  * the disk spool in the standalone relay. Batching across producers, retrying and back-pressure are
  * the sink's; when it is full, every socket is paused, so TCP flow control pushes back to the
@@ -12,7 +17,7 @@
  * run on the store's writer thread, the spool's writes in libuv's pool.
  */
 import net from 'node:net';
-import type { Config } from '../config.js';
+import type { Config, Network } from '../config.js';
 import type { RecordSink } from '../ingest/record-sink.js';
 import { listenOn } from '../listen-error.js';
 import { DEFAULT_CLOCK_BOUND, type ClockBound } from '../records/validate.js';
@@ -21,7 +26,8 @@ import { Connection } from './connection.js';
 import { listenerCounters, type ListenerCounters } from './listener-counters.js';
 import { LogEvery } from './log-every.js';
 import { silentLogger, type CollectorLogger } from './logger.js';
-import { createCollectorMetrics, type CollectorMetrics, type ListenerName } from './metrics.js';
+import { createCollectorMetrics, type CollectorMetrics, type ListenerName, type RefuseReason } from './metrics.js';
+import { canonicalAddress, isLoopback, peerAllowList } from './peer-address.js';
 import { Submitter } from './submitter.js';
 
 export interface CollectorOptions {
@@ -33,6 +39,12 @@ export interface CollectorOptions {
   batteryMap?: string | BatteryMap;
   /** Over this many open connections (all listeners together) new ones are refused. */
   maxConnections?: number;
+  /** Over this many open connections from one peer address (all listeners together) new ones from it are refused. */
+  maxConnectionsPerAddress?: number;
+  /** COLLECTOR_ALLOW: peers outside these networks are refused; empty or unset, every peer is taken. */
+  allow?: readonly Network[];
+  /** A connection that sent nothing this long after it opened is closed; 0 never. */
+  firstByteTimeoutMs?: number;
   /** A connection silent this long is closed; 0 never. */
   idleTimeoutMs?: number;
   logger?: CollectorLogger;
@@ -41,9 +53,21 @@ export interface CollectorOptions {
   maxClockSkewSeconds?: number;
 }
 
-/** Options from the settings: COLLECTOR_HOST, ports, battery map, limits. */
+/** Options from the settings: COLLECTOR_HOST, ports, battery map, allow list, limits. */
 export function collectorOptionsFromConfig(
-  config: Pick<Config, 'collectorHost' | 'collectorBinaryPort' | 'collectorJsonPort' | 'collectorBatteryMap' | 'collectorMaxConnections' | 'collectorIdleTimeoutSeconds' | 'maxClockSkewSeconds'>,
+  config: Pick<
+    Config,
+    | 'collectorHost'
+    | 'collectorBinaryPort'
+    | 'collectorJsonPort'
+    | 'collectorBatteryMap'
+    | 'collectorMaxConnections'
+    | 'collectorMaxConnectionsPerAddress'
+    | 'collectorAllow'
+    | 'collectorFirstByteTimeoutSeconds'
+    | 'collectorIdleTimeoutSeconds'
+    | 'maxClockSkewSeconds'
+  >,
 ): Omit<CollectorOptions, 'sink'> {
   return {
     host: config.collectorHost,
@@ -51,6 +75,9 @@ export function collectorOptionsFromConfig(
     jsonPort: config.collectorJsonPort,
     batteryMap: config.collectorBatteryMap,
     maxConnections: config.collectorMaxConnections,
+    maxConnectionsPerAddress: config.collectorMaxConnectionsPerAddress,
+    allow: config.collectorAllow,
+    firstByteTimeoutMs: config.collectorFirstByteTimeoutSeconds * 1000,
     idleTimeoutMs: config.collectorIdleTimeoutSeconds * 1000,
     maxClockSkewSeconds: config.maxClockSkewSeconds,
   };
@@ -94,13 +121,22 @@ class Collector implements CollectorHandle {
   readonly #log: CollectorLogger;
   readonly #map: BatteryMap;
   readonly #maxConnections: number;
+  readonly #maxConnectionsPerAddress: number;
+  /** Undefined: every peer may connect. */
+  readonly #allowed: ((address: string) => boolean) | undefined;
+  readonly #firstByteTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #counters: Record<ListenerName, ListenerCounters>;
   readonly #submitter: Submitter;
   readonly #servers: net.Server[] = [];
+  /** Bound listeners, for the start-up warning. */
+  readonly #bound: { listener: ListenerName; address: string; port: number }[] = [];
   readonly #connections = new Set<Connection>();
-  readonly #refusals = new LogEvery(10_000);
-  #idleTimer: NodeJS.Timeout | undefined;
+  /** Open connections per peer address (canonicalAddress). */
+  readonly #perAddress = new Map<string, number>();
+  readonly #refusals: Record<RefuseReason, LogEvery> = { max_connections: new LogEvery(10_000), per_address: new LogEvery(10_000), not_allowed: new LogEvery(10_000) };
+  readonly #silentCloses = new LogEvery(10_000);
+  #sweepTimer: NodeJS.Timeout | undefined;
   #closing = false;
 
   constructor(options: CollectorOptions) {
@@ -111,6 +147,9 @@ class Collector implements CollectorHandle {
     this.metrics = options.metrics ?? createCollectorMetrics();
     this.#map = typeof options.batteryMap === 'string' ? parseBatteryMap(options.batteryMap) : (options.batteryMap ?? parseBatteryMap(''));
     this.#maxConnections = options.maxConnections ?? 2000;
+    this.#maxConnectionsPerAddress = options.maxConnectionsPerAddress ?? 256;
+    this.#allowed = peerAllowList(options.allow ?? []);
+    this.#firstByteTimeoutMs = options.firstByteTimeoutMs ?? 10_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
     this.#counters = { binary: listenerCounters(this.metrics, 'binary'), json: listenerCounters(this.metrics, 'json') };
     this.#submitter = new Submitter({
@@ -148,9 +187,31 @@ class Collector implements CollectorHandle {
       if (port === this.binaryPort || port === this.jsonPort) continue;
       this.mappedPorts.push(await this.#listen('binary', port, 'COLLECTOR_BATTERY_MAP', { rule: `port:${port}=${batteryId}`, battery_id: batteryId }));
     }
-    if (this.#idleTimeoutMs > 0) {
-      const every = Math.min(1000, Math.max(20, Math.floor(this.#idleTimeoutMs / 4)));
-      this.#idleTimer = setInterval(() => this.#closeIdle(), every).unref();
+    const timeouts = [this.#firstByteTimeoutMs, this.#idleTimeoutMs].filter((ms) => ms > 0);
+    if (timeouts.length > 0) {
+      const every = Math.min(1000, Math.max(20, Math.floor(Math.min(...timeouts) / 4)));
+      this.#sweepTimer = setInterval(() => this.#closeSilent(), every).unref();
+    }
+    this.#warnIfExposed();
+  }
+
+  /**
+   * Devices do not authenticate: a listener other hosts can reach takes whatever any of them sends.
+   * Said once at start-up, unless COLLECTOR_ALLOW names who may connect.
+   */
+  #warnIfExposed(): void {
+    const exposed = this.#bound.filter((b) => !isLoopback(b.address));
+    if (exposed.length === 0) return;
+    const listeners = exposed.map((b) => `${b.listener} ${b.address}:${b.port}`).join(', ');
+    if (this.#allowed === undefined) {
+      this.#log.warn(
+        { host: this.host, listeners },
+        `the TCP collector is reachable from other hosts (${listeners}) and takes unauthenticated input from any host that can reach it: ` +
+          'set COLLECTOR_ALLOW to the networks of your devices, or COLLECTOR_HOST=127.0.0.1 to take input from this machine only',
+      );
+    } else {
+      const allow = (this.#options.allow ?? []).map((n) => `${n.address}/${n.prefix}`).join(',');
+      this.#log.info({ host: this.host, listeners, allow }, 'the TCP collector takes connections from COLLECTOR_ALLOW only');
     }
   }
 
@@ -166,23 +227,24 @@ class Collector implements CollectorHandle {
         : { portSetting: `${setting} rule "${rule.rule}"`, portFix: `change that rule of ${setting} to a free port` }),
     });
     server.on('error', (error) => this.#log.error({ err: error, listener }, 'listener error'));
+    this.#bound.push({ listener, address: address.address, port: address.port });
     this.#log.info({ listener, host: this.host, port: address.port, setting, ...rule }, 'collector listening');
     return address.port;
   }
 
   #accept(listener: ListenerName, socket: net.Socket): void {
-    if (this.#closing || this.#connections.size >= this.#maxConnections) {
-      this.#counters[listener].refused.inc();
+    // Without an address the peer is already gone (reset before we got to it).
+    if (this.#closing || socket.remoteAddress === undefined) {
       socket.destroy();
-      const refused = this.#refusals.count();
-      if (refused !== undefined) {
-        this.#log.warn(
-          { listener, peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, refused, maxConnections: this.#maxConnections },
-          'connection refused: too many connections (COLLECTOR_MAX_CONNECTIONS); further refusals are logged at most every 10 s',
-        );
-      }
       return;
     }
+    const address = canonicalAddress(socket.remoteAddress);
+    const refusal = this.#refusalOf(address);
+    if (refusal !== undefined) {
+      this.#refuse(listener, socket, refusal);
+      return;
+    }
+    this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
     const conn = new Connection(socket, listener, batteryIdFor(this.#map, socket.remoteAddress, socket.localPort), {
       counters: this.#counters[listener],
       log: this.#log,
@@ -190,15 +252,66 @@ class Collector implements CollectorHandle {
       submit: (from, batch) => this.#submitter.submit(from, batch),
     });
     this.#connections.add(conn);
-    void conn.finished.then(() => this.#connections.delete(conn));
+    void conn.finished.then(() => {
+      this.#connections.delete(conn);
+      const open = (this.#perAddress.get(address) ?? 1) - 1;
+      if (open > 0) this.#perAddress.set(address, open);
+      else this.#perAddress.delete(address);
+    });
     if (this.#submitter.paused) socket.pause();
   }
 
-  #closeIdle(): void {
+  /** Why a new connection from `address` is refused, if it is: the allow list first, then the limits. */
+  #refusalOf(address: string): RefuseReason | undefined {
+    if (this.#allowed !== undefined && !this.#allowed(address)) return 'not_allowed';
+    if (this.#connections.size >= this.#maxConnections) return 'max_connections';
+    if ((this.#perAddress.get(address) ?? 0) >= this.#maxConnectionsPerAddress) return 'per_address';
+    return undefined;
+  }
+
+  /** Closes at once, without reading a byte; counted per reason, logged at most every 10 s per reason. */
+  #refuse(listener: ListenerName, socket: net.Socket, reason: RefuseReason): void {
+    this.#counters[listener].refused(reason).inc();
+    socket.destroy();
+    const refused = this.#refusals[reason].count();
+    if (refused === undefined) return;
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const later = 'further refusals are logged at most every 10 s';
+    if (reason === 'not_allowed') {
+      this.#log.warn({ listener, peer, refused, reason }, `connection refused: the peer is not in COLLECTOR_ALLOW; ${later}`);
+    } else if (reason === 'per_address') {
+      this.#log.warn(
+        { listener, peer, refused, reason, maxConnectionsPerAddress: this.#maxConnectionsPerAddress },
+        `connection refused: too many connections from one address (COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS); ${later}`,
+      );
+    } else {
+      this.#log.warn({ listener, peer, refused, reason, maxConnections: this.#maxConnections }, `connection refused: too many connections (COLLECTOR_MAX_CONNECTIONS); ${later}`);
+    }
+  }
+
+  /**
+   * Closes connections that never sent a byte within the first-byte timeout (a device sends at
+   * once; a socket held open without a word only takes a slot), and those silent for the idle
+   * timeout. Not while reading is paused: then the silence is ours.
+   */
+  #closeSilent(): void {
     if (this.#submitter.paused) return;
-    const cutoff = Date.now() - this.#idleTimeoutMs;
+    const now = Date.now();
     for (const conn of this.#connections) {
-      if (conn.lastActivity <= cutoff && !conn.socket.destroyed) {
+      if (conn.socket.destroyed) continue;
+      const silentMs = now - conn.lastActivity;
+      if (this.#firstByteTimeoutMs > 0 && conn.socket.bytesRead === 0 && silentMs >= this.#firstByteTimeoutMs) {
+        conn.closeReason = 'first_byte_timeout';
+        conn.socket.destroy();
+        // A scan or a flood of idle sockets can close thousands at once: counted, logged now and then.
+        const closed = this.#silentCloses.count();
+        if (closed !== undefined) {
+          this.#log.info(
+            { listener: conn.listener, peer: conn.peer, closed, firstByteTimeoutMs: this.#firstByteTimeoutMs },
+            'closing connections that sent nothing since they opened (COLLECTOR_FIRST_BYTE_TIMEOUT); further ones are logged at most every 10 s',
+          );
+        }
+      } else if (this.#idleTimeoutMs > 0 && silentMs >= this.#idleTimeoutMs) {
         conn.closeReason = 'idle_timeout';
         this.#log.info({ listener: conn.listener, peer: conn.peer, idleTimeoutMs: this.#idleTimeoutMs }, 'closing idle connection');
         conn.socket.destroy();
@@ -217,7 +330,7 @@ class Collector implements CollectorHandle {
 
   async #close(): Promise<void> {
     this.#closing = true;
-    clearInterval(this.#idleTimer);
+    clearInterval(this.#sweepTimer);
     const stopped = this.#servers.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())));
     const finished: Promise<void>[] = [];
     for (const conn of this.#connections) {

@@ -2,7 +2,8 @@
  * One TCP connection of the collector: its bytes cut into frames or messages, decoded into record
  * batches (one per read and kind) and handed on; its bad input counted per reason and logged once
  * per reason, with the peer. What it held at the end (a partial frame, an unfinished message) is
- * counted when it closes.
+ * counted when it closes. A JSON message over 64 KiB closes the connection: no producer sends one,
+ * and the bytes after it (perhaps an endless string) are not worth reading to find its end.
  */
 import type net from 'node:net';
 import { RecordBatch } from '../ingest/record-batch.js';
@@ -92,15 +93,19 @@ export class Connection {
     return [read, end];
   }
 
-  /** JSON messages: each read's good records in one batch per kind. */
+  /** JSON messages: each read's good records in one batch per kind; a message too large ends the connection. */
   #json(): [(chunk: Buffer) => void, () => void] {
     const decoder = new JsonDecoder(undefined, this.#context.clock);
     const batches = new Map<KindName, RecordBatch>();
     let arrival = 0;
+    let tooLarge = false;
     const onMessage: MessageSink = (message) => {
+      // What follows a message too large in the same read is dropped with the connection.
+      if (tooLarge) return;
       this.#frames++;
       if (!message.ok) {
         this.#reject(message.reason, message.excerpt, message.detail);
+        tooLarge = message.reason === 'too_large';
         return;
       }
       let batch = batches.get(message.kind);
@@ -119,9 +124,15 @@ export class Connection {
     const read = (chunk: Buffer) => {
       arrival = arrivalSeconds(this.lastActivity);
       decoder.push(chunk, onMessage);
+      // The records before it in this read are handed on like any others.
       handOn();
+      if (tooLarge && !this.socket.destroyed) {
+        this.closeReason = 'too_large';
+        this.socket.destroy();
+      }
     };
     const end = () => {
+      if (tooLarge) return;
       const before = this.#frames;
       decoder.end(onMessage);
       if (this.#frames > before) this.#context.counters.frames.inc(this.#frames - before);

@@ -7,7 +7,8 @@
  * found at the byte where it breaks, not at the end of the next one: `{"a": 1, \n{"pack_voltage"...`
  * loses only the first message. After a syntax error it resyncs at the offending byte when that is
  * a `{`, else at the next newline or `{`. Messages over 64 KiB are counted `too_large` and skipped to
- * their end without being held in memory. Cost: one pass over each byte; a message that spans
+ * their end without being held in memory (the collector closes such a connection at once instead:
+ * connection.ts). Cost: one pass over each byte; a message that spans
  * reads is assembled once from the slices of its reads (no per-read concatenation).
  *
  * decodeMessage parses, routes (kindOfMessage) and validates (validateRecord) one message, with the

@@ -3,7 +3,7 @@
  * label look-up per frame.
  */
 import type { KindName } from '../records/kinds.js';
-import type { CloseReason, CollectorMetrics, ListenerName, RejectReason } from './metrics.js';
+import type { CloseReason, CollectorMetrics, ListenerName, RefuseReason, RejectReason } from './metrics.js';
 
 interface Inc {
   inc(n?: number): void;
@@ -14,7 +14,7 @@ export interface ListenerCounters {
   readonly bytes: Inc;
   readonly open: Inc & { dec(n?: number): void };
   readonly total: Inc;
-  readonly refused: Inc;
+  refused(reason: RefuseReason): Inc;
   rejected(reason: RejectReason): Inc;
   accepted(kind: KindName): Inc;
   stored(kind: KindName): Inc;
@@ -38,7 +38,7 @@ export function listenerCounters(metrics: CollectorMetrics, listener: ListenerNa
     bytes: metrics.bytesReceived.labels(listener),
     open: metrics.connectionsOpen.labels(listener),
     total: metrics.connectionsTotal.labels(listener),
-    refused: metrics.connectionsRefused.labels(listener),
+    refused: cached((reason: RefuseReason) => metrics.connectionsRefused.labels(listener, reason)),
     rejected: cached((reason: RejectReason) => metrics.rejected.labels(listener, reason)),
     accepted: cached((kind: KindName) => metrics.recordsAccepted.labels(listener, kind)),
     stored: cached((kind: KindName) => metrics.recordsStored.labels(listener, kind)),

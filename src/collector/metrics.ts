@@ -27,7 +27,18 @@ export type RejectReason =
   | 'store_failed'
   | 'api_rejected';
 
-export type CloseReason = 'peer' | 'idle_timeout' | 'error' | 'shutdown';
+/**
+ * Why the collector closed a connection (or the peer did): first_byte_timeout, silent since it
+ * opened for COLLECTOR_FIRST_BYTE_TIMEOUT; too_large, a JSON message over 64 KiB (its sender is
+ * broken or hostile, and the rest of its stream cannot be trusted to resync).
+ */
+export type CloseReason = 'peer' | 'idle_timeout' | 'first_byte_timeout' | 'too_large' | 'error' | 'shutdown';
+
+/**
+ * Why a connection was refused as it opened: over COLLECTOR_MAX_CONNECTIONS, over
+ * COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS, or from a peer outside COLLECTOR_ALLOW.
+ */
+export type RefuseReason = 'max_connections' | 'per_address' | 'not_allowed';
 
 export interface CollectorMetrics {
   readonly registry: Registry;
@@ -41,7 +52,7 @@ export interface CollectorMetrics {
   readonly rejected: Counter<'listener' | 'reason'>;
   readonly connectionsOpen: Gauge<'listener'>;
   readonly connectionsTotal: Counter<'listener'>;
-  readonly connectionsRefused: Counter<'listener'>;
+  readonly connectionsRefused: Counter<'listener' | 'reason'>;
   readonly connectionsClosed: Counter<'listener' | 'reason'>;
   /** 1 while sockets are paused because the ingest sink or the spool is full. */
   readonly backpressure: Gauge;
@@ -78,7 +89,12 @@ export function createCollectorMetrics(registry: Registry = new Registry()): Col
     rejected: new Counter({ name: 'collector_rejected_total', help: 'Frames, messages or records dropped, by reason', labelNames: ['listener', 'reason'], registers }),
     connectionsOpen: new Gauge({ name: 'collector_connections_open', help: 'Open TCP connections', labelNames: ['listener'], registers }),
     connectionsTotal: new Counter({ name: 'collector_connections_total', help: 'TCP connections accepted', labelNames: ['listener'], registers }),
-    connectionsRefused: new Counter({ name: 'collector_connections_refused_total', help: 'TCP connections refused: over COLLECTOR_MAX_CONNECTIONS', labelNames: ['listener'], registers }),
+    connectionsRefused: new Counter({
+      name: 'collector_connections_refused_total',
+      help: 'TCP connections refused, by reason: over COLLECTOR_MAX_CONNECTIONS (max_connections) or COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS (per_address), or outside COLLECTOR_ALLOW (not_allowed)',
+      labelNames: ['listener', 'reason'],
+      registers,
+    }),
     connectionsClosed: new Counter({ name: 'collector_connections_closed_total', help: 'TCP connections closed, by reason', labelNames: ['listener', 'reason'], registers }),
     backpressure: new Gauge({ name: 'collector_backpressure', help: '1 while reading is paused because the writer or spool is behind', registers }),
     spoolRecords: new Gauge({ name: 'collector_spool_records', help: 'Records in the spool not yet acknowledged by the API', registers }),

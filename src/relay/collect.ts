@@ -12,6 +12,7 @@ import { listenOn } from '../listen-error.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from '../collector/collector.js';
 import type { CollectorLogger } from '../collector/logger.js';
 import { createCollectorMetrics, type CollectorMetrics } from '../collector/metrics.js';
+import { isLoopback } from '../collector/peer-address.js';
 import { startForwarder, type ForwarderHandle } from './forwarder.js';
 import { Spool } from './spool.js';
 
@@ -39,6 +40,7 @@ export interface StandaloneCollector {
 export async function startStandaloneCollector(config: Config, options: StandaloneOptions): Promise<StandaloneCollector> {
   const { logger } = options;
   const metrics = options.metrics ?? createCollectorMetrics();
+  warnIfKeyInClear(options.apiUrl, config.apiKey, logger);
   const spool = await Spool.open(path.join(config.dataDir, 'spool'), { maxBytes: config.spoolMaxBytes, logger, metrics });
   const forwarder = startForwarder({ apiUrl: options.apiUrl, spool, apiKey: config.apiKey, logger, metrics });
   let collector: CollectorHandle | undefined;
@@ -75,6 +77,20 @@ export async function startStandaloneCollector(config: Config, options: Standalo
         logger.info({ waiting: spool.depth().records }, 'collector stopped');
       })()),
   };
+}
+
+/**
+ * X-API-Key goes with every POST: over plain http to another host, anyone on the way can read it
+ * (and then write to the API). Said once at start-up; the key itself is never logged.
+ */
+export function warnIfKeyInClear(apiUrl: string, apiKey: string | undefined, logger: CollectorLogger): void {
+  if (apiKey === undefined) return;
+  const url = new URL(apiUrl);
+  if (url.protocol !== 'http:' || isLoopback(url.hostname)) return;
+  logger.warn(
+    { api: url.origin },
+    `API_KEY travels in clear text: --api is plain http to ${url.host}, another host; use https:// (e.g. a TLS proxy in front of the API) or keep the link on a network you trust`,
+  );
 }
 
 /** GET /metrics (Prometheus text) and GET /health on a small HTTP listener; a port that cannot be had throws a ListenError. */

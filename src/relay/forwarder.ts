@@ -5,6 +5,13 @@
  * same batch is retried with exponential backoff; its Idempotency-Key (spool id, kind, position)
  * makes a retry whose first attempt was stored after all a no-op, so a reader of the API sees every
  * record once.
+ *
+ * Redirects are not followed: a 3xx is reported (once per outage, with its Location) and retried
+ * like an outage, the records staying in the spool. Following one would send X-API-Key to wherever
+ * the Location points (fetch drops only Authorization on a cross-origin hop), and undici cannot
+ * resend a byte body on a 307/308: it re-reads the copy it already sent, whose ArrayBuffer the
+ * request stream transferred, and every attempt failed with "detached ArrayBuffer" (the spool's
+ * buffer itself is never transferred; each attempt sends it afresh).
  */
 import { silentLogger, type CollectorLogger } from '../collector/logger.js';
 import type { CollectorMetrics } from '../collector/metrics.js';
@@ -34,7 +41,21 @@ export interface ForwarderHandle {
   close(graceMs?: number): Promise<void>;
 }
 
-type Outcome = { type: 'stored' } | { type: 'rejected'; detail: string } | { type: 'retry'; why: string; status?: number };
+type Outcome = { type: 'stored' } | { type: 'rejected'; detail: string } | { type: 'retry'; why: string; status?: number; location?: string };
+
+/**
+ * A redirect's Location as it may be logged: absolute, without credentials, query or fragment
+ * (either could carry a key).
+ */
+export function loggableLocation(location: string | null, requestUrl: string): string {
+  if (location === null || location === '') return '(none)';
+  try {
+    const url = new URL(location, requestUrl);
+    return `${url.origin}${url.pathname}`;
+  } catch {
+    return '(not a URL)';
+  }
+}
 
 export function startForwarder(options: ForwarderOptions): ForwarderHandle {
   const log = options.logger ?? silentLogger;
@@ -57,12 +78,14 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
   if (options.apiKey !== undefined) headers['x-api-key'] = options.apiKey;
 
   async function post(batch: SpoolBatch): Promise<Outcome> {
+    const url = `${base}/api/${batch.kind}`;
     let response: Response;
     try {
-      response = await fetch(`${base}/api/${batch.kind}`, {
+      response = await fetch(url, {
         method: 'POST',
         headers: { ...headers, 'idempotency-key': batch.key },
         body: batch.body as Uint8Array<ArrayBuffer>,
+        redirect: 'manual',
         signal: AbortSignal.any([abortRequests.signal, AbortSignal.timeout(timeoutMs)]),
       });
     } catch (error) {
@@ -73,6 +96,15 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
     const text = await response.text().catch(() => '');
     if (response.ok) return { type: 'stored' };
     if (response.status === 422) return { type: 'rejected', detail: text.slice(0, 500) };
+    if (response.status >= 300 && response.status < 400) {
+      const location = loggableLocation(response.headers.get('location'), url);
+      return {
+        type: 'retry',
+        status: response.status,
+        location,
+        why: `the API answered a redirect (HTTP ${response.status}) to ${location}, which the collector does not follow: set --api to the address the API is served at`,
+      };
+    }
     if (response.status === 401 || response.status === 403) {
       return { type: 'retry', status: response.status, why: `the API refused the key (HTTP ${response.status}): set API_KEY to the API's write key` };
     }
@@ -102,8 +134,18 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
         metrics?.forwardRequests.inc({ outcome: 'retry' });
         if (!outage.has(batch.kind)) {
           outage.set(batch.kind, { since: Date.now(), why: outcome.why });
-          const level = outcome.status === 401 || outcome.status === 403 ? 'error' : 'warn';
-          log[level]({ api: base, kind: batch.kind, why: outcome.why, waiting: spool.depth().byKind[batch.kind] }, 'the API does not take records; they wait in the spool and are retried');
+          // A refused key or a redirect will not heal by waiting: someone has to change a setting.
+          const level = outcome.status !== undefined && (outcome.status < 400 || outcome.status === 401 || outcome.status === 403) ? 'error' : 'warn';
+          log[level](
+            {
+              api: base,
+              kind: batch.kind,
+              why: outcome.why,
+              ...(outcome.location === undefined ? {} : { status: outcome.status, location: outcome.location }),
+              waiting: spool.depth().byKind[batch.kind],
+            },
+            'the API does not take records; they wait in the spool and are retried',
+          );
         }
         await sleep(retry.next());
         continue;
@@ -159,8 +201,8 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
     get forwarded() {
       return forwarded;
     },
-    async idle() {
-      while (spool.depth().records > 0 || spool.pendingRecords > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    idle() {
+      return spool.whenEmpty();
     },
     async close(graceMs = 5000) {
       stopped = true;

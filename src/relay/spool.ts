@@ -194,6 +194,8 @@ export class Spool extends EventEmitter implements RecordSink {
   #failing = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** whenEmpty() callers, called once nothing waits. */
+  #emptyWaiters: (() => void)[] = [];
 
   private constructor(dir: string, id: string, options: SpoolOptions, kinds: Record<KindName, KindQueue>, usedBytes: number) {
     super();
@@ -247,6 +249,24 @@ export class Spool extends EventEmitter implements RecordSink {
 
   get usedBytes(): number {
     return this.#usedBytes;
+  }
+
+  /** Resolves once nothing waits: every record submitted is durable and acknowledged, or was refused. */
+  whenEmpty(): Promise<void> {
+    if (this.#isEmpty()) return Promise.resolve();
+    return new Promise((resolve) => this.#emptyWaiters.push(resolve));
+  }
+
+  #isEmpty(): boolean {
+    return this.#pendingRecords === 0 && this.depth().records === 0;
+  }
+
+  /** After an ack or a write: wakes whenEmpty() callers once it holds nothing. */
+  #checkEmpty(): void {
+    if (this.#emptyWaiters.length === 0 || !this.#isEmpty()) return;
+    const waiters = this.#emptyWaiters;
+    this.#emptyWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   /** Records durable in the spool and not yet acknowledged by the API, per kind and in all. */
@@ -379,6 +399,7 @@ export class Spool extends EventEmitter implements RecordSink {
     }
     this.#bound.update(this.#pendingRecords, this.#failing);
     this.#updateGauges();
+    this.#checkEmpty();
   }
 
   #retryLater(items: Lines[]): void {
@@ -526,6 +547,7 @@ export class Spool extends EventEmitter implements RecordSink {
       }
       this.#checkLevel();
       this.#updateGauges();
+      this.#checkEmpty();
     });
   }
 

@@ -213,8 +213,9 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
         const { device_time: _deviceTime, ...values } = reading;
         lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...values }));
       }
-      if (pack.sent % 10 === 0) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.performance(reading) }));
-      if (pack.sent % 30 === 0) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.prediction() }));
+      // From the first reading on: a link silent before its first byte is closed by the collector (COLLECTOR_FIRST_BYTE_TIMEOUT).
+      if (pack.sent % 10 === 1) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.performance(reading) }));
+      if (pack.sent % 30 === 1) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.prediction() }));
     }
     stats.readings += n;
     if (frames !== undefined) {

@@ -95,6 +95,19 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
   }
 }
 
+/** `promise`, or a rejection naming `what` after `ms` (a safety net: no test waits unbounded). */
+export async function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`gave up waiting: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Every stored record of a kind, oldest first. */
 export async function allRecords(store: Store, kind: KindName, batteryId?: string): Promise<StoredRecord[]> {
   const out: StoredRecord[] = [];

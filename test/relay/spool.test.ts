@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
 import { recordLine, Spool, SpoolFullError, type SpoolBatch } from '../../src/relay/spool.js';
-import { recordingLogger } from '../collector/helpers.js';
+import { recordingLogger, within } from '../collector/helpers.js';
 import { batchOf, type TestRecord } from '../store/conformance.js';
 import { tempDir } from '../support/temp-dir.js';
 
@@ -212,5 +212,21 @@ test("a failed disk write holds the collector's records and writes them, in orde
   await spool.submit(range(11, 12));
   const { times } = await drainAll(spool);
   assert.deepStrictEqual(times, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+  await spool.close();
+});
+
+test('whenEmpty() resolves once every record submitted is acknowledged, and at once when none waits', async () => {
+  const spool = await Spool.open(tempDir('spool-empty-'), { maxBytes: 64 * 1024 * 1024 });
+  await within(spool.whenEmpty(), 'empty at once');
+  let empty = false;
+  const submitted = spool.submit(range(0, 5));
+  const waiting = spool.whenEmpty().then(() => (empty = true));
+  await submitted;
+  const batch = (await spool.nextBatch('battery-data'))!;
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(empty, false, 'durable but not yet acknowledged');
+  await spool.ack(batch);
+  await within(waiting, 'empty after the ack');
+  assert.equal(spool.depth().records, 0);
   await spool.close();
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,8 +13,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import type { Service } from '../../src/server.js';
 import { startTestService } from '../support/service.js';
 import { tempDir } from '../support/temp-dir.js';
-import { allRecords, eventually, recordingLogger, sendChunks } from '../collector/helpers.js';
-import { freePort } from '../support/free-port.js';
+import { allRecords, eventually, recordingLogger, sendChunks, within } from '../collector/helpers.js';
 
 /**
  * Frame n. The API does not keep device_time from a POST yet, so n is also carried exactly in
@@ -38,8 +38,33 @@ async function startApi(port: number, dataDir: string): Promise<Service> {
   return startTestService({ apiPort: port, dataDir, logLevel: 'warn' });
 }
 
+/**
+ * The API's port while the API is down: held by a listener that answers 503 (to the relay, an API
+ * that is away), so that no other socket (another test's, or one of this process's listeners on
+ * port 0) can take it meanwhile; the test frees it just before the API binds it. A port only looked
+ * up free and left unbound for the whole outage could be taken, and the relay would then talk to
+ * the wrong server. (A listener that drops connections at once would not do: undici's fetch may
+ * then wait for its whole timeout.)
+ */
+async function holdPort(): Promise<{ port: number; release(): Promise<void> }> {
+  const holder = http.createServer((request, response) => {
+    request.resume();
+    response.writeHead(503, { 'content-type': 'application/json', connection: 'close' }).end('{"detail":"the API is down (test)"}');
+  });
+  await new Promise<void>((resolve) => holder.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  return {
+    port: (holder.address() as net.AddressInfo).port,
+    release: () =>
+      new Promise((resolve) => {
+        holder.close(() => resolve());
+        holder.closeAllConnections();
+      }),
+  };
+}
+
 test('API down while records arrive, then up: every record delivered once, in order', async (t) => {
-  const apiPort = await freePort();
+  const held = await holdPort();
+  const apiPort = held.port;
   const config: Config = loadConfig(settings(tempDir('standalone-')));
   const logger = recordingLogger();
   const metrics = createCollectorMetrics();
@@ -48,6 +73,7 @@ test('API down while records arrive, then up: every record delivered once, in or
   t.after(async () => {
     await standalone.close();
     await api?.close();
+    await held.release();
   });
   const { binaryPort, jsonPort } = standalone.collector;
 
@@ -63,8 +89,9 @@ test('API down while records arrive, then up: every record delivered once, in or
   const text = await (await fetch(`http://127.0.0.1:${standalone.metricsPort}/metrics`)).text();
   assert.match(text, new RegExp(`collector_spool_records ${total + 50}`));
 
+  await held.release();
   api = await startApi(apiPort, tempDir('standalone-api-'));
-  await standalone.forwarder.idle();
+  await within(standalone.forwarder.idle(), 'the spool delivered', 60_000);
   const data = await allRecords(api.app.store, 'battery-data');
   assert.equal(data.length, total);
   assert.deepStrictEqual(new Set(data.map(numberOf)).size, total, 'no duplicates');
@@ -115,7 +142,7 @@ test("answers lost on the way back: the retried batches are not stored twice", a
   const total = 20_000;
   await Promise.all(Array.from({ length: 4 }, (_, c) => sendChunks(standalone.collector.binaryPort, [Buffer.concat(Array.from({ length: total / 4 }, (_, j) => frame(c * (total / 4) + j)))])));
   await eventually(async () => (await metricValue(metrics.recordsStored)) === total, 'all in the spool');
-  await standalone.forwarder.idle();
+  await within(standalone.forwarder.idle(), 'the spool delivered', 60_000);
   assert.equal(toDrop, 0, 'three answers were lost');
   assert.ok((await metricValue(metrics.forwardRequests, { outcome: 'retry' })) >= 3);
   const stored = await allRecords(api.app.store, 'battery-data');
@@ -159,7 +186,7 @@ async function startChild(env: Record<string, string>, apiUrl: string): Promise<
       }
     });
   });
-  await ready;
+  await within(ready, 'the collector child started', 60_000);
   return { process: child, binaryPort, metricsPort, lines };
 }
 
@@ -185,13 +212,15 @@ async function storedCount(api: Service, kind: 'battery-data' = 'battery-data'):
 test('kill -9 with a full spool, restart: nothing acknowledged to the spool is lost, nothing is stored twice', async (t) => {
   const dataDir = tempDir('standalone-kill-');
   const env = settings(dataDir, { SPOOL_MAX_BYTES: String(12 * 1024 * 1024) });
-  const apiPort = await freePort();
+  const held = await holdPort();
+  const apiPort = held.port;
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const children: Child[] = [];
   let api: Service | undefined;
   t.after(async () => {
     for (const c of children) if (c.process.exitCode === null && c.process.signalCode === null) await kill9(c);
     await api?.close();
+    await held.release();
   });
 
   // 1. The API is away: fill the spool past its limit.
@@ -211,6 +240,7 @@ test('kill -9 with a full spool, restart: nothing acknowledged to the spool is l
   await kill9(first);
 
   // 2. The API is back; kill the collector again while it is delivering.
+  await held.release();
   api = await startApi(apiPort, tempDir('standalone-kill-api-'));
   const second = await startChild(env, apiUrl);
   children.push(second);
@@ -229,6 +259,6 @@ test('kill -9 with a full spool, restart: nothing acknowledged to the spool is l
   assert.equal(new Set(numbers).size, acceptedCount, 'nothing stored twice');
   assert.ok(numbers.every((n) => Number.isInteger(n) && n >= 0 && n < sent));
   third.process.kill('SIGTERM');
-  await new Promise((resolve) => third.process.once('exit', resolve));
+  await within(new Promise((resolve) => third.process.once('exit', resolve)), 'the collector child stopped on SIGTERM', 30_000);
   assert.equal(third.process.exitCode, 0);
 });
