@@ -1,0 +1,66 @@
+/**
+ * The AlarmStore interface: where rules, alarms, their events and the evaluation state live.
+ * sqlite-alarm-store.ts (a file of its own beside the records) and mongodb-alarm-store.ts (collections
+ * beside the records) implement it; one conformance suite (test/alarms/alarm-store-conformance.ts)
+ * runs against both.
+ *
+ * The engine writes through `apply`, one change set at a time, in order. A change set is all or
+ * nothing for each pack: a pack's state (the checkpoint a restart continues from) is never stored
+ * without the alarms and events that brought it there, nor they without it. On SQLite that is one
+ * transaction; on MongoDB, without multi-document transactions, the pack's document carries its
+ * changes until they are in their collections (see mongodb-alarm-store.ts).
+ */
+import type { Alarm, AlarmEvent, AlarmRule, PackState, Severity } from './model.js';
+
+export type AlarmStateFilter = 'active' | 'acknowledged' | 'cleared' | 'open' | 'all';
+
+export interface AlarmQuery {
+  state: AlarmStateFilter;
+  batteryId?: string;
+  severity?: Severity;
+  ruleId?: string;
+  /** Unix seconds: alarms still open, or cleared at or after it. */
+  since?: number;
+  limit: number;
+}
+
+export type RuleChange = { put: AlarmRule } | { delete: string };
+
+export interface ChangeSet {
+  /** Rules created, replaced or deleted, in order. Stored before the packs' changes. */
+  rules: RuleChange[];
+  /** Whole pack states as they are now. Every pack that alarms or events below belong to is here. */
+  packs: PackState[];
+  /** Alarms as they are after these changes (one entry per alarm). */
+  alarms: Alarm[];
+  /** Alarm events, in the order they happened. Ids are stable: storing one twice stores it once. */
+  events: AlarmEvent[];
+  /** Ids of the default rules created so far, when it changed: a deleted default is not created again. */
+  seeded?: string[];
+  /** Server time of this write: where a restart looks back from for packs it holds no state of. */
+  writtenAt: number;
+}
+
+export interface LoadedState {
+  rules: AlarmRule[];
+  packs: PackState[];
+  seeded: string[];
+  /** Server time of the last change set stored; undefined on a store never written to. */
+  writtenAt?: number;
+}
+
+export type AlarmWithEvents = Alarm & { events: AlarmEvent[] };
+
+export interface AlarmStore {
+  readonly name: 'sqlite' | 'mongodb';
+  /** Everything the engine starts from. Finishes what an interrupted `apply` left half done first. */
+  load(): Promise<LoadedState>;
+  apply(changes: ChangeSet): Promise<void>;
+  /** Newest raised first. */
+  alarms(query: AlarmQuery): Promise<Alarm[]>;
+  /** An alarm with its events, oldest first; null when there is none with that id. */
+  alarm(id: string): Promise<AlarmWithEvents | null>;
+  /** Removes cleared alarms (and their events) cleared before `cutoff` (Unix seconds); never an open one. Answers how many. */
+  deleteClosedBefore(cutoff: number): Promise<number>;
+  close(): Promise<void>;
+}

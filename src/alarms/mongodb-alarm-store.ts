@@ -1,0 +1,339 @@
+/**
+ * The alarm store on MongoDB (Atlas, or any server of the wire protocol: FerretDB has no
+ * multi-document transactions, and neither has a standalone mongod), in the records' database, on a
+ * client of its own: `alarm_rules`, `battery_alarms`, `alarm_events`, `alarm_packs` (the evaluation
+ * state, one document per pack) and `alarm_meta`.
+ *
+ * All or nothing per pack without transactions: a change set is first written into each pack's own
+ * document, the new state together with the pack's new alarms and events under `pending` (one
+ * document: atomic on every server). Then the alarms and events go to their collections (upserts by
+ * stable id: doing it twice changes nothing) and `pending` is removed. A write cut short anywhere is
+ * finished by the next load(): no state without its alarms, no alarm lost, none twice.
+ *
+ * Like the records store, every operation is bounded in time and fails with StoreUnavailableError while
+ * the server is away; nothing logged or thrown holds the URI's credentials.
+ */
+import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter, type MongoClientOptions } from 'mongodb';
+import { isReplicaSet } from '../store/mongodb-setup.js';
+import { maskMongoUri, redactor, uriOptionNames } from '../store/mongodb-uri.js';
+import { StoreUnavailableError } from '../store/store.js';
+import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
+import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
+
+export const ALARM_COLLECTIONS = {
+  rules: 'alarm_rules',
+  alarms: 'battery_alarms',
+  events: 'alarm_events',
+  packs: 'alarm_packs',
+  meta: 'alarm_meta',
+} as const;
+
+/** What the store logs: a pino logger's methods bound to it fit, and so does console. */
+export interface AlarmStoreLogger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface MongoAlarmStoreOptions {
+  uri: string;
+  databaseName: string;
+  logger?: AlarmStoreLogger;
+  serverSelectionTimeoutMs?: number;
+  operationTimeoutMs?: number;
+}
+
+type WithId<T> = T & { _id: string };
+
+/** A pack's changes on their way to their collections. */
+interface Pending {
+  token: string;
+  alarms: Alarm[];
+  events: AlarmEvent[];
+}
+
+interface PackDocument {
+  _id: string;
+  state: PackState;
+  pending?: Pending;
+}
+
+interface MetaDocument {
+  _id: string;
+  seeded?: string[];
+  written_at?: number;
+}
+
+interface Collections {
+  rules: Collection<WithId<AlarmRule>>;
+  alarms: Collection<WithId<Alarm>>;
+  events: Collection<WithId<AlarmEvent>>;
+  packs: Collection<PackDocument>;
+  meta: Collection<MetaDocument>;
+}
+
+const META_ID = 'engine';
+const DELETE_CHUNK = 1000;
+const SILENT: AlarmStoreLogger = { info() {}, warn() {} };
+
+/** The document of a domain object: its id as `_id` too. */
+const withId = <T extends { id: string }>(value: T): WithId<T> => ({ ...value, _id: value.id });
+
+function withoutId<T>(doc: WithId<T>): T {
+  const { _id, ...rest } = doc;
+  return rest as T;
+}
+
+export class MongoAlarmStore implements AlarmStore {
+  readonly name = 'mongodb';
+  readonly #client: MongoClient;
+  readonly #databaseName: string;
+  readonly #log: AlarmStoreLogger;
+  readonly #redact: (message: string) => string;
+  readonly #where: string;
+  readonly #operationTimeoutMs: number;
+  #collections: Promise<Collections> | undefined;
+  #closed = false;
+
+  constructor(options: MongoAlarmStoreOptions) {
+    this.#databaseName = options.databaseName;
+    this.#log = options.logger ?? SILENT;
+    this.#redact = redactor(options.uri);
+    this.#where = maskMongoUri(options.uri);
+    this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
+    const selection = options.serverSelectionTimeoutMs ?? 2500;
+    const set = uriOptionNames(options.uri);
+    const clientOptions: MongoClientOptions = { appName: 'battery-monitor-alarms', ignoreUndefined: true };
+    if (!set.has('serverselectiontimeoutms')) clientOptions.serverSelectionTimeoutMS = selection;
+    if (!set.has('connecttimeoutms')) clientOptions.connectTimeoutMS = selection;
+    try {
+      this.#client = new MongoClient(options.uri, clientOptions);
+    } catch (error) {
+      // A malformed URI: the parse error may quote it.
+      throw new Error(`MongoDB alarm store: ${this.#redact((error as Error).message)}`);
+    }
+  }
+
+  /** The collections, set up once (again after a failed attempt). */
+  #ready(): Promise<Collections> {
+    if (this.#closed) return Promise.reject(new StoreUnavailableError('MongoDB alarm store is closed'));
+    this.#collections ??= this.#bounded(this.#setUp(), 'set-up').catch((error: unknown) => {
+      this.#collections = undefined;
+      throw error;
+    });
+    return this.#collections;
+  }
+
+  async #setUp(): Promise<Collections> {
+    await this.#client.connect();
+    const db = this.#client.db(this.#databaseName);
+    const writeConcern = (await isReplicaSet(db)) ? { writeConcern: { w: 'majority' as const, wtimeoutMS: this.#operationTimeoutMs } } : {};
+    const existing = new Set((await db.listCollections({}, { nameOnly: true }).toArray()).map((info) => info.name));
+    for (const name of Object.values(ALARM_COLLECTIONS)) {
+      if (!existing.has(name)) await createCollection(db, name);
+    }
+    const collections: Collections = {
+      rules: db.collection(ALARM_COLLECTIONS.rules, writeConcern),
+      alarms: db.collection(ALARM_COLLECTIONS.alarms, writeConcern),
+      events: db.collection(ALARM_COLLECTIONS.events, writeConcern),
+      packs: db.collection(ALARM_COLLECTIONS.packs, writeConcern),
+      meta: db.collection(ALARM_COLLECTIONS.meta, writeConcern),
+    };
+    const indexes: [Collection<any>, Document, string][] = [
+      [collections.alarms, { raised_at: -1, _id: -1 }, 'raised'],
+      [collections.alarms, { battery_id: 1, raised_at: -1 }, 'pack_raised'],
+      [collections.alarms, { state: 1 }, 'state'],
+      [collections.alarms, { cleared_at: 1 }, 'cleared'],
+      [collections.events, { alarm_id: 1, seq: 1 }, 'alarm_seq'],
+    ];
+    for (const [collection, key, name] of indexes) {
+      try {
+        await collection.createIndex(key, { name });
+      } catch (error) {
+        // Queries still work without it, only slower.
+        if ((error as Error)?.name !== 'MongoServerError') throw error;
+        this.#log.warn(`MongoDB alarm store: index ${name} on ${collection.collectionName} not created (${this.#redact((error as Error).message)})`);
+      }
+    }
+    return collections;
+  }
+
+  async load(): Promise<LoadedState> {
+    const c = await this.#ready();
+    const packs = await this.#bounded(c.packs.find().toArray(), 'load');
+    // What an interrupted apply left on its way to the collections.
+    const interrupted = packs.filter((doc) => doc.pending !== undefined);
+    if (interrupted.length > 0) {
+      await this.#deliver(c, interrupted.map((doc) => doc.pending!));
+      await this.#settle(c, interrupted.map((doc) => ({ batteryId: doc._id, token: doc.pending!.token })));
+      this.#log.info(`MongoDB alarm store: finished an interrupted write of ${interrupted.length} pack(s)`);
+    }
+    const rules = await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
+    const meta = await this.#bounded(c.meta.findOne({ _id: META_ID }), 'load');
+    return {
+      rules: rules.map(withoutId),
+      packs: packs.map((doc) => doc.state),
+      seeded: meta?.seeded ?? [],
+      ...(meta?.written_at === undefined ? {} : { writtenAt: meta.written_at }),
+    };
+  }
+
+  async apply(changes: ChangeSet): Promise<void> {
+    const c = await this.#ready();
+    // Rules first: a rule's deletion stored before the clears of its alarms, else a restart in between would raise them again.
+    if (changes.rules.length > 0) {
+      const ops: AnyBulkWriteOperation<WithId<AlarmRule>>[] = changes.rules.map((change) =>
+        'put' in change
+          ? { replaceOne: { filter: { _id: change.put.id }, replacement: withId(change.put), upsert: true } }
+          : { deleteOne: { filter: { _id: change.delete } } },
+      );
+      await this.#bounded(c.rules.bulkWrite(ops, { ordered: true }), 'rule write');
+    }
+
+    const token = new ObjectId().toHexString();
+    const pending = new Map<string, Pending>();
+    const pendingOf = (batteryId: string) => {
+      let entry = pending.get(batteryId);
+      if (entry === undefined) {
+        entry = { token, alarms: [], events: [] };
+        pending.set(batteryId, entry);
+      }
+      return entry;
+    };
+    for (const alarm of changes.alarms) pendingOf(alarm.battery_id).alarms.push(alarm);
+    for (const event of changes.events) pendingOf(event.battery_id).events.push(event);
+    const packIds = new Set(changes.packs.map((pack) => pack.battery_id));
+    for (const batteryId of pending.keys()) {
+      if (!packIds.has(batteryId)) throw new Error(`alarm change set: changes for pack ${batteryId} without its state`);
+    }
+    if (changes.packs.length > 0) {
+      const ops: AnyBulkWriteOperation<PackDocument>[] = changes.packs.map((pack) => {
+        const replacement: PackDocument = { _id: pack.battery_id, state: pack };
+        const changesOfPack = pending.get(pack.battery_id);
+        if (changesOfPack !== undefined) replacement.pending = changesOfPack;
+        return { replaceOne: { filter: { _id: pack.battery_id }, replacement, upsert: true } };
+      });
+      await this.#bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
+    }
+    if (pending.size > 0) {
+      await this.#deliver(c, [...pending.values()]);
+      await this.#settle(c, [...pending.keys()].map((batteryId) => ({ batteryId, token })));
+    }
+    const meta: Partial<MetaDocument> = { written_at: changes.writtenAt };
+    if (changes.seeded !== undefined) meta.seeded = changes.seeded;
+    await this.#bounded(c.meta.updateOne({ _id: META_ID }, { $set: meta }, { upsert: true }), 'meta write');
+  }
+
+  /** Alarms and events into their collections; each write is idempotent (stable ids). */
+  async #deliver(c: Collections, pending: Pending[]): Promise<void> {
+    // A later entry of the same alarm is newer: the last one wins.
+    const alarms = new Map<string, Alarm>();
+    for (const entry of pending) for (const alarm of entry.alarms) alarms.set(alarm.id, alarm);
+    if (alarms.size > 0) {
+      const ops: AnyBulkWriteOperation<WithId<Alarm>>[] = [...alarms.values()].map((alarm) => ({
+        replaceOne: { filter: { _id: alarm.id }, replacement: withId(alarm), upsert: true },
+      }));
+      await this.#bounded(c.alarms.bulkWrite(ops, { ordered: false }), 'alarm write');
+    }
+    const events = pending.flatMap((entry) => entry.events).map(withId);
+    if (events.length > 0) {
+      try {
+        await this.#bounded(c.events.insertMany(events, { ordered: false }), 'event write');
+      } catch (error) {
+        // 11000: stored by the write that was cut short; the same id is the same event.
+        const writeErrors = (error as { writeErrors?: { code: number }[] | { code: number } }).writeErrors;
+        const list = writeErrors === undefined ? undefined : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
+        if ((error as Error)?.name !== 'MongoBulkWriteError' || list === undefined || list.length === 0 || list.some((e) => e.code !== 11000)) {
+          throw this.#storeError(error);
+        }
+      }
+    }
+  }
+
+  async #settle(c: Collections, packs: { batteryId: string; token: string }[]): Promise<void> {
+    const ops: AnyBulkWriteOperation<PackDocument>[] = packs.map(({ batteryId, token }) => ({
+      updateOne: { filter: { _id: batteryId, 'pending.token': token }, update: { $unset: { pending: '' } } },
+    }));
+    await this.#bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
+  }
+
+  async alarms(query: AlarmQuery): Promise<Alarm[]> {
+    const c = await this.#ready();
+    const filter: Filter<WithId<Alarm>> = {};
+    if (query.state === 'open') filter.state = { $ne: 'cleared' };
+    else if (query.state !== 'all') filter.state = query.state;
+    if (query.batteryId !== undefined) filter.battery_id = query.batteryId;
+    if (query.severity !== undefined) filter.severity = query.severity;
+    if (query.ruleId !== undefined) filter.rule_id = query.ruleId;
+    if (query.since !== undefined) filter.$or = [{ cleared_at: null }, { cleared_at: { $gte: query.since } }];
+    const docs = await this.#bounded(c.alarms.find(filter).sort({ raised_at: -1, _id: -1 }).limit(query.limit).toArray(), 'read');
+    return docs.map(withoutId);
+  }
+
+  async alarm(id: string): Promise<AlarmWithEvents | null> {
+    const c = await this.#ready();
+    const doc = await this.#bounded(c.alarms.findOne({ _id: id }), 'read');
+    if (doc === null) return null;
+    const events = await this.#bounded(c.events.find({ alarm_id: id }).sort({ seq: 1 }).toArray(), 'read');
+    return { ...withoutId(doc), events: events.map(withoutId) };
+  }
+
+  async deleteClosedBefore(cutoff: number): Promise<number> {
+    const c = await this.#ready();
+    let deleted = 0;
+    for (;;) {
+      const old = await this.#bounded(
+        c.alarms.find({ state: 'cleared', cleared_at: { $lt: cutoff } }, { projection: { _id: 1 } }).limit(DELETE_CHUNK).toArray(),
+        'retention',
+      );
+      if (old.length === 0) return deleted;
+      const ids = old.map((doc) => doc._id);
+      // Events first: an interruption then leaves an alarm without its history, never a history without its alarm.
+      await this.#bounded(c.events.deleteMany({ alarm_id: { $in: ids } }), 'retention');
+      const result = await this.#bounded(c.alarms.deleteMany({ _id: { $in: ids }, state: 'cleared' }), 'retention');
+      deleted += result.deletedCount;
+      if (old.length < DELETE_CHUNK) return deleted;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#client.close();
+  }
+
+  /** Bounds an operation in time; driver errors become store errors, secrets removed. */
+  #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const ms = this.#operationTimeoutMs;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB alarm store: ${what} got no answer within ${ms} ms`)), ms);
+    });
+    return Promise.race([operation, deadline])
+      .catch((error: unknown) => {
+        // insertMany's duplicate keys are read by the caller.
+        if ((error as Error)?.name === 'MongoBulkWriteError' && what === 'event write') throw error;
+        throw this.#storeError(error);
+      })
+      .finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * A driver error as this store reports it: a server's refusal of the operation stays an Error (a
+   * bug to see in the log), anything else (no server, a timeout, a closed connection) is an outage.
+   */
+  #storeError(error: unknown): Error {
+    if (error instanceof StoreUnavailableError) return error;
+    const message = this.#redact(String((error as Error)?.message ?? error));
+    const name = (error as Error)?.name;
+    if (!this.#closed && (name === 'MongoServerError' || name === 'MongoBulkWriteError')) return new Error(`MongoDB alarm store: ${message}`);
+    return new StoreUnavailableError(`MongoDB alarm store unavailable at ${this.#where}: ${message}`);
+  }
+}
+
+async function createCollection(db: Db, name: string): Promise<void> {
+  try {
+    await db.createCollection(name);
+  } catch (error) {
+    // 48 NamespaceExists: another instance made it first.
+    if ((error as { code?: number }).code !== 48) throw error;
+  }
+}

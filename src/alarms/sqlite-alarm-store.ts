@@ -1,0 +1,206 @@
+/**
+ * The alarm store of the embedded setup: DATA_DIR/alarms.sqlite, a file of its own, on a connection of
+ * this thread (docs/alarms.md says why). Not the records' file: a second connection to it from this
+ * thread would wait on the writer thread's lock (tens of ms) with the event loop stopped, and alarm
+ * writes through the writer thread would queue behind record batches. This file has no other writer,
+ * so a transaction never waits for a lock; its commit (WAL, synchronous=FULL) takes well under a
+ * millisecond, and the engine writes at most one change set at a time, coalesced.
+ *
+ * Rules, alarms, events and pack states are kept as JSON, beside the columns their queries filter
+ * and sort by.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreUnavailableError } from '../store/store.js';
+import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
+import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
+
+export const ALARMS_FILE_NAME = 'alarms.sqlite';
+const SCHEMA_VERSION = 1;
+/** Cleared alarms removed per statement by retention, so that no delete holds the thread for long. */
+const DELETE_CHUNK = 1000;
+
+export function openSqliteAlarmStore(dataDir: string): SqliteAlarmStore {
+  mkdirSync(dataDir, { recursive: true });
+  return new SqliteAlarmStore(path.join(dataDir, ALARMS_FILE_NAME));
+}
+
+function createSchema(db: Database.Database): void {
+  db.exec(`
+CREATE TABLE IF NOT EXISTS alarm_rules (id TEXT PRIMARY KEY, created_at REAL NOT NULL, rule TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS battery_alarms (
+  id TEXT PRIMARY KEY,
+  rule_id TEXT NOT NULL,
+  battery_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  raised_at REAL NOT NULL,
+  cleared_at REAL,
+  alarm TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS battery_alarms_raised ON battery_alarms (raised_at, id);
+CREATE INDEX IF NOT EXISTS battery_alarms_pack ON battery_alarms (battery_id, raised_at);
+CREATE INDEX IF NOT EXISTS battery_alarms_open ON battery_alarms (state) WHERE state != 'cleared';
+CREATE INDEX IF NOT EXISTS battery_alarms_cleared ON battery_alarms (cleared_at) WHERE cleared_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS alarm_events (id TEXT PRIMARY KEY, alarm_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarm_events_alarm ON alarm_events (alarm_id, seq);
+CREATE TABLE IF NOT EXISTS alarm_packs (battery_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`);
+  db.pragma(`user_version = ${SCHEMA_VERSION}`);
+}
+
+export class SqliteAlarmStore implements AlarmStore {
+  readonly name = 'sqlite';
+  readonly file: string;
+  readonly #db: Database.Database;
+  readonly #apply: (changes: ChangeSet) => void;
+  readonly #statements;
+  /** Alarm queries by their SQL: a handful of filter combinations, each prepared once. */
+  readonly #queries = new Map<string, Database.Statement>();
+
+  constructor(file: string) {
+    this.file = file;
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    // Nothing else writes this file: a lock held longer than this is another process on the same DATA_DIR.
+    db.pragma('busy_timeout = 1000');
+    createSchema(db);
+    this.#db = db;
+    const s = {
+      putRule: db.prepare('INSERT OR REPLACE INTO alarm_rules (id, created_at, rule) VALUES (?, ?, ?)'),
+      deleteRule: db.prepare('DELETE FROM alarm_rules WHERE id = ?'),
+      rules: db.prepare('SELECT rule FROM alarm_rules ORDER BY created_at, id').pluck(),
+      putPack: db.prepare('INSERT OR REPLACE INTO alarm_packs (battery_id, state) VALUES (?, ?)'),
+      packs: db.prepare('SELECT state FROM alarm_packs').pluck(),
+      putAlarm: db.prepare(
+        'INSERT OR REPLACE INTO battery_alarms (id, rule_id, battery_id, state, severity, raised_at, cleared_at, alarm) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      alarm: db.prepare('SELECT alarm FROM battery_alarms WHERE id = ?').pluck(),
+      putEvent: db.prepare('INSERT OR IGNORE INTO alarm_events (id, alarm_id, seq, event) VALUES (?, ?, ?, ?)'),
+      events: db.prepare('SELECT event FROM alarm_events WHERE alarm_id = ? ORDER BY seq').pluck(),
+      putMeta: db.prepare('INSERT OR REPLACE INTO alarm_meta (key, value) VALUES (?, ?)'),
+      meta: db.prepare('SELECT value FROM alarm_meta WHERE key = ?').pluck(),
+      closedBefore: db.prepare(`SELECT id FROM battery_alarms WHERE cleared_at < ? AND state = 'cleared' LIMIT ${DELETE_CHUNK}`).pluck(),
+      deleteEvents: db.prepare('DELETE FROM alarm_events WHERE alarm_id = ?'),
+      deleteAlarm: db.prepare("DELETE FROM battery_alarms WHERE id = ? AND state = 'cleared'"),
+    };
+    this.#statements = s;
+    this.#apply = db.transaction((changes: ChangeSet) => {
+      for (const change of changes.rules) {
+        if ('put' in change) s.putRule.run(change.put.id, change.put.created_at, JSON.stringify(change.put));
+        else s.deleteRule.run(change.delete);
+      }
+      for (const event of changes.events) s.putEvent.run(event.id, event.alarm_id, event.seq, JSON.stringify(event));
+      for (const alarm of changes.alarms) {
+        s.putAlarm.run(alarm.id, alarm.rule_id, alarm.battery_id, alarm.state, alarm.severity, alarm.raised_at, alarm.cleared_at, JSON.stringify(alarm));
+      }
+      for (const pack of changes.packs) s.putPack.run(pack.battery_id, JSON.stringify(pack));
+      if (changes.seeded !== undefined) s.putMeta.run('seeded', JSON.stringify(changes.seeded));
+      s.putMeta.run('written_at', JSON.stringify(changes.writtenAt));
+    });
+  }
+
+  async load(): Promise<LoadedState> {
+    return this.#run(() => {
+      const s = this.#statements;
+      const meta = (key: string) => {
+        const value = s.meta.get(key) as string | undefined;
+        return value === undefined ? undefined : (JSON.parse(value) as unknown);
+      };
+      const writtenAt = meta('written_at') as number | undefined;
+      return {
+        rules: (s.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule),
+        packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackState),
+        seeded: (meta('seeded') as string[] | undefined) ?? [],
+        ...(writtenAt === undefined ? {} : { writtenAt }),
+      };
+    });
+  }
+
+  async apply(changes: ChangeSet): Promise<void> {
+    this.#run(() => this.#apply(changes));
+  }
+
+  async alarms(query: AlarmQuery): Promise<Alarm[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.state === 'open') where.push("state != 'cleared'");
+    else if (query.state !== 'all') {
+      where.push('state = ?');
+      params.push(query.state);
+    }
+    if (query.batteryId !== undefined) {
+      where.push('battery_id = ?');
+      params.push(query.batteryId);
+    }
+    if (query.severity !== undefined) {
+      where.push('severity = ?');
+      params.push(query.severity);
+    }
+    if (query.ruleId !== undefined) {
+      where.push('rule_id = ?');
+      params.push(query.ruleId);
+    }
+    if (query.since !== undefined) {
+      where.push('(cleared_at IS NULL OR cleared_at >= ?)');
+      params.push(query.since);
+    }
+    const sql = `SELECT alarm FROM battery_alarms ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY raised_at DESC, id DESC LIMIT ?`;
+    return this.#run(() => {
+      let statement = this.#queries.get(sql);
+      if (statement === undefined) {
+        statement = this.#db.prepare(sql).pluck();
+        this.#queries.set(sql, statement);
+      }
+      return (statement.all(...params, query.limit) as string[]).map((text) => JSON.parse(text) as Alarm);
+    });
+  }
+
+  async alarm(id: string): Promise<AlarmWithEvents | null> {
+    return this.#run(() => {
+      const text = this.#statements.alarm.get(id) as string | undefined;
+      if (text === undefined) return null;
+      const events = (this.#statements.events.all(id) as string[]).map((event) => JSON.parse(event) as AlarmEvent);
+      return { ...(JSON.parse(text) as Alarm), events };
+    });
+  }
+
+  async deleteClosedBefore(cutoff: number): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const removed = this.#run(() =>
+        this.#db.transaction(() => {
+          const ids = this.#statements.closedBefore.all(cutoff) as string[];
+          for (const id of ids) {
+            this.#statements.deleteEvents.run(id);
+            this.#statements.deleteAlarm.run(id);
+          }
+          return ids.length;
+        })(),
+      );
+      deleted += removed;
+      if (removed < DELETE_CHUNK) return deleted;
+      // Let requests in between chunks.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** SQLite errors (a full disk, a file locked by another process) as an outage: the engine retries, the API answers 503. */
+  #run<T>(operation: () => T): T {
+    try {
+      return operation();
+    } catch (error) {
+      if (error instanceof Database.SqliteError || (error as Error)?.name === 'SqliteError') {
+        throw new StoreUnavailableError(`alarm store ${this.file}: ${(error as Error).message}`);
+      }
+      throw error;
+    }
+  }
+}
