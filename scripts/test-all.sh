@@ -2,8 +2,9 @@
 # The whole test suite, installing first whatever it needs that npm does not bring: Chromium for the
 # browser test (Debian package), FerretDB for the MongoDB tests (built from the Go module proxy,
 # unless MONGODB_TEST_URI is set or mongod is on PATH), schemathesis for the API contract test (PyPI,
-# pinned, into a virtual environment in .cache/schemathesis). Then: typecheck, build (server and
-# dashboard), the C++ edge library's own tests, and every TypeScript test.
+# pinned, into a virtual environment in .cache/schemathesis), and for the C++ edge library's
+# variants clang, qemu-user and a big-endian cross compiler (Debian packages). Then: typecheck,
+# build (server and dashboard), the C++ library's tests under every variant, and every TypeScript test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,15 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+# The C++ variants (clients/cpp/Makefile, test-all): clang++, and a 32-bit big-endian PowerPC build
+# run under qemu-user.
+if ! command -v clang++ >/dev/null 2>&1 || ! command -v qemu-ppc >/dev/null 2>&1 || ! command -v powerpc-linux-gnu-g++ >/dev/null 2>&1; then
+  echo "test: installing clang, qemu-user and g++-powerpc-linux-gnu for the C++ variants" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang qemu-user g++-powerpc-linux-gnu >/dev/null
 fi
 
 if [ -z "${MONGODB_TEST_URI:-}" ] && ! command -v mongod >/dev/null 2>&1; then
@@ -38,5 +48,5 @@ fi
 
 npm run typecheck
 npm run build
-make -C clients/cpp test
+make -C clients/cpp test-all
 node --import tsx --test --test-timeout=600000 $(find test -name '*.test.ts' | sort)

@@ -3,7 +3,8 @@
  * service's TCP ports, and read every reading back through the HTTP API.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +19,7 @@ const CPP = fileURLToPath(new URL('../../clients/cpp/', import.meta.url));
 describe('C++ edge library against the collector', () => {
   let service: Service;
   before(async () => {
-    await run('make', ['-C', CPP, 'build/send_readings']);
+    await run('make', ['-C', CPP, 'build/send_readings', 'build/event_loop']);
     // Binary frames carry no pack id: the collector maps this peer to one.
     service = await startTestService({ collectorBatteryMap: parseBatteryMap('peer:127.0.0.1=cpp-pack') }, { collector: true });
   });
@@ -59,5 +60,47 @@ describe('C++ edge library against the collector', () => {
     assert.equal(performance.length, messagesPerKind);
     assert.equal(predictions.length, messagesPerKind);
     assert.ok(performance.every((r: { cycle_count: number }) => Number.isInteger(r.cycle_count)));
+  });
+
+  it('the event-loop example: readings from its input, through its own poll loop, confirmed by the collector', async () => {
+    const collector = service.collector!;
+    const readings = 300;
+    const storedFrames = async (): Promise<number> => {
+      const { body } = await call(service.url, '/api/batteries');
+      return body.batteries.find((b: { battery_id: string }) => b.battery_id === 'cpp-pack')?.counts?.['battery-data'] ?? 0;
+    };
+    const before = await storedFrames();
+    const child = spawn(`${CPP}build/event_loop`, ['--host', '127.0.0.1', '--binary-port', String(collector.binaryPort)]);
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // Sent in pieces, so the loop also runs while waiting for input.
+    for (let i = 0; i < readings; i += 100) {
+      child.stdin.write(Array.from({ length: 100 }, (_, k) => `${i + k} ${350 + (i + k) / 8} -20.5 31.25\n`).join(''));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    child.stdin.end();
+    assert.equal(await exited, 0);
+    assert.match(stdout, new RegExp(`sent ${readings} frames, dropped 0, confirmed yes`));
+    let stored = 0;
+    for (let tries = 0; tries < 200 && (stored = await storedFrames()) < before + readings; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(stored, before + readings);
+  });
+
+  it('exits 1 and says why when nothing listens, within its timeout', async () => {
+    // A port that was free a moment ago: connections to it are refused.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const failed = await run(`${CPP}build/send_readings`, [
+      '--host', '127.0.0.1', '--binary-port', String(port), '--json-port', String(port), '--count', '20', '--rate', '0', '--timeout', '0.5',
+    ]).then(() => undefined, (error: { code: number; stdout: string; stderr: string }) => error);
+    assert.ok(failed, 'send_readings succeeded with nothing listening');
+    assert.equal(failed.code, 1);
+    assert.match(failed.stdout, /sent 0 frames, 0 messages, dropped 0/);
+    assert.match(failed.stderr, /not everything was delivered .* last error: connect failed, errno \d+\)/);
   });
 });

@@ -14,6 +14,7 @@
 
 #include "battery_monitor/client.hpp"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +97,7 @@ int parse_args(int argc, char** argv, Args& a) {
       a.json_port = static_cast<int>(port);
     } else if (flag == "--battery-id") {
       a.battery_id = value;
-      ok = battery_monitor::is_valid_battery_id(a.battery_id);
+      ok = battery_monitor::is_valid_battery_id(a.battery_id.c_str());
     } else if (flag == "--count") {
       ok = parse_long(value, 0, 100000000L, a.count);
     } else if (flag == "--rate") {
@@ -154,7 +155,8 @@ class PackSimulator {
                                     static_cast<float>(temp_ + 0.1 * noise_(rng_)));
   }
 
-  battery_monitor::PerformanceRecord performance(const std::string& battery_id) const {
+  // battery_id is borrowed by the record: it must outlive the send_performance() call.
+  battery_monitor::PerformanceRecord performance(const char* battery_id) const {
     battery_monitor::PerformanceRecord r;
     r.pack_voltage = last_voltage_;
     r.pack_current = last_current_;
@@ -169,7 +171,7 @@ class PackSimulator {
     return r;
   }
 
-  battery_monitor::Prediction prediction(const std::string& battery_id) const {
+  battery_monitor::Prediction prediction(const char* battery_id) const {
     battery_monitor::Prediction p;
     p.remaining_life_hours = 15000.5 - 2.0 * (temp_ - 25.0);
     p.remaining_cycles = 1200;
@@ -201,8 +203,20 @@ int main(int argc, char** argv) {
   options.binary_port = args.binary_port;
   options.json_port = args.json_port;
   options.frame_capacity = static_cast<std::size_t>(args.buffer);
-  options.message_capacity = static_cast<std::size_t>(args.buffer);
-  battery_monitor::Client client(options);
+  // Room for a performance record and a prediction per buffered reading, at about 300 bytes a pair.
+  options.message_buffer_bytes = static_cast<std::size_t>(args.buffer) * 300;
+  if (options.message_buffer_bytes < battery_monitor::kMaxMessageBytes) options.message_buffer_bytes = battery_monitor::kMaxMessageBytes;
+  battery_monitor::Client client;
+  const char* problem = 0;
+  if (battery_monitor::Client::validate(options, &problem) != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: invalid options: %s\n", problem);
+    return 2;
+  }
+  const battery_monitor::Error started = client.init(options);
+  if (started != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: %s\n", battery_monitor::error_name(started));
+    return 1;
+  }
   PackSimulator pack;
 
   const int timeout_ms = static_cast<int>(args.timeout_s * 1000.0);
@@ -224,16 +238,17 @@ int main(int argc, char** argv) {
     const double dt = args.rate > 0 ? 1.0 / args.rate : 0.01;
     client.send_reading(pack.next(static_cast<float>(device_time), dt));
     if (i % args.every == 0) {
-      if (client.send_performance(pack.performance(args.battery_id))) ++messages_queued;
-      if (client.send_prediction(pack.prediction(args.battery_id))) ++messages_queued;
+      if (client.send_performance(pack.performance(args.battery_id.c_str())) == battery_monitor::kOk) ++messages_queued;
+      if (client.send_prediction(pack.prediction(args.battery_id.c_str())) == battery_monitor::kOk) ++messages_queued;
     }
   }
 
-  const bool flushed = client.flush(timeout_ms);
-  // Half-close and give the collector a moment to acknowledge by closing its side, which it does
-  // after reading everything; bytes already in the kernel are delivered either way.
-  if (flushed && !client.close(2000)) {
-    std::fprintf(stderr, "send_readings: the collector did not close its side; data was written but not confirmed\n");
+  const bool flushed = client.flush(timeout_ms) == battery_monitor::kOk;
+  // Half-close and give the collector a moment to confirm by ending its side in order, which it
+  // does after reading everything.
+  if (flushed && client.close(2000) != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: written but not confirmed by the collector (%s, errno %d)\n",
+                 battery_monitor::error_name(client.last_error()), client.last_errno());
   }
 
   const battery_monitor::Stats s = client.stats();
@@ -244,9 +259,9 @@ int main(int argc, char** argv) {
                          s.messages_sent == static_cast<uint64_t>(messages_queued);
   if (!delivered) {
     std::fprintf(stderr, "send_readings: not everything was delivered within %g s (pending %lu frames, %lu messages, "
-                 "%llu failed connection attempts)\n", args.timeout_s,
+                 "%llu failed connection attempts; last error: %s, errno %d)\n", args.timeout_s,
                  static_cast<unsigned long>(client.pending_frames()), static_cast<unsigned long>(client.pending_messages()),
-                 static_cast<unsigned long long>(s.connect_failures));
+                 static_cast<unsigned long long>(s.connect_failures), battery_monitor::error_name(client.last_error()), client.last_errno());
     return 1;
   }
   return 0;

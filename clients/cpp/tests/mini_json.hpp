@@ -4,14 +4,14 @@
 // installed: `make test` works on a bare machine (and on a QNX host). It parses RFC 8259 JSON
 // into a tree; numbers keep their source text, so a test can tell 412 from 412.0, and their value
 // comes from strtod, which is correctly rounded in glibc (and in any C library that claims C99).
-// Errors throw std::runtime_error with the offset.
+// It needs no exceptions (the tests also build with -fno-exceptions -fno-rtti): an error is
+// reported through parse()'s `error` argument, with its offset, and the result is then null.
 
 #ifndef BATTERY_MONITOR_TESTS_MINI_JSON_HPP
 #define BATTERY_MONITOR_TESTS_MINI_JSON_HPP
 
 #include <cstdio>
 #include <cstdlib>
-#include <stdexcept>
 #include <stdint.h>
 #include <string>
 #include <utility>
@@ -39,10 +39,11 @@ struct Value {
     return 0;
   }
 
+  // A missing key reads as null (type kNull, number 0, empty text): check has() where it matters.
   const Value& operator[](const std::string& key) const {
+    static const Value null_value;
     const Value* v = find(key);
-    if (!v) throw std::runtime_error("missing key: " + key);
-    return *v;
+    return v ? *v : null_value;
   }
 };
 
@@ -50,26 +51,36 @@ class Parser {
  public:
   explicit Parser(const std::string& text) : s_(text), i_(0) {}
 
-  Value parse_document() {
+  Value parse_document(std::string* error) {
     Value v = parse_value_();
     skip_ws_();
     if (i_ != s_.size()) fail_("trailing characters");
-    return v;
+    if (error) *error = error_;
+    return error_.empty() ? v : Value();
   }
 
  private:
-  void fail_(const std::string& what) const {
-    char where[32];
-    std::snprintf(where, sizeof where, " at offset %lu", static_cast<unsigned long>(i_));
-    throw std::runtime_error("JSON: " + what + where);
+  // Records the first error and moves to the end of the input, so every loop below stops.
+  void fail_(const std::string& what) {
+    if (error_.empty()) {
+      char where[32];
+      std::snprintf(where, sizeof where, " at offset %lu", static_cast<unsigned long>(i_));
+      error_ = "JSON: " + what + where;
+    }
+    i_ = s_.size();
   }
+
+  bool failed() const { return !error_.empty(); }
 
   void skip_ws_() {
     while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
   }
 
   char peek_() {
-    if (i_ >= s_.size()) fail_("unexpected end");
+    if (i_ >= s_.size()) {
+      fail_("unexpected end");
+      return '\0';
+    }
     return s_[i_];
   }
 
@@ -79,7 +90,7 @@ class Parser {
   }
 
   void literal_(const char* word) {
-    for (const char* p = word; *p; ++p) expect_(*p);
+    for (const char* p = word; *p && !failed(); ++p) expect_(*p);
   }
 
   Value parse_value_() {
@@ -100,6 +111,7 @@ class Parser {
         skip_ws_();
         expect_(':');
         v.members.push_back(std::make_pair(key, parse_value_()));
+        if (failed()) return v;
         skip_ws_();
         if (peek_() == ',') {
           ++i_;
@@ -119,6 +131,7 @@ class Parser {
       }
       for (;;) {
         v.items.push_back(parse_value_());
+        if (failed()) return v;
         skip_ws_();
         if (peek_() == ',') {
           ++i_;
@@ -182,15 +195,24 @@ class Parser {
   }
 
   unsigned hex4_() {
-    if (i_ + 4 > s_.size()) fail_("short \\u escape");
+    if (i_ + 4 > s_.size()) {
+      fail_("short \\u escape");
+      return 0;
+    }
     unsigned v = 0;
     for (int k = 0; k < 4; ++k) {
       const char c = s_[i_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
-      else fail_("bad \\u escape");
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<unsigned>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      } else {
+        fail_("bad \\u escape");
+        return 0;
+      }
     }
     return v;
   }
@@ -216,7 +238,7 @@ class Parser {
   std::string parse_string_() {
     expect_('"');
     std::string out;
-    for (;;) {
+    while (!failed()) {
       const char c = peek_();
       ++i_;
       if (c == '"') return out;
@@ -250,15 +272,18 @@ class Parser {
         default: fail_("bad escape");
       }
     }
+    return out;
   }
 
   const std::string& s_;
   std::size_t i_;
+  std::string error_;
 };
 
-inline Value parse(const std::string& text) {
+// The document's value; on malformed input a null Value, and *error says why (else it is emptied).
+inline Value parse(const std::string& text, std::string* error = 0) {
   Parser p(text);
-  return p.parse_document();
+  return p.parse_document(error);
 }
 
 }  // namespace mini_json

@@ -4,7 +4,8 @@
 // Usage: test_vectors [VECTORS_DIR]   (default: ../../test/vectors, then test/vectors)
 //
 // The vectors are read with tests/mini_json.hpp, a small reader kept in the tests, so nothing
-// needs installing (no nlohmann-json).
+// needs installing (no nlohmann-json). No exceptions and no std::isfinite here either: the file
+// also builds with -fno-exceptions -fno-rtti, and with -ffast-math, where isfinite folds to true.
 
 #include "battery_monitor/client.hpp"
 #include "check.hpp"
@@ -57,10 +58,35 @@ bool from_hex(const std::string& hex, uint8_t* out, std::size_t n) {
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 bool same_bits_f(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-// The vector's decoded value as float32; false if the double is not exactly a float32.
+// The vector's decoded value as float32; false if the double is not exactly a float32. Done on
+// the bits: with -ffast-math the FPU may flush subnormals to zero in a cast.
 bool exact_float(double v, float& f) {
-  f = static_cast<float>(v);
-  return same_bits(static_cast<double>(f), v);
+  uint64_t d;
+  std::memcpy(&d, &v, sizeof d);
+  const uint32_t sign = static_cast<uint32_t>(d >> 63) << 31;
+  const int exponent = static_cast<int>((d >> 52) & 0x7FF);
+  const uint64_t mantissa = d & ((uint64_t(1) << 52) - 1);
+  uint32_t bits = 0;
+  if (exponent == 0 && mantissa == 0) {
+    bits = sign;
+  } else if (exponent == 0 || exponent == 0x7FF) {
+    return false;  // a double subnormal is far below float's range; not finite is no reading
+  } else {
+    const int e = exponent - 1023;
+    const uint64_t full = mantissa | (uint64_t(1) << 52);
+    if (e >= -126 && e <= 127) {
+      if (mantissa & ((uint64_t(1) << 29) - 1)) return false;
+      bits = sign | (static_cast<uint32_t>(e + 127) << 23) | static_cast<uint32_t>(mantissa >> 29);
+    } else if (e >= -149 && e < -126) {
+      const int shift = -97 - e;  // float subnormal: value = m * 2^-149
+      if (full & ((uint64_t(1) << shift) - 1)) return false;
+      bits = sign | static_cast<uint32_t>(full >> shift);
+    } else {
+      return false;
+    }
+  }
+  std::memcpy(&f, &bits, sizeof f);
+  return true;
 }
 
 void test_binary_vectors(const std::string& dir) {
@@ -68,7 +94,9 @@ void test_binary_vectors(const std::string& dir) {
   const std::string path = dir + "/binary-frames.json";
   CHECK(read_file(path, text), "cannot read %s", path.c_str());
   if (text.empty()) return;
-  const Value doc = mini_json::parse(text);
+  std::string error;
+  const Value doc = mini_json::parse(text, &error);
+  CHECK(error.empty(), "%s: %s", path.c_str(), error.c_str());
   CHECK(doc["frame_bytes"].number == 16, "frame_bytes is %g", doc["frame_bytes"].number);
   const Value& cases = doc["cases"];
   int good = 0, rejected = 0;
@@ -95,7 +123,7 @@ void test_binary_vectors(const std::string& dir) {
 
     ++good;
     const Value& rec = c["record"];
-    float t, v, a, temp;
+    float t = 0, v = 0, a = 0, temp = 0;
     CHECK(exact_float(rec["device_time"].number, t) && exact_float(rec["pack_voltage"].number, v) &&
               exact_float(rec["pack_current"].number, a) && exact_float(rec["cell_temp"].number, temp),
           "%s: record values are not exact float32", name);
@@ -127,12 +155,10 @@ void check_number(const Value& msg, const char* key, double expected, const char
 Value parse_line(const std::string& line, const char* name) {
   CHECK(!line.empty() && line[line.size() - 1] == '\n', "%s: message does not end in a newline", name);
   CHECK(line.find('\n') == line.size() - 1, "%s: newline inside the message", name);
-  try {
-    return mini_json::parse(line);
-  } catch (const std::exception& e) {
-    CHECK(false, "%s: message does not parse (%s): %s", name, e.what(), line.c_str());
-    return Value();
-  }
+  std::string error;
+  const Value v = mini_json::parse(line, &error);
+  CHECK(error.empty(), "%s: message does not parse (%s): %s", name, error.c_str(), line.c_str());
+  return v;
 }
 
 // Every key the vector's record holds is in the message with the same value, and nothing else.
@@ -156,12 +182,12 @@ void check_matches_record(const Value& msg, const Value& rec, const char* name) 
   }
 }
 
-void fill_common(const Value& rec, bool& has_timestamp, double& timestamp, std::string& battery_id,
-                 std::string& source) {
+// The record's strings are borrowed from `rec`, which outlives the encoding.
+void fill_common(const Value& rec, bool& has_timestamp, double& timestamp, const char*& battery_id, const char*& source) {
   has_timestamp = rec.has("timestamp");
   if (has_timestamp) timestamp = rec["timestamp"].number;
-  if (rec.has("battery_id")) battery_id = rec["battery_id"].text;
-  if (rec.has("source")) source = rec["source"].text;
+  if (rec.has("battery_id")) battery_id = rec["battery_id"].text.c_str();
+  if (rec.has("source")) source = rec["source"].text.c_str();
 }
 
 void test_json_vectors(const std::string& dir) {
@@ -169,7 +195,9 @@ void test_json_vectors(const std::string& dir) {
   const std::string path = dir + "/json-messages.json";
   CHECK(read_file(path, text), "cannot read %s", path.c_str());
   if (text.empty()) return;
-  const Value doc = mini_json::parse(text);
+  std::string error;
+  const Value doc = mini_json::parse(text, &error);
+  CHECK(error.empty(), "%s: %s", path.c_str(), error.c_str());
   const Value& cases = doc["cases"];
   int built = 0, skipped = 0;
   for (std::size_t i = 0; i < cases.items.size(); ++i) {
@@ -244,7 +272,7 @@ void test_number_round_trip() {
     state ^= state << 17;
     double v;
     std::memcpy(&v, &state, sizeof v);
-    if (!std::isfinite(v)) continue;
+    if (!battery_monitor::detail::is_finite(v)) continue;
     battery_monitor::PerformanceRecord r;
     r.health_score = v;
     std::string line;
@@ -318,8 +346,8 @@ void test_refusals() {
   // battery_id: the server's pattern, 1-64 of A-Z a-z 0-9 . _ : -
   CHECK(battery_monitor::is_valid_battery_id("pack-1"), "pack-1");
   CHECK(battery_monitor::is_valid_battery_id("A.b_C:9-z"), "A.b_C:9-z");
-  CHECK(battery_monitor::is_valid_battery_id(std::string(64, 'x')), "64 characters");
-  CHECK(!battery_monitor::is_valid_battery_id(std::string(65, 'x')), "65 characters");
+  CHECK(battery_monitor::is_valid_battery_id(std::string(64, 'x').c_str()), "64 characters");
+  CHECK(!battery_monitor::is_valid_battery_id(std::string(65, 'x').c_str()), "65 characters");
   CHECK(!battery_monitor::is_valid_battery_id("pack 1"), "space");
   CHECK(!battery_monitor::is_valid_battery_id("pack/1"), "slash");
   CHECK(!battery_monitor::is_valid_battery_id("p\xc3\xa4"), "non-ASCII");
@@ -329,27 +357,52 @@ void test_refusals() {
 
   // source: at most 128 characters as the server counts them (UTF-16 units).
   p = battery_monitor::Prediction();
-  p.source = std::string(128, 's');
+  const std::string s128(128, 's'), s129(129, 's');
+  p.source = s128.c_str();
   CHECK(battery_monitor::encode_prediction(p, line), "128-character source refused");
-  p.source = std::string(129, 's');
+  p.source = s129.c_str();
   CHECK(!battery_monitor::encode_prediction(p, line), "129-character source accepted");
   std::string batteries;
   for (int i = 0; i < 64; ++i) batteries += "\xF0\x9F\x94\x8B";  // U+1F50B: two UTF-16 units each
-  p.source = batteries;
+  const std::string batteries65 = batteries + "\xF0\x9F\x94\x8B";
+  p.source = batteries.c_str();
   CHECK(battery_monitor::encode_prediction(p, line), "64 emoji (128 units) refused");
-  p.source = batteries + "\xF0\x9F\x94\x8B";
+  p.source = batteries65.c_str();
   CHECK(!battery_monitor::encode_prediction(p, line), "65 emoji (130 units) accepted");
   std::printf("refusals: %d non-finite fields refused; battery_id and source limits enforced\n", refused);
 }
 
+// The allocation-free encoders: the same bytes as the std::string ones, 0 when the buffer is one
+// byte short, and a source that only invalid UTF-8 makes long is refused, not overrun.
+void test_fixed_buffer() {
+  battery_monitor::PerformanceRecord r;
+  r.pack_voltage = 396.5;
+  r.battery_id = "pack-7";
+  r.source = "edge";
+  std::string line;
+  CHECK(battery_monitor::encode_performance(r, line), "refused");
+  char buf[battery_monitor::kMaxMessageBytes];
+  const std::size_t n = battery_monitor::encode_performance(r, buf, sizeof buf);
+  CHECK(n == line.size() && std::memcmp(buf, line.data(), n) == 0, "buffer encoder differs from the string one");
+  CHECK(battery_monitor::encode_performance(r, buf, n - 1) == 0, "a message one byte too long for the buffer was not refused");
+  const std::string continuation(4000, '\x80');  // counts as 0 UTF-16 units, 4000 bytes
+  r.source = continuation.c_str();
+  CHECK(battery_monitor::encode_performance(r, buf, sizeof buf) == 0, "a message over kMaxMessageBytes was produced");
+  battery_monitor::Prediction p;
+  p.degradation_rate = std::numeric_limits<double>::quiet_NaN();
+  CHECK(battery_monitor::encode_prediction(p, buf, sizeof buf) == 0, "NaN accepted by the buffer encoder");
+  std::printf("fixed buffer: same bytes as the string encoder; too small and too long refused\n");
+}
+
 void test_string_escaping() {
   battery_monitor::PerformanceRecord r;
-  r.source = std::string("q\"b\\s/\n\r\t\b\f\x01\x1f\x7f ") + "\xC3\xA9 \xF0\x9F\x94\x8B end";
+  const std::string source = std::string("q\"b\\s/\n\r\t\b\f\x01\x1f\x7f ") + "\xC3\xA9 \xF0\x9F\x94\x8B end";
+  r.source = source.c_str();
   r.battery_id = "pack-7";
   std::string line;
   CHECK(battery_monitor::encode_performance(r, line), "refused");
   const Value msg = parse_line(line, "escaping");
-  CHECK(msg.has("source") && msg["source"].text == r.source, "source did not round-trip: %s", line.c_str());
+  CHECK(msg.has("source") && msg["source"].text == source, "source did not round-trip: %s", line.c_str());
   CHECK(msg["battery_id"].text == "pack-7", "battery_id");
   std::printf("string escaping: control characters, quotes and UTF-8 round-trip\n");
 }
@@ -371,12 +424,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  try {
-    test_binary_vectors(dir);
-    test_json_vectors(dir);
-  } catch (const std::exception& e) {
-    CHECK(false, "reading the vectors: %s", e.what());
-  }
+  test_binary_vectors(dir);
+  test_json_vectors(dir);
+  test_fixed_buffer();
   test_number_round_trip();
   test_refusals();
   test_string_escaping();
