@@ -181,6 +181,15 @@ export const ConfigSchema = Type.Object({
       maximum: 86_400 * 30,
     }),
   ),
+  analyticsMaxGapSeconds: Type.Integer(
+    setting({
+      env: 'ANALYTICS_MAX_GAP_SECONDS',
+      description: 'Two readings of a pack further apart than this are not integrated into charge and energy (the gap is counted)',
+      default: 60,
+      minimum: 1,
+      maximum: 86_400,
+    }),
+  ),
   webhookUrls: Type.Array(
     Type.String({ pattern: '^https?://[^\\s]+$' }),
     setting({
