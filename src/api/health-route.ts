@@ -1,18 +1,26 @@
-/** GET /health: 200 while the store answers, 503 naming the store when it does not. */
+/**
+ * GET /health: 200 while the store answers, 503 when it does not. Open to anyone (load balancers),
+ * so a failure is answered in generic words: the store's own reason (which for MongoDB names the
+ * host and port) goes to the log, once each time it changes.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { securityOf } from './common.js';
+
+const UNREACHABLE = 'the store is unreachable';
 
 const Health = Type.Object({
   status: Type.String({ example: 'healthy' }),
   database: Type.String({ example: 'connected' }),
   store: Type.String({ example: 'sqlite', description: 'sqlite or mongodb' }),
   mode: Type.Optional(Type.String({ example: 'wal', description: 'sqlite: wal; mongodb: timeseries or plain' })),
-  error: Type.Optional(Type.String({ description: 'Why the store is unreachable' })),
+  error: Type.Optional(Type.String({ example: UNREACHABLE, description: 'When the store does not answer; the details are in the service log' })),
   timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
 });
 
 export const healthRoute: FastifyPluginAsyncTypebox = async (app) => {
+  /** The store's last reason logged; undefined while it answers. */
+  let logged: string | undefined;
   app.get(
     '/health',
     {
@@ -25,14 +33,22 @@ export const healthRoute: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Health, 503: Health },
       },
     },
-    async (request, reply) => {
+    async (_request, reply) => {
       const health = await app.store.health();
+      const reason = health.error ?? UNREACHABLE;
+      if (!health.ok && reason !== logged) {
+        logged = reason;
+        app.log.warn({ store: health.store, err: reason }, 'health: the store is unreachable');
+      } else if (health.ok && logged !== undefined) {
+        logged = undefined;
+        app.log.info({ store: health.store }, 'health: the store answers again');
+      }
       const body = {
         status: health.ok ? 'healthy' : 'unhealthy',
         database: health.ok ? 'connected' : 'disconnected',
         store: health.store,
         mode: health.mode,
-        error: health.error,
+        error: health.ok ? undefined : UNREACHABLE,
         timestamp: Date.now() / 1000,
       };
       return reply.code(health.ok ? 200 : 503).send(body);

@@ -7,10 +7,12 @@ import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { RecordBatch } from '../ingest/record-batch.js';
+import { RecordsRefusedError } from '../ingest/record-sink.js';
 import { ALL_KINDS, csvColumns, type KindSpec, type RecordInput } from '../records/kinds.js';
 import { inputSchemas, MAX_BATCH_RECORDS } from '../records/schemas.js';
-import { validateBody } from '../records/validate.js';
+import { validateBody, type ValidationDetail } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
+import { REFUSAL_TEXT } from '../store/store.js';
 import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
 import { requireKey } from './auth.js';
 import { exportBody, exportContentType } from './export.js';
@@ -61,7 +63,8 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
           'nothing twice and answers the ids stored the first time (record i is keyed by the header, i and a digest of ' +
           'the record); different records under a key already used are a different request, and are stored. ' +
           'While too many records wait to be stored it answers 503 at once, with a Retry-After ' +
-          'header (seconds) and stores nothing: send the same request again after that long.',
+          'header (seconds) and stores nothing: send the same request again after that long. A record the store ' +
+          'itself refuses (a constraint of the store) fails the request with 422 naming it, type value_error.store_refused.',
         tags,
         security: securityOf(config, 'write'),
         body: Type.Union([Input, Type.Array(Input, { minItems: 1, maxItems: MAX_BATCH_RECORDS })]),
@@ -92,7 +95,14 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
         batch.append(input, receivedAt, idempotencyKey === undefined ? undefined : recordKey(idempotencyKey, index, input)),
       );
       // A full ingest queue refuses at once (IngestFullError: 503 with Retry-After, see app.ts).
-      const ids = await ingest.submit(batch);
+      let ids: string[];
+      try {
+        ids = await ingest.submit(batch);
+      } catch (error) {
+        // The store refused records for themselves: the request stored nothing, and sending it again will not help.
+        if (error instanceof RecordsRefusedError) return reply.code(422).send({ detail: refusalDetail(error, result.isArray) });
+        throw error;
+      }
       if (!result.isArray) return { message: `${label} stored successfully`, id: ids[0]!, count: 1 };
       return { message: `${ids.length} records stored successfully`, id: ids[0]!, ids, count: ids.length };
     },
@@ -224,6 +234,18 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       return reply.type(exportContentType[format]).send(exportBody(rows, format, columns));
     },
   );
+}
+
+/**
+ * The 422 detail of a request whose records the store refused: each refused record by its index (at
+ * most 100), or the whole body when the store could not say which. The store's own message stays in
+ * the log: it may name hosts, databases or values.
+ */
+function refusalDetail(error: RecordsRefusedError, isArray: boolean): ValidationDetail[] {
+  const type = 'value_error.store_refused';
+  const why = REFUSAL_TEXT[error.reason];
+  if (error.rows.length === 0) return [{ loc: ['body'], msg: `the store refused ${isArray ? 'these records' : 'this record'}: ${why}`, type }];
+  return error.rows.slice(0, 100).map((row) => ({ loc: isArray ? ['body', row] : ['body'], msg: `the store refused this record: ${why}`, type }));
 }
 
 /**

@@ -3,10 +3,12 @@
  * and what was dropped, and turns the sink's back-pressure into TCP flow control: when the sink is
  * full, every socket is paused (so devices' sends block in their kernels, not in our memory) until
  * the sink says 'drained'. Retrying through an outage is the sink's job: devices cannot be told to
- * come back, so their batches ask to be retried until the collector closes.
+ * come back, so their batches ask to be retried until the collector closes. A device's readings are
+ * independent of each other (not atomic): a record the store refuses for itself is dropped alone,
+ * and the connection goes on.
  */
 import type { RecordBatch } from '../ingest/record-batch.js';
-import { isRefusal, type RecordSink } from '../ingest/record-sink.js';
+import { isRefusal, RecordsRefusedError, type RecordSink } from '../ingest/record-sink.js';
 import type { ListenerCounters } from './listener-counters.js';
 import type { CollectorLogger } from './logger.js';
 import type { CollectorMetrics, ListenerName } from './metrics.js';
@@ -43,9 +45,15 @@ export class Submitter {
     const { sink, counters, log } = this.#options;
     const { kind, length } = batch;
     counters[listener].accepted(kind).inc(length);
-    const done = sink.submit(batch, { retryUntil: this.#closing.signal }).then(
+    const done = sink.submit(batch, { retryUntil: this.#closing.signal, atomic: false }).then(
       () => counters[listener].stored(kind).inc(length),
       (error: unknown) => {
+        if (error instanceof RecordsRefusedError) {
+          // The sink counts and logs (rate-limited) what the store refused; the rest is stored.
+          counters[listener].stored(kind).inc(error.stored);
+          counters[listener].rejected('store_failed').inc(length - error.stored);
+          return;
+        }
         if (isRefusal(error)) {
           // The sink logs its refusals (rate-limited); here they are counted.
           if (error.accepted > 0) counters[listener].stored(kind).inc(error.accepted);
@@ -53,7 +61,7 @@ export class Submitter {
           return;
         }
         counters[listener].rejected('store_failed').inc(length);
-        const why = this.#closing.signal.aborted ? 'the store failed while the collector was closing' : 'the store refused them';
+        const why = this.#closing.signal.aborted ? 'the store failed while the collector was closing' : 'the store failed';
         log.error({ err: error, kind, records: length }, `records lost: ${why}`);
       },
     );

@@ -5,6 +5,7 @@
  * retrying and back-pressure, so producers only submit and, when told the sink is full, wait for
  * 'drained'.
  */
+import type { RefusalReason } from '../store/store.js';
 import type { RecordBatch } from './record-batch.js';
 
 export interface SubmitOptions {
@@ -16,6 +17,12 @@ export interface SubmitOptions {
    * the batch at once and an outage fails it.
    */
   retryUntil?: AbortSignal;
+  /**
+   * Whether the batch is stored all or nothing (the default: an HTTP request, as its client was
+   * promised). False for a stream of independent readings (TCP devices): a record the store refuses
+   * for itself is then refused alone, and the batch's other records are stored.
+   */
+  atomic?: boolean;
 }
 
 export interface RecordSink {
@@ -27,6 +34,25 @@ export interface RecordSink {
   readonly full: boolean;
   on(event: 'drained', listener: () => void): unknown;
   off(event: 'drained', listener: () => void): unknown;
+}
+
+/**
+ * Records of a submitted batch the store refused for themselves (not an outage): sending them again
+ * will not store them. An atomic batch (HTTP) stored nothing; a device's batch stored the others.
+ */
+export class RecordsRefusedError extends Error {
+  override name = 'RecordsRefusedError';
+  constructor(
+    /** For the log: the store's words, secrets removed. */
+    message: string,
+    readonly reason: RefusalReason,
+    /** The refused rows of the submitted batch, ascending; empty when the store could not say which (an atomic batch). */
+    readonly rows: readonly number[],
+    /** Records of the batch that are stored. */
+    readonly stored: number,
+  ) {
+    super(message);
+  }
 }
 
 /**

@@ -13,16 +13,32 @@
  *   answer 503 and retry) and holds the batches of producers that asked to be retried
  *   (SubmitOptions.retryUntil), which go again, in order, after a backoff from 100 ms to 5 s; any
  *   write that succeeds meanwhile ends the wait.
+ * - Refusals: a write that fails for any other reason is the store refusing records for themselves
+ *   (a constraint, a value it cannot hold), which retrying will not change. Only the records
+ *   concerned are refused, never their neighbours: a batch that failed in a write shared with
+ *   others, without the store saying which rows it refused, goes again in a write of its own; an
+ *   HTTP request's batch (atomic, as its client was promised) then fails whole, naming the records
+ *   (RecordsRefusedError, which the API answers 422); a device's batch (SubmitOptions.atomic false)
+ *   loses only the refused records: the rows the store named are taken out and the rest written
+ *   again, and when it could not name them the batch is split in halves, down to the single record.
+ *   Each refused record is counted (ingest_records_refused_total, by kind and reason) and logged at
+ *   most once a minute per reason. None of this costs anything until a write fails.
  * - After commit: each durable write is handed to the after-commit stage (after-commit.ts) in the
  *   order the writes were issued, and only then are its producers answered: whoever hears "stored"
  *   can count on subscribers (the live feed) having seen it.
  */
 import { EventEmitter } from 'node:events';
-import { StoreUnavailableError, type Store, type WriteOutcome } from '../store/store.js';
+import { LogEvery } from '../collector/log-every.js';
+import type { CollectorMetrics } from '../collector/metrics.js';
+import type { KindName } from '../records/kinds.js';
+import { RecordRefusedError, StoreUnavailableError, type RefusalReason, type Store, type WriteOutcome } from '../store/store.js';
 import { AfterCommit, type AfterCommitLogger, type StoredBatch } from './after-commit.js';
 import { Backoff } from './backoff.js';
-import type { RecordBatch } from './record-batch.js';
-import { PendingBound, type RecordSink, type SubmitOptions } from './record-sink.js';
+import { RecordBatch } from './record-batch.js';
+import { PendingBound, RecordsRefusedError, type RecordSink, type SubmitOptions } from './record-sink.js';
+
+/** How often a refusal of the same reason is logged again (with how many there were meanwhile). */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /** A full sink's refusal of an HTTP batch: the API answers 503 with Retry-After. */
 export class IngestFullError extends Error {
@@ -54,8 +70,10 @@ export interface StoreSinkOptions {
    * this machine SQLite measured the same with one or two (about 17,000 single POSTs/s either way).
    */
   maxWritesInFlight?: number;
-  /** Where store outages and failing after-commit subscribers are logged. */
-  logger?: AfterCommitLogger & { info(obj: object, msg?: string): void };
+  /** Where store outages, refused records and failing after-commit subscribers are logged. */
+  logger?: AfterCommitLogger & { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  /** Where refused records are counted. */
+  metrics?: Pick<CollectorMetrics, 'recordsRefused'>;
   /** Delays between attempts while the store is away. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -63,10 +81,65 @@ export interface StoreSinkOptions {
 
 interface Pending {
   readonly seq: number;
+  /** Row of the submitted batch this one starts with (a part of a split batch); orders parts of one submission. */
+  readonly first: number;
   readonly batch: RecordBatch;
   readonly retryUntil: AbortSignal | undefined;
+  readonly atomic: boolean;
+  /** Goes in a write of its own: it failed in a write shared with others, and the store did not say which records it refused. */
+  alone: boolean;
+  /** A part of a submission a refusal split: the submission, and its row of each of this batch's rows. */
+  readonly split?: { readonly whole: Split; readonly rows: readonly number[] };
   resolve(ids: string[]): void;
   reject(error: Error): void;
+}
+
+/**
+ * A device's submission some of whose records the store refused: its other records are written again
+ * in parts, and it settles once every part has. Rare, so nothing of this is on the normal path.
+ */
+class Split {
+  readonly #ids: string[];
+  readonly #refused: number[] = [];
+  #refusal: RecordRefusedError | undefined;
+  #failure: Error | undefined;
+  /** Parts not yet settled. */
+  #open = 1;
+
+  constructor(
+    length: number,
+    readonly resolve: (ids: string[]) => void,
+    readonly reject: (error: Error) => void,
+  ) {
+    this.#ids = new Array<string>(length);
+  }
+
+  /** One part was refused records and replaced by `parts` others. */
+  refuse(rows: readonly number[], refusal: RecordRefusedError, parts: number): void {
+    for (const row of rows) this.#refused.push(row);
+    this.#refusal ??= refusal;
+    this.#open += parts - 1;
+    if (this.#open === 0) this.#finish();
+  }
+
+  stored(rows: readonly number[], ids: readonly string[]): void {
+    rows.forEach((row, i) => (this.#ids[row] = ids[i]!));
+    if (--this.#open === 0) this.#finish();
+  }
+
+  failed(error: Error): void {
+    this.#failure ??= error;
+    if (--this.#open === 0) this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#failure !== undefined) this.reject(this.#failure);
+    else if (this.#refusal === undefined) this.resolve(this.#ids);
+    else {
+      const rows = this.#refused.sort((a, b) => a - b);
+      this.reject(new RecordsRefusedError(this.#refusal.message, this.#refusal.reason, rows, this.#ids.length - rows.length));
+    }
+  }
 }
 
 interface Write {
@@ -84,6 +157,9 @@ export class StoreSink extends EventEmitter implements RecordSink {
   readonly #bound: PendingBound;
   readonly #backoff: Backoff;
   readonly #log: StoreSinkOptions['logger'];
+  readonly #metrics: StoreSinkOptions['metrics'];
+  /** Per reason, when a refusal was last logged. */
+  readonly #refusalLogs = new Map<RefusalReason, LogEvery>();
   /** Submitted, not yet in a write, in submission order. */
   #queue: Pending[] = [];
   #pendingRecords = 0;
@@ -107,6 +183,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
     this.#bound = new PendingBound(options.maxPendingRecords ?? 100_000, () => this.emit('drained'));
     this.#backoff = new Backoff({ minMs: options.retryMinMs ?? 100, maxMs: options.retryMaxMs ?? 5000 });
     this.#log = options.logger;
+    this.#metrics = options.metrics;
     this.afterCommit = new AfterCommit(options.logger);
   }
 
@@ -119,14 +196,19 @@ export class StoreSink extends EventEmitter implements RecordSink {
     return this.#bound.full;
   }
 
-  /** Resolves with the batch's ids once it is durable and the after-commit stage has seen it; all of them or none. */
+  /**
+   * Resolves with the batch's ids once it is durable and the after-commit stage has seen it; all of
+   * them or none. Rejects with RecordsRefusedError when the store refused records of it (a
+   * non-atomic batch: the others are then stored), StoreUnavailableError through an outage (unless
+   * held for `retryUntil`), IngestFullError when full.
+   */
   submit(batch: RecordBatch, options: SubmitOptions = {}): Promise<string[]> {
     if (this.#closed) return Promise.reject(new Error('the ingest sink is closed'));
     if (batch.length === 0) return Promise.resolve([]);
-    const { retryUntil } = options;
+    const { retryUntil, atomic = true } = options;
     if (retryUntil === undefined && this.full) return Promise.reject(this.#fullError());
     return new Promise((resolve, reject) => {
-      this.#queue.push({ seq: this.#nextSeq++, batch, retryUntil, resolve, reject });
+      this.#queue.push({ seq: this.#nextSeq++, first: 0, batch, retryUntil, atomic, alone: false, resolve, reject });
       this.#pendingRecords += batch.length;
       this.#bound.update(this.#pendingRecords, this.#held.size > 0);
       this.#schedule();
@@ -186,11 +268,12 @@ export class StoreSink extends EventEmitter implements RecordSink {
     let room = true;
     for (const pending of this.#queue) {
       const held = waiting && pending.retryUntil !== undefined;
-      if (room && !held && taken.length > 0 && records + pending.batch.length > this.#maxRecordsPerWrite) room = false;
+      if (room && !held && taken.length > 0 && (pending.alone || records + pending.batch.length > this.#maxRecordsPerWrite)) room = false;
       if (held || !room) left.push(pending);
       else {
         taken.push(pending);
         records += pending.batch.length;
+        if (pending.alone) room = false;
       }
     }
     this.#queue = left;
@@ -208,8 +291,10 @@ export class StoreSink extends EventEmitter implements RecordSink {
 
   #handOn(write: Write): void {
     const result = write.result!;
+    const shared = write.pending.length > 1;
     if ('error' in result) {
-      this.#failed(write.pending, result.error);
+      if (result.error instanceof StoreUnavailableError) this.#failed(write.pending, result.error);
+      else for (const pending of write.pending) this.#refused(pending, result.error, shared);
       return;
     }
     if (result.outcomes.some((outcome) => outcome.ok)) {
@@ -227,25 +312,111 @@ export class StoreSink extends EventEmitter implements RecordSink {
     let outage: Error | undefined;
     result.outcomes.forEach((outcome, i) => {
       const pending = write.pending[i]!;
-      if (!outcome.ok && outcome.error instanceof StoreUnavailableError) {
+      if (outcome.ok) {
+        this.#pendingRecords -= pending.batch.length;
+        this.#release(pending);
+        pending.resolve(outcome.ids);
+      } else if (outcome.error instanceof StoreUnavailableError) {
         away.push(pending);
         outage = outcome.error;
-        return;
-      }
-      this.#pendingRecords -= pending.batch.length;
-      if (this.#held.delete(pending) && this.#held.size === 0) this.#log?.info({}, 'the store takes records again; reading resumes');
-      if (outcome.ok) pending.resolve(outcome.ids);
-      else pending.reject(outcome.error);
+      } else this.#refused(pending, outcome.error, shared);
     });
     if (outage !== undefined) this.#failed(away, outage);
   }
 
-  /** Batches a write failed: an outage holds those that may be retried; the others fail. */
-  #failed(pending: Pending[], error: Error): void {
-    const outage = error instanceof StoreUnavailableError;
+  /** `pending` is no longer held for an outage: the store answered for it. */
+  #release(pending: Pending): void {
+    if (this.#held.delete(pending) && this.#held.size === 0) this.#log?.info({}, 'the store takes records again; reading resumes');
+  }
+
+  /**
+   * The store refused records of `pending` for themselves (`error` is not an outage). Refuses those
+   * records only: see the module comment.
+   */
+  #refused(pending: Pending, error: Error, shared: boolean): void {
+    this.#release(pending);
+    const refusal = error instanceof RecordRefusedError ? error : new RecordRefusedError(error.message, 'store_refused', []);
+    const { batch } = pending;
+    const named = refusal.rows.filter((row) => Number.isInteger(row) && row >= 0 && row < batch.length);
+    if (named.length === 0 && shared && !pending.alone) {
+      // Perhaps a neighbour's: a store may fail every batch of a kind for one record (MongoDB).
+      pending.alone = true;
+      this.#requeue([pending]);
+      return;
+    }
+    if (pending.atomic) {
+      this.#countRefused(batch.kind, refusal, named.length > 0 ? named.length : batch.length);
+      this.#pendingRecords -= batch.length;
+      pending.reject(new RecordsRefusedError(refusal.message, refusal.reason, named, 0));
+      return;
+    }
+    // A device's records: refuse those named (or the one record), write the others again; when the
+    // store named none, split in halves, each in a write of its own, until the refused one is alone.
+    let refused: number[] = [];
+    const parts: number[][] = [];
+    if (batch.length === 1) refused = [0];
+    else if (named.length > 0) {
+      refused = named;
+      let run: number[] = [];
+      for (let row = 0, next = 0; row < batch.length; row++) {
+        if (row === refused[next]) {
+          next++;
+          if (run.length > 0) parts.push(run);
+          run = [];
+        } else run.push(row);
+      }
+      if (run.length > 0) parts.push(run);
+    } else {
+      const half = Math.ceil(batch.length / 2);
+      parts.push(range(0, half), range(half, batch.length));
+    }
+    const whole = pending.split?.whole ?? new Split(batch.length, pending.resolve, pending.reject);
+    const rowOf = (row: number) => (pending.split === undefined ? row : pending.split.rows[row]!);
+    if (refused.length > 0) this.#countRefused(batch.kind, refusal, refused.length);
+    this.#pendingRecords -= refused.length;
+    const alone = named.length === 0;
+    const replacements = parts.map((rows): Pending => {
+      const split = { whole, rows: rows.map(rowOf) };
+      return {
+        seq: pending.seq,
+        first: split.rows[0]!,
+        batch: rowsOf(batch, rows),
+        retryUntil: pending.retryUntil,
+        atomic: false,
+        alone,
+        split,
+        resolve: (ids) => whole.stored(split.rows, ids),
+        reject: (failure) => whole.failed(failure),
+      };
+    });
+    this.#requeue(replacements);
+    whole.refuse(refused.map(rowOf), refusal, replacements.length);
+  }
+
+  /** Counts refused records; logs the first of each reason, then at most once a minute how many more. */
+  #countRefused(kind: KindName, refusal: RecordRefusedError, records: number): void {
+    this.#metrics?.recordsRefused.inc({ kind, reason: refusal.reason }, records);
+    let every = this.#refusalLogs.get(refusal.reason);
+    if (every === undefined) this.#refusalLogs.set(refusal.reason, (every = new LogEvery(REFUSAL_LOG_INTERVAL_MS)));
+    const count = every.count(records);
+    if (count !== undefined) {
+      this.#log?.warn(
+        { kind, reason: refusal.reason, records: count, err: refusal.message },
+        'the store refused records for themselves: they are not stored, their neighbours are; this reason is logged again at most once a minute',
+      );
+    }
+  }
+
+  /** Back in the queue, in submission order, ahead of what came after them. */
+  #requeue(pending: Pending[]): void {
+    this.#queue = mergeInOrder(pending, this.#queue);
+  }
+
+  /** Batches an outage failed: it holds those that may be retried; the others fail. */
+  #failed(pending: Pending[], error: StoreUnavailableError): void {
     const held: Pending[] = [];
     for (const p of pending) {
-      if (outage && !this.#closed && p.retryUntil !== undefined && !p.retryUntil.aborted) held.push(p);
+      if (!this.#closed && p.retryUntil !== undefined && !p.retryUntil.aborted) held.push(p);
       else {
         this.#held.delete(p);
         this.#pendingRecords -= p.batch.length;
@@ -258,8 +429,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
       this.#log?.error({ err: error, kind: held[0]!.batch.kind, records }, 'the store did not take the records; reading is paused and they are retried');
     }
     for (const p of held) this.#held.add(p);
-    // Back in submission order, ahead of what came after them.
-    this.#queue = mergeBySeq(held, this.#queue);
+    this.#requeue(held);
     for (const signal of new Set(held.map((p) => p.retryUntil!))) signal.addEventListener('abort', this.#retryNow, { once: true });
     if (this.#retryTimer === undefined) {
       const delay = this.#backoff.next();
@@ -276,13 +446,27 @@ export class StoreSink extends EventEmitter implements RecordSink {
   };
 }
 
-function mergeBySeq(a: Pending[], b: Pending[]): Pending[] {
+/** Submission order; the parts of one submission by their first row. */
+const before = (a: Pending, b: Pending) => a.seq < b.seq || (a.seq === b.seq && a.first < b.first);
+
+function mergeInOrder(a: Pending[], b: Pending[]): Pending[] {
   const merged: Pending[] = [];
   let i = 0;
   let j = 0;
   while (i < a.length || j < b.length) {
-    if (j >= b.length || (i < a.length && a[i]!.seq < b[j]!.seq)) merged.push(a[i++]!);
+    if (j >= b.length || (i < a.length && before(a[i]!, b[j]!))) merged.push(a[i++]!);
     else merged.push(b[j++]!);
   }
   return merged;
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+/** A batch of some rows of another. */
+function rowsOf(batch: RecordBatch, rows: readonly number[]): RecordBatch {
+  const part = new RecordBatch(batch.kind, rows.length);
+  for (const row of rows) part.appendRowOf(batch, row);
+  return part;
 }

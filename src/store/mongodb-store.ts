@@ -13,12 +13,21 @@
  * error has its other records deleted again, but a connection lost mid-insert can leave part of a
  * request stored. Producers that resend use idempotency keys, which makes the resend harmless.
  *
+ * Errors are told apart as the ingest sink needs them: a server away, unreachable, timing out,
+ * failing over or refusing to serve is an outage (StoreUnavailableError, retried); a record the
+ * server refuses for itself (a unique index other than the idempotency key's, a validator, a value
+ * it cannot hold, BSON it cannot encode) fails its request with a RecordRefusedError naming the
+ * record where the server says which (the sink then refuses only that record).
+ *
  * A write answers after one round trip per kind (the insertMany); the per-pack counts behind
- * batteries() follow after the answer, coalesced across writes (mongodb-summary.ts).
+ * batteries() follow after the answer, coalesced across writes (mongodb-summary.ts). An update an
+ * outage lost marks its packs, whose counts are recounted from the records, in the background, once
+ * the server answers again (#recountAll).
  */
 import type { RecordBatch } from '../ingest/record-batch.js';
 import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Document, type Filter, type MongoClientOptions } from 'mongodb';
 import { DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, fieldNames, type KindName, type StoredRecord } from '../records/kinds.js';
+import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import {
   batteryFilter,
   dateOf,
@@ -37,22 +46,21 @@ import { bucketGroup, countLegacyDocumentsOnce, isReplicaSet, serverRefused, set
 import { SummaryQueue, type SummaryIncrement } from './mongodb-summary.js';
 import { maskMongoUri, redactor, uriOptionNames } from './mongodb-uri.js';
 import {
+  RecordRefusedError,
   StoreUnavailableError,
   type AggregateBucket,
   type AggregateQuery,
   type BatterySummary,
   type HistoryQuery,
   type RangeQuery,
+  type RefusalReason,
   type Store,
   type StoreHealth,
+  type StoreLogger,
   type WriteOutcome,
 } from './store.js';
 
-/** What the store logs: a pino logger fits, and so does console. */
-export interface StoreLogger {
-  info(message: string): void;
-  warn(message: string): void;
-}
+export type { StoreLogger };
 
 export interface MongoStoreOptions {
   uri: string;
@@ -113,6 +121,14 @@ export class MongoStore implements Store {
   #lastProblem: string | undefined;
   #legacyCount: Promise<void> | undefined;
   #closed = false;
+  /** Per kind, the packs whose count a lost summary update left low: recounted from the records (#recountAll). */
+  readonly #toRecount = new Map<KindName, Set<string>>();
+  /** Per kind, the recount in progress: the kind's writes wait for it. */
+  readonly #recounting = new Map<KindName, Promise<void>>();
+  /** Writes sent whose counts are not yet in the summary queue. */
+  readonly #writing = new Set<Promise<unknown>>();
+  #recountTimer: NodeJS.Timeout | undefined;
+  #recountRun: Promise<void> | undefined;
 
   constructor(options: MongoStoreOptions) {
     this.#databaseName = options.databaseName;
@@ -125,11 +141,14 @@ export class MongoStore implements Store {
     this.#timeseriesPaths = options.timeseriesPaths ?? false;
     this.#summary = new SummaryQueue({
       write: (increments) => this.#writeSummary(increments),
-      failed: (error, lost) =>
+      failed: (error, lost) => {
         this.#log.warn(
           `MongoDB store: pack summary not updated, counts of ${lost.length} pack/kind pairs are low by ` +
-            `${lost.reduce((n, increment) => n + increment.count, 0)} records: ${this.#storeError(error).message}`,
-        ),
+            `${lost.reduce((n, increment) => n + increment.count, 0)} records: ${this.#storeError(error).message}; ` +
+            `they are recounted from the records once the server answers`,
+        );
+        this.#markForRecount(lost);
+      },
       delayMs: options.summaryDelayMs ?? DEFAULTS.summaryDelayMs,
       maxPending: MAX_PENDING_SUMMARY,
     });
@@ -204,6 +223,7 @@ export class MongoStore implements Store {
     if (this.#closed) throw new StoreUnavailableError('MongoDB store is closed');
     if (this.#timeseriesPaths) for (const kind of KIND_NAMES) setup.kinds[kind].timeseries = true;
     for (const note of setup.notes) this.#log.info(`MongoDB store: ${note}`);
+    await this.#removeImplausible(setup);
     this.#log.info(
       `MongoDB store ready at ${this.#where}, database ${this.#databaseName}: mode ${setup.mode}, ` +
         `retention ${setup.retention === 'expiry' ? 'by expiry and the hourly delete' : setup.retention === 'none' ? 'off' : 'by the hourly delete'}, ` +
@@ -235,7 +255,7 @@ export class MongoStore implements Store {
     const byKind = new Map<KindName, number[]>();
     requests.forEach((request, index) => {
       const problem = batchProblem(request);
-      if (problem !== undefined) outcomes[index] = { ok: false, error: new Error(problem) };
+      if (problem !== undefined) outcomes[index] = { ok: false, error: problem };
       else {
         const indexes = byKind.get(request.kind);
         if (indexes === undefined) byKind.set(request.kind, [index]);
@@ -247,11 +267,16 @@ export class MongoStore implements Store {
       // One insertMany per kind, kinds in parallel; a kind that fails fails only its own requests.
       await Promise.all(
         [...byKind].map(async ([kind, indexes]) => {
-          const kindOutcomes = await this.#writeKind(
+          // While the kind's pack counts are recounted, its writes wait (see #recount); checked again
+          // after each wait, so that a write is either held back or in #writing when a recount starts.
+          for (let recount = this.#recounting.get(kind); recount !== undefined; recount = this.#recounting.get(kind)) await recount;
+          const writing = this.#writeKind(
             setup,
             kind,
             indexes.map((i) => requests[i]!),
-          ).catch((error: unknown) => indexes.map((): WriteOutcome => ({ ok: false, error: this.#storeError(error) })));
+          ).catch((error: unknown) => indexes.map((): WriteOutcome => ({ ok: false, error: this.#writeError(error) })));
+          this.#writing.add(writing);
+          const kindOutcomes = await writing.finally(() => this.#writing.delete(writing));
           indexes.forEach((requestIndex, i) => (outcomes[requestIndex] = kindOutcomes[i]));
         }),
       );
@@ -307,7 +332,8 @@ export class MongoStore implements Store {
       toInsertRecord = ownerRecord.filter((_, i) => keep[i]);
     }
 
-    const failedRequests = new Map<number, string>();
+    /** Per request that failed: why, and the records the server refused (ascending once sorted). */
+    const failedRequests = new Map<number, { message: string; reason: RefusalReason | 'outage'; rows: number[] }>();
     const notInserted = new Set<number>();
     if (toInsert.length > 0) {
       try {
@@ -315,15 +341,22 @@ export class MongoStore implements Store {
       } catch (error) {
         const writeErrors = bulkWriteErrors(error);
         if (writeErrors === undefined) throw error;
+        const keyed = writeErrors.filter(({ index, code }) => code === 11000 && toInsert[index]?.key !== undefined);
+        const stored = keyed.length === 0 ? new Set<string>() : await this.#storedIds(collection, keyed.map(({ index }) => toInsert[index]!._id));
         for (const { index, code, message } of writeErrors) {
           notInserted.add(index);
-          // 11000 on a keyed document: that key is stored already, and its id is the same.
-          if (code === 11000 && toInsert[index]?.key !== undefined) {
+          // 11000 on a keyed document whose id is stored: that key is stored already, and its id is
+          // the same. Not stored: another unique index refused it.
+          if (code === 11000 && stored.has(toInsert[index]!._id.toHexString())) {
             existing[toInsertOwner[index]!]!.push(toInsertRecord[index]!);
             continue;
           }
           const r = toInsertOwner[index]!;
-          if (!failedRequests.has(r)) failedRequests.set(r, `${KINDS[kind].collection}: ${this.#redact(message)}`);
+          const reason = OUTAGE_CODES.has(code) ? 'outage' : refusalReasonOf(code);
+          const failure = failedRequests.get(r) ?? { message: `${KINDS[kind].collection}: ${this.#redact(message)}`, reason, rows: [] };
+          failedRequests.set(r, failure);
+          if (reason === 'outage') failure.reason = 'outage';
+          failure.rows.push(toInsertRecord[index]!);
         }
       }
     }
@@ -353,7 +386,14 @@ export class MongoStore implements Store {
 
     return requests.map((_, r): WriteOutcome => {
       const failure = failedRequests.get(r);
-      if (failure !== undefined) return { ok: false, error: new Error(failure) };
+      if (failure !== undefined) {
+        const { message, reason, rows } = failure;
+        const error =
+          reason === 'outage'
+            ? new StoreUnavailableError(`MongoDB store unavailable at ${this.#where}: ${message}`)
+            : new RecordRefusedError(`MongoDB store refused a record: ${message}`, reason, rows.sort((a, b) => a - b));
+        return { ok: false, error };
+      }
       // Indexes were gathered in the order the server reported them.
       return { ok: true, ids: ids[r]!.map((id) => id.toHexString()), existing: existing[r]!.sort((a, b) => a - b) };
     });
@@ -373,6 +413,163 @@ export class MongoStore implements Store {
     };
     const found = await this.#bounded(collection.find(filter, { projection: { key: 1 } }).toArray(), 'key look-up');
     return new Set(found.map((doc) => String(doc.key)));
+  }
+
+  /**
+   * Start-up repair, part of the set-up, so it has run before anything is read or written: records
+   * stamped outside the time the API accepts (MIN_TIMESTAMP..MAX_TIMESTAMP, 2000 to 2100), stored
+   * before that bound existed, are removed, their packs recounted, and how many is logged once with
+   * the bounds. Such a record (a device sending 1e300) owned "latest" for good and retention never
+   * reached it. Removed rather than moved aside: no API could read them back, and a time like that
+   * is a broken clock, not a reading worth keeping. Servers that refuse deletes on time-series
+   * collections keep them (noted in the log); there, reads find the newest by the time field, which
+   * such a record does not lead.
+   */
+  async #removeImplausible(setup: Setup): Promise<void> {
+    const outside = { $or: [{ timestamp: { $lt: MIN_TIMESTAMP } }, { timestamp: { $gt: MAX_TIMESTAMP } }] };
+    let removed = 0;
+    for (const kind of KIND_NAMES) {
+      const { collection, timeseries } = setup.kinds[kind];
+      const groups = await collection.aggregate<{ _id: unknown }>([{ $match: outside }, { $group: { _id: '$battery_id' } }]).toArray();
+      if (groups.length === 0) continue;
+      try {
+        removed += (await collection.deleteMany(outside)).deletedCount;
+      } catch (error) {
+        if (!(timeseries && serverRefused(error))) throw error;
+        this.#log.warn(`MongoDB store: the server refuses deletes on ${KINDS[kind].collection}: records stamped outside 2000-2100 stay`);
+        continue;
+      }
+      const packs = new Set(groups.map((group) => (typeof group._id === 'string' ? group._id : DEFAULT_BATTERY_ID)));
+      // The records are gone; a recount that fails now is done in the background later.
+      await this.#recount(kind, packs, setup).catch(() =>
+        this.#markForRecount([...packs].map((batteryId) => ({ batteryId, kind, count: 0, lastSeen: 0 }))),
+      );
+    }
+    if (removed > 0) {
+      const iso = (seconds: number) => new Date(seconds * 1000).toISOString();
+      this.#log.warn(
+        `MongoDB store: removed ${removed} records stamped before ${iso(MIN_TIMESTAMP)} or after ${iso(MAX_TIMESTAMP)} ` +
+          `(stored before timestamps were bounded); their packs' counts recounted`,
+      );
+    }
+  }
+
+  #markForRecount(lost: readonly SummaryIncrement[]): void {
+    for (const { batteryId, kind } of lost) {
+      let packs = this.#toRecount.get(kind);
+      if (packs === undefined) this.#toRecount.set(kind, (packs = new Set()));
+      packs.add(batteryId);
+    }
+    this.#scheduleRecount();
+  }
+
+  #scheduleRecount(): void {
+    if (this.#closed || this.#recountTimer !== undefined || this.#recountRun !== undefined || this.#toRecount.size === 0) return;
+    this.#recountTimer = setTimeout(() => {
+      this.#recountTimer = undefined;
+      this.#recountRun = this.#recountAll().finally(() => {
+        this.#recountRun = undefined;
+        this.#scheduleRecount();
+      });
+    }, this.#retryIntervalMs);
+    this.#recountTimer.unref();
+  }
+
+  /**
+   * Heals the counts a lost summary update left low (an outage between a write and its update):
+   * the packs concerned are recounted from their records, in the background, once the server
+   * answers again; while it does not, they stay marked and are tried again every retry interval.
+   * Never rejects.
+   */
+  async #recountAll(): Promise<void> {
+    for (const kind of [...this.#toRecount.keys()]) {
+      const packs = this.#toRecount.get(kind)!;
+      this.#toRecount.delete(kind);
+      try {
+        await this.#recount(kind, packs);
+        this.#log.info(`MongoDB store: recounted the ${KINDS[kind].collection} records of ${packs.size} packs after a lost summary update`);
+      } catch (error) {
+        if (this.#closed) return;
+        // Marked again (with whatever was marked meanwhile), for the next attempt.
+        const marked = this.#toRecount.get(kind);
+        if (marked === undefined) this.#toRecount.set(kind, packs);
+        else for (const pack of packs) marked.add(pack);
+        this.#problem(`MongoDB store: could not recount pack summaries yet: ${this.#storeError(error).message}`);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Replaces the counts of `packs` by a count of their records, in one aggregation and one bulk
+   * update. Exact on this instance: meanwhile the kind's writes wait (a few round trips, after an
+   * outage only), after the writes in flight have put their counts in the queue and the queue has
+   * gone out, so no record is both in the recount and in a count still on its way. A count another
+   * instance has on its way while this runs is counted twice.
+   */
+  async #recount(kind: KindName, packs: ReadonlySet<string>, during?: Setup): Promise<void> {
+    let done!: () => void;
+    this.#recounting.set(kind, new Promise<void>((resolve) => (done = resolve)));
+    try {
+      // `during`: called by the set-up itself, before ready() can answer, so before any write (and
+      // any count on its way, whose update would wait for the set-up).
+      if (during === undefined) {
+        await Promise.allSettled([...this.#writing]);
+        await this.#summary.flush();
+      }
+      const setup = during ?? (await this.ready());
+      const ids = [...packs];
+      // The original service's documents have no battery_id and count as "default" (batteryFilter).
+      const match = ids.includes(DEFAULT_BATTERY_ID) ? [...ids, null] : ids;
+      const { collection } = setup.kinds[kind];
+      // A server without $max in $group (FerretDB) is asked for each pack's newest record apart.
+      const group: Document = { _id: '$battery_id', count: { $sum: 1 } };
+      if (setup.serverAggregation) group.newest = { $max: '$timestamp' };
+      const groups = await this.#bounded(
+        collection.aggregate<{ _id: unknown; count: number; newest?: unknown }>([{ $match: { battery_id: { $in: match } } }, { $group: group }]).toArray(),
+        'recount',
+      );
+      const counted = new Map<string, { count: number; newest: number }>();
+      for (const { _id, count, newest } of groups) {
+        const batteryId = typeof _id === 'string' ? _id : DEFAULT_BATTERY_ID;
+        const seen = counted.get(batteryId) ?? { count: 0, newest: -Infinity };
+        seen.count += Number(count);
+        if (newest !== undefined) seen.newest = Math.max(seen.newest, Number(newest));
+        counted.set(batteryId, seen);
+      }
+      if (!setup.serverAggregation) {
+        for (const [batteryId, seen] of counted) {
+          const newest = await this.#bounded(
+            collection.findOne(batteryFilter(batteryId), { sort: { timestamp: -1 }, projection: { _id: 0, timestamp: 1 } }),
+            'recount',
+          );
+          seen.newest = Number(newest?.timestamp ?? 0);
+        }
+      }
+      const updates: AnyBulkWriteOperation<SummaryDocument>[] = ids.map((batteryId) => {
+        const _id = summaryId(batteryId, kind);
+        const found = counted.get(batteryId);
+        if (found === undefined) return { deleteOne: { filter: { _id } } };
+        return {
+          updateOne: { filter: { _id }, update: { $set: { battery_id: batteryId, kind, count: found.count, last_seen: found.newest } }, upsert: true },
+        };
+      });
+      await this.#bounded(setup.summary.bulkWrite(updates, { ordered: false }), 'recount');
+    } finally {
+      this.#recounting.delete(kind);
+      done();
+    }
+  }
+
+  /** Which of these ids are stored (the ids of keyed documents a unique index refused). */
+  async #storedIds(collection: KindCollection['collection'], ids: ObjectId[]): Promise<Set<string>> {
+    try {
+      const found = await this.#bounded(collection.find({ _id: { $in: ids } }, { projection: { _id: 1 } }).toArray(), 'key look-up');
+      return new Set(found.map((doc) => (doc._id as ObjectId).toHexString()));
+    } catch {
+      // Unanswered: take them as stored under their key, the usual reason for a keyed duplicate.
+      return new Set(ids.map((id) => id.toHexString()));
+    }
   }
 
   /** One coalesced summary update: an upsert per pack and kind, bounded like every operation. */
@@ -618,6 +815,8 @@ export class MongoStore implements Store {
     await this.#summary.close();
     this.#closed = true;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#recountTimer);
+    await this.#recountRun;
     await this.#client.close();
   }
 
@@ -642,6 +841,16 @@ export class MongoStore implements Store {
       .finally(() => clearTimeout(timer));
   }
 
+  /** A failed write as the store reports it: an outage, or the server's refusal of what was sent. */
+  #writeError(error: unknown): Error {
+    const failure = this.#storeError(error);
+    if (failure instanceof StoreUnavailableError) return failure;
+    // A driver that cannot encode a document (BSON) throws before sending.
+    const e = error as { code?: unknown; name?: unknown };
+    const encoding = e?.name === 'BSONError' || error instanceof RangeError || error instanceof TypeError;
+    return new RecordRefusedError(failure.message, encoding ? 'invalid_value' : refusalReasonOf(typeof e?.code === 'number' ? e.code : undefined), []);
+  }
+
   /**
    * A driver error as this store reports it, secrets removed: StoreUnavailableError when the server
    * is away or refuses to serve (the API's 503), a plain Error for a server's refusal of this
@@ -657,6 +866,20 @@ export class MongoStore implements Store {
     return new Error(`MongoDB store: ${message}`);
   }
 }
+
+/** Why the server refused a document, by its error code. */
+function refusalReasonOf(code: number | undefined): RefusalReason {
+  if (code === undefined) return 'store_refused';
+  if (DUPLICATE_KEY_CODES.has(code)) return 'duplicate_key';
+  // DocumentValidationFailure: a collection validator.
+  if (code === 121) return 'constraint';
+  if (INVALID_VALUE_CODES.has(code)) return 'invalid_value';
+  return 'store_refused';
+}
+
+const DUPLICATE_KEY_CODES = new Set([11000, 11001, 12582]);
+/** BadValue, FailedToParse, TypeMismatch, InvalidBSON, field names, BSONObjectTooLarge, KeyTooLong. */
+const INVALID_VALUE_CODES = new Set([2, 9, 14, 22, 52, 55, 56, 57, 10334, 17280]);
 
 /** The documents a bulk insert refused, when it got that far; undefined for any other error. */
 function bulkWriteErrors(error: unknown): { index: number; code: number; message: string }[] | undefined {
@@ -674,9 +897,16 @@ function bulkWriteErrors(error: unknown): { index: number; code: number; message
   }));
 }
 
-/** Server errors that mean "not now" rather than "not this": shutdown, failover, timeouts, auth. */
+/**
+ * Server errors that mean "not now" rather than "not this": unreachable hosts and timeouts (6, 7,
+ * 50, 89, 202, 262, 9001), shutdown and failover (91, 189, 10107, 10058, 11600, 11602, 13435, 13436),
+ * auth (11, 13, 18), stale routing (63, 150, 13388), read preference and concern (133, 134),
+ * write concern (64), lock and write conflicts (24, 46, 112), Atlas (8000), and the request rate
+ * of Cosmos DB (16500).
+ */
 const OUTAGE_CODES = new Set([
-  6, 7, 11, 13, 18, 50, 89, 91, 189, 202, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 133, 134, 8000,
+  6, 7, 11, 13, 18, 24, 46, 50, 63, 64, 89, 91, 112, 133, 134, 150, 189, 202, 262, 8000, 9001, 10058, 10107, 11600, 11602, 13388, 13435,
+  13436, 16500,
 ]);
 
 const OUTAGE_ERRORS = new Set([
@@ -726,11 +956,16 @@ function timeRange(kc: KindCollection, from: number | undefined, to: number | un
   return filter;
 }
 
-function batchProblem(batch: RecordBatch): string | undefined {
-  if (!(KIND_NAMES as readonly string[]).includes(batch?.kind)) return `unknown kind ${String(batch?.kind)}`;
+/** The records of a batch the API's validator refuses, before anything is sent; undefined when there are none. */
+function batchProblem(batch: RecordBatch): RecordRefusedError | undefined {
+  if (!(KIND_NAMES as readonly string[]).includes(batch?.kind)) return new RecordRefusedError(`unknown kind ${String(batch?.kind)}`, 'invalid_value', []);
+  let first: string | undefined;
+  const rows: number[] = [];
   for (let row = 0; row < batch.length; row++) {
     const problem = recordProblem(batch, row);
-    if (problem !== undefined) return `${batch.kind} record ${row}: ${problem}`;
+    if (problem === undefined) continue;
+    first ??= `${batch.kind} record ${row}: ${problem}`;
+    rows.push(row);
   }
-  return undefined;
+  return first === undefined ? undefined : new RecordRefusedError(`MongoDB store refused a record: ${first}`, 'invalid_value', rows);
 }

@@ -13,9 +13,10 @@
  * delete call flush() first, so they see every write this instance answered; another instance sees
  * them up to `delayMs` plus a round trip later. An update the server does not take (an outage) is
  * logged with what it lost and dropped, as before: failing the write instead would make producers
- * send stored records again. Counts left low that way are for the recount after outages to mend;
- * the increments are plain `$inc`s keyed by pack and kind, so a recount can replace a document
- * whole without coordinating with this queue beyond a flush().
+ * send stored records again. The store is told (`failed`) and recounts those packs from the records
+ * once the server is back (MongoStore #recountAll); the increments are plain `$inc`s keyed by pack
+ * and kind, so a recount can replace a document whole without coordinating with this queue beyond
+ * a flush().
  */
 import type { KindName } from '../records/kinds.js';
 

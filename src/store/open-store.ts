@@ -9,11 +9,7 @@ export async function openStore(
   config: Pick<Config, 'mongodbUri' | 'databaseName' | 'dataDir' | 'retentionDays'>,
   log: Pick<FastifyBaseLogger, 'info' | 'warn'>,
 ): Promise<Store> {
-  if (config.mongodbUri === undefined) return openSqliteStore(config.dataDir);
-  return openMongoStore({
-    uri: config.mongodbUri,
-    databaseName: config.databaseName,
-    retentionDays: config.retentionDays,
-    logger: { info: (message) => log.info(message), warn: (message) => log.warn(message) },
-  });
+  const logger = { info: (message: string) => log.info(message), warn: (message: string) => log.warn(message) };
+  if (config.mongodbUri === undefined) return openSqliteStore(config.dataDir, { logger });
+  return openMongoStore({ uri: config.mongodbUri, databaseName: config.databaseName, retentionDays: config.retentionDays, logger });
 }

@@ -11,10 +11,12 @@ import Database from 'better-sqlite3';
 import type { RecordBatch } from '../ingest/record-batch.js';
 import { STRING_COLUMNS } from '../records/columns.js';
 import { KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
+import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import { rollupFor } from './buckets.js';
 import { configureConnection, ROLLUP_WIDTHS, rollupTable, selectList } from './sqlite-schema.js';
-import type { ColumnarRequest, WriterReply, WriterRequest } from './sqlite-writer.js';
+import type { ColumnarRequest, WriterData, WriterReady, WriterReply, WriterRequest } from './sqlite-writer.js';
 import {
+  RecordRefusedError,
   StoreUnavailableError,
   type AggregateBucket,
   type AggregateQuery,
@@ -23,6 +25,7 @@ import {
   type RangeQuery,
   type Store,
   type StoreHealth,
+  type StoreLogger,
   type WriteOutcome,
 } from './store.js';
 
@@ -31,19 +34,41 @@ const EXPORT_PAGE_ROWS = 1000;
 
 type Row = Record<string, number | string | null>;
 
-/** Opens (creating on first use) the store in `dataDir`. */
-export async function openSqliteStore(dataDir: string): Promise<SqliteStore> {
+export interface SqliteStoreOptions {
+  logger?: StoreLogger;
+}
+
+/**
+ * Opens (creating on first use) the store in `dataDir`.
+ *
+ * Start-up repair: rows stamped outside the time the API accepts (MIN_TIMESTAMP..MAX_TIMESTAMP,
+ * 2000 to 2100), stored before that bound existed, are removed before anything is served (the
+ * writer thread does it before it says it is ready), and how many is logged once with the bounds.
+ * Such a row (a device sending 1e300) owned "latest" for good and retention never reached it.
+ * Removed rather than moved aside: no API could read them back, and a time like that is a broken
+ * clock, not a reading worth keeping.
+ */
+export async function openSqliteStore(dataDir: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, SQLITE_FILE_NAME);
-  const writer = await startWriterThread(file);
+  const { worker: writer, repaired } = await startWriterThread(file);
+  if (repaired > 0) {
+    options.logger?.warn(
+      `SQLite store: removed ${repaired} records stamped before ${isoDate(MIN_TIMESTAMP)} or after ${isoDate(MAX_TIMESTAMP)} ` +
+        `(stored before timestamps were bounded); pack counts and aggregates put right`,
+    );
+  }
   const db = new Database(file, { readonly: true });
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -16384');
   return new SqliteStore(file, db, writer);
 }
 
-function startWriterThread(file: string): Promise<Worker> {
-  const options = { workerData: { role: 'sqlite-writer', file } };
+const isoDate = (seconds: number) => new Date(seconds * 1000).toISOString();
+
+function startWriterThread(file: string): Promise<{ worker: Worker; repaired: number }> {
+  const workerData: WriterData = { role: 'sqlite-writer', file, plausible: { min: MIN_TIMESTAMP, max: MAX_TIMESTAMP } };
+  const options = { workerData };
   let worker: Worker;
   if (import.meta.url.endsWith('.ts')) {
     // Under tsx (tests, dev) this module is TypeScript, and Node 20 does not carry loader hooks
@@ -56,12 +81,12 @@ function startWriterThread(file: string): Promise<Worker> {
     worker = new Worker(new URL('./sqlite-writer.js', import.meta.url), options);
   }
   return new Promise((resolve, reject) => {
-    const onMessage = (message: { ready?: true; fatal?: string }) => {
+    const onMessage = (message: WriterReady | { fatal: string }) => {
       worker.off('error', reject);
-      if (message.fatal !== undefined) {
+      if ('fatal' in message) {
         void worker.terminate();
         reject(new StoreUnavailableError(`cannot open ${file}: ${message.fatal}`));
-      } else resolve(worker);
+      } else resolve({ worker, repaired: message.repaired });
     };
     worker.once('message', onMessage);
     worker.once('error', reject);
@@ -112,7 +137,9 @@ export class SqliteStore implements Store {
     );
     if (!('outcomes' in reply)) throw new StoreUnavailableError('unexpected reply from the SQLite writer');
     return reply.outcomes.map((outcome) =>
-      outcome.ok ? { ok: true, ids: outcome.ids.map(String), existing: outcome.existing } : { ok: false, error: new Error(outcome.message) },
+      outcome.ok
+        ? { ok: true, ids: outcome.ids.map(String), existing: outcome.existing }
+        : { ok: false, error: new RecordRefusedError(`SQLite refused a record: ${outcome.message}`, outcome.reason, outcome.rows) },
     );
   }
 

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { KINDS, type KindName, type KindSpec } from '../records/kinds.js';
 import { measurementsAt, numericColumns, STRING_COLUMNS } from '../records/columns.js';
 import { configureConnection, createSchema, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
+import type { RefusalReason } from './store.js';
 
 export interface ColumnarRequest {
   kind: KindName;
@@ -29,10 +30,31 @@ export type WriterRequest =
   | { type: 'write'; id: number; requests: ColumnarRequest[] }
   | { type: 'delete'; id: number; cutoff: number };
 
+/** A request's rows the store refused for themselves: `rows` empty when the failing statement was not a row's insert. */
+export interface WriterRefusal {
+  ok: false;
+  message: string;
+  reason: RefusalReason;
+  rows: number[];
+}
+
 export type WriterReply =
-  | { id: number; outcomes: ({ ok: true; ids: number[]; existing: number[] } | { ok: false; message: string })[] }
+  | { id: number; outcomes: ({ ok: true; ids: number[]; existing: number[] } | WriterRefusal)[] }
   | { id: number; deleted: number }
   | { id: number; error: string };
+
+export interface WriterData {
+  role: 'sqlite-writer';
+  file: string;
+  /** Timestamps a stored row may have (records/schemas.ts): rows outside are removed at start-up. */
+  plausible: { min: number; max: number };
+}
+
+/** The writer's first message: ready, with the rows the start-up repair removed. */
+export interface WriterReady {
+  ready: true;
+  repaired: number;
+}
 
 const BATTERY_ID_STRING = STRING_COLUMNS.indexOf('battery_id');
 /** The insert's arguments: the strings, the idempotency key, the numbers. */
@@ -106,6 +128,9 @@ function startWriter(file: string): void {
   const decrementSummary = db.prepare(`UPDATE battery_summary SET count = count - ? WHERE battery_id = ? AND kind = ?`);
   const dropEmptySummaries = db.prepare(`DELETE FROM battery_summary WHERE count <= 0`);
 
+  /** The row whose insert is running; -1 once the rows are in (rollups and summary follow). */
+  let insertingRow = -1;
+
   /**
    * Inserts one request's rows; answers each row's id (the existing one for a known key) and which
    * rows were already stored under their key, so that only the rows stored here are published.
@@ -120,6 +145,7 @@ function startWriter(file: string): void {
     const { numbers, texts, textIndexes, keys } = request;
     const ids: number[] = new Array(request.count);
     const existing: number[] = [];
+    insertingRow = -1;
     const rollups = ROLLUP_WIDTHS.map(() => new Map<string, Rollup>());
     // Rows of one pack and minute come in runs (a connection's frames): the rollups of the last
     // row are looked up again only when the pack or the bucket changes.
@@ -135,6 +161,7 @@ function startWriter(file: string): void {
       args[KEY_ARG] = keys === null ? null : keys[row]!;
       // An absent optional number is NaN, which SQLite stores as NULL.
       for (let c = 0; c < width; c++) args[FIRST_NUMBER_ARG + c] = numbers[base + c]!;
+      insertingRow = row;
       const result = s.insert.run(args);
       if (result.changes === 0) {
         // Already stored under this idempotency key: answer its id, count it once.
@@ -173,6 +200,7 @@ function startWriter(file: string): void {
         }
       }
     }
+    insertingRow = -1;
     s.rollups.forEach(({ upsert }, r) => {
       for (const rollup of rollups[r]!.values()) {
         const values: number[] = [];
@@ -184,7 +212,12 @@ function startWriter(file: string): void {
     return { ids, existing };
   }
 
-  /** One transaction for all requests; a savepoint each, so one failing request spares the rest. */
+  /**
+   * One transaction for all requests; a savepoint each, so that a request with a record the store
+   * refuses (a constraint, a value it cannot bind) spares the rest. Any other failure (a full disk,
+   * an I/O error, a lock) is the store's trouble, not the records': it fails the whole write, which
+   * the store reports as an outage.
+   */
   const writeAll = db.transaction((requests: ColumnarRequest[]) =>
     requests.map((request) => {
       db.exec('SAVEPOINT request');
@@ -193,9 +226,11 @@ function startWriter(file: string): void {
         db.exec('RELEASE request');
         return { ok: true as const, ids, existing };
       } catch (error) {
+        const reason = refusalReason(error);
+        if (reason === undefined) throw error;
         db.exec('ROLLBACK TO request');
         db.exec('RELEASE request');
-        return { ok: false as const, message: (error as Error).message };
+        return { ok: false as const, message: (error as Error).message, reason, rows: insertingRow < 0 ? [] : [insertingRow] } satisfies WriterRefusal;
       }
     }),
   );
@@ -215,6 +250,53 @@ function startWriter(file: string): void {
     return deleted;
   });
 
+  /**
+   * The start-up repair (see openSqliteStore): removes the rows stamped outside [min, max] and puts
+   * right what they touched, in one transaction. Rollup buckets wholly outside go; the two edge
+   * buckets, which may hold rows of both sides, are rebuilt from the rows that stay. A pack's count
+   * and last-seen time are recounted from its rows, whatever the summary said. Answers the rows removed.
+   */
+  const removeImplausible = db.transaction((min: number, max: number) => {
+    let removed = 0;
+    for (const kind of Object.values(KINDS)) {
+      const table = kind.collection;
+      // Two range searches on the time index (named: unhinted, the planner scans the pack index),
+      // so that a start-up with nothing to remove reads next to nothing.
+      const byTime = `${table} INDEXED BY ${table}_time`;
+      const packs = db
+        .prepare(`SELECT battery_id FROM ${byTime} WHERE timestamp < @min UNION SELECT battery_id FROM ${byTime} WHERE timestamp > @max`)
+        .pluck()
+        .all({ min, max }) as string[];
+      if (packs.length === 0) continue;
+      removed += db.prepare(`DELETE FROM ${table} WHERE timestamp < @min OR timestamp > @max`).run({ min, max }).changes;
+      const fields = Object.keys(kind.fields);
+      const rollupColumns = fields.flatMap((f) => [`min_${f}`, `max_${f}`, `sum_${f}`]);
+      const rollupValues = fields.flatMap((f) => [`min(${f})`, `max(${f})`, `sum(${f})`]);
+      for (const width of ROLLUP_WIDTHS) {
+        const rollup = rollupTable(kind, width);
+        const low = Math.floor(min / width) * width;
+        const high = Math.floor(max / width) * width;
+        db.prepare(`DELETE FROM ${rollup} WHERE bucket <= @low OR bucket >= @high`).run({ low, high });
+        const rebuild = db.prepare(
+          `INSERT INTO ${rollup} (battery_id, bucket, count, ${rollupColumns.join(', ')})
+           SELECT battery_id, @bucket, count(*), ${rollupValues.join(', ')} FROM ${table}
+           WHERE timestamp >= @bucket AND timestamp < @bucket + @width GROUP BY battery_id`,
+        );
+        for (const bucket of new Set([low, high])) rebuild.run({ bucket, width });
+      }
+      const recount = db.prepare(
+        `UPDATE battery_summary SET count = (SELECT count(*) FROM ${table} WHERE battery_id = @pack),
+           last_seen = coalesce((SELECT max(timestamp) FROM ${table} WHERE battery_id = @pack), 0)
+         WHERE battery_id = @pack AND kind = @kind`,
+      );
+      for (const pack of packs) recount.run({ pack, kind: kind.name });
+    }
+    dropEmptySummaries.run();
+    return removed;
+  });
+  const { plausible } = workerData as WriterData;
+  const repaired = removeImplausible(plausible.min, plausible.max);
+
   const port = parentPort!;
   port.on('message', (message: WriterRequest | { type: 'close' }) => {
     if (message.type === 'close') {
@@ -229,12 +311,27 @@ function startWriter(file: string): void {
       port.postMessage({ id: message.id, error: (error as Error).message } satisfies WriterReply);
     }
   });
-  port.postMessage({ ready: true });
+  port.postMessage({ ready: true, repaired } satisfies WriterReady);
+}
+
+/** Why SQLite refused a statement because of the values it was given; undefined for any other failure. */
+function refusalReason(error: unknown): RefusalReason | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return 'duplicate_key';
+    // NOT NULL, CHECK, a trigger's RAISE(ABORT, ...), foreign keys.
+    if (code.startsWith('SQLITE_CONSTRAINT')) return 'constraint';
+    if (code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG' || code === 'SQLITE_RANGE') return 'invalid_value';
+    return undefined;
+  }
+  // better-sqlite3 refusing to bind a value.
+  if (error instanceof TypeError || error instanceof RangeError) return 'invalid_value';
+  return undefined;
 }
 
 if (parentPort !== null && (workerData as { role?: string } | null)?.role === 'sqlite-writer') {
   try {
-    startWriter((workerData as { file: string }).file);
+    startWriter((workerData as WriterData).file);
   } catch (error) {
     parentPort.postMessage({ fatal: (error as Error).message });
   }

@@ -6,7 +6,10 @@ import type { RecordBatch } from '../ingest/record-batch.js';
 import type { KindName, StoredRecord } from '../records/kinds.js';
 
 /**
- * One outcome per batch written: its records' ids in row order, or why the whole batch failed.
+ * One outcome per batch written: its records' ids in row order, or why the whole batch failed:
+ * StoreUnavailableError when the store is away (an outage: the same batch may succeed later),
+ * RecordRefusedError (or any other error) when the store refused records of this batch for
+ * themselves, which retrying will not change.
  * `existing` lists the rows (ascending) that this write did not store because their idempotency key
  * was stored already, by an earlier write or earlier in this one: their ids are the stored records'
  * ids. Everything else in an ok batch was stored by this write. What runs after a commit (the
@@ -84,7 +87,46 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/** What a store logs: a pino logger fits, and so does console. */
+export interface StoreLogger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
 /** The store is unreachable or failing: the API answers 503, not 500. */
 export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError';
+}
+
+/**
+ * Why a store refused a record for itself, a short stable word (a metric label, an answer's
+ * detail): duplicate_key (a unique index of the store already holds its value), constraint (a
+ * constraint or trigger of the store), invalid_value (a value the store cannot hold), store_refused
+ * (anything else the store would not take).
+ */
+export type RefusalReason = 'duplicate_key' | 'constraint' | 'invalid_value' | 'store_refused';
+
+/** What a client is told about a refusal: no store message, which may name hosts, databases or values. */
+export const REFUSAL_TEXT: Record<RefusalReason, string> = {
+  duplicate_key: 'a unique index of the store already holds one of its values',
+  constraint: 'it breaks a constraint of the store',
+  invalid_value: 'the store cannot hold one of its values',
+  store_refused: 'the store would not take it',
+};
+
+/**
+ * The store refused records of a batch for themselves (not an outage): retrying them will not store
+ * them, and the batch's other records could be stored without them. The message is for the log
+ * (secrets removed); `rows` are the refused rows of the batch, ascending, or empty when the store
+ * cannot tell which of them it refused.
+ */
+export class RecordRefusedError extends Error {
+  override name = 'RecordRefusedError';
+  constructor(
+    message: string,
+    readonly reason: RefusalReason,
+    readonly rows: readonly number[],
+  ) {
+    super(message);
+  }
 }

@@ -1,11 +1,16 @@
 /**
  * MongoDB outage through the HTTP API: with the server stopped, POSTs answer 503 within a bound and
- * /health says which store is down; once it is back, writes succeed without restarting the service.
+ * /health says the store is down, in generic words (the details, host and port among them, go to
+ * the log); once it is back, writes succeed without restarting the service.
  */
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import type { FastifyInstance } from 'fastify';
-import { buildApp, call } from '../support/helper.js';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { appServerOptions, batteryMonitor } from '../../src/app.js';
+import { freePort } from '../support/free-port.js';
+import { buildApp, call, testConfig } from '../support/helper.js';
 import { startMongoServer, type MongoTestServer } from '../support/mongo-server.js';
 import { EXAMPLES } from './api-suite.js';
 
@@ -39,7 +44,10 @@ describe('MongoDB outage through the API', { skip: process.env.MONGODB_TEST_URI 
     assert.equal(health.status, 503);
     assert.equal(health.body.store, 'mongodb');
     assert.equal(health.body.database, 'disconnected');
+    assert.equal(health.body.error, 'the store is unreachable');
     assert.doesNotMatch(JSON.stringify(health.body), /password|@/);
+    const port = new URL(server.uri).port;
+    if (port !== '') assert.ok(!JSON.stringify(health.body).includes(port), 'the open /health names no port of the store');
 
     await server.resume!();
     let status = 0;
@@ -51,5 +59,37 @@ describe('MongoDB outage through the API', { skip: process.env.MONGODB_TEST_URI 
     assert.equal((await call(app!, '/health')).status, 200);
     const history = (await call(app!, '/api/battery-data/history?battery_id=outage-pack')).body as { pack_voltage: number }[];
     assert.deepEqual(history.map((r) => r.pack_voltage).filter((v) => v !== 2), [398.2], 'nothing refused during the outage was stored');
+  });
+});
+
+describe('/health with the MongoDB store down', () => {
+  it('answers a generic reason and logs the details, without secrets, once per change', { timeout: 60_000 }, async (t) => {
+    const port = await freePort();
+    const lines: { level: number; msg: string; err?: string }[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string; err?: string });
+        done();
+      },
+    });
+    // Nothing listens on `port`: the store is down from the start.
+    const config = testConfig({ mongodbUri: `mongodb://monitor:s3cret-pass@127.0.0.1:${port}/`, databaseName: `health_${process.pid}`, logLevel: 'info' });
+    const loggerInstance: FastifyBaseLogger = pino({ level: 'info' }, stream);
+    const app = Fastify({ ...appServerOptions(config), loggerInstance });
+    t.after(() => app.close());
+    await app.register(batteryMonitor, { config });
+    await app.ready();
+
+    const answers = [await call(app, '/health'), await call(app, '/health')];
+    for (const health of answers) {
+      assert.equal(health.status, 503);
+      assert.deepEqual([health.body.status, health.body.database, health.body.store, health.body.error], ['unhealthy', 'disconnected', 'mongodb', 'the store is unreachable']);
+      const text = JSON.stringify(health.body);
+      for (const leak of [String(port), '127.0.0.1', 'mongodb://', 'monitor', 's3cret']) assert.ok(!text.includes(leak), `the answer names ${leak}: ${text}`);
+    }
+    const logged = lines.filter((line) => line.msg === 'health: the store is unreachable');
+    assert.equal(logged.length, 1, 'logged once while the reason stays the same');
+    assert.match(String(logged[0]!.err), new RegExp(`127\\.0\\.0\\.1:${port}`), 'the log has the details');
+    assert.ok(lines.every((line) => !JSON.stringify(line).includes('s3cret')), 'no secret in the log');
   });
 });

@@ -120,7 +120,7 @@ describe('after-commit stage', () => {
   it('logs a subscriber that throws; the other subscribers and the producer are not affected', async () => {
     const { store } = await instrumentedStore();
     const errors: string[] = [];
-    const logger = { info() {}, error: (_: object, msg?: string) => errors.push(msg ?? '') };
+    const logger = { info() {}, warn() {}, error: (_: object, msg?: string) => errors.push(msg ?? '') };
     const sink = new StoreSink(store, { logger });
     let heard = 0;
     sink.afterCommit.subscribe(() => {

@@ -39,3 +39,28 @@ test('a POST while the ingest queue is full answers 503 with Retry-After, and is
   const history = await call(app, '/api/battery-data/history?battery_id=pack-http');
   assert.equal(history.body.length, 1, 'the refused POST was not stored');
 });
+
+test('INGEST_MAX_PENDING_RECORDS sets the bound: at 1000 records pending, a POST answers 503 with Retry-After', { timeout: 60_000 }, async (t) => {
+  const app = await build(t, { ingestMaxPendingRecords: 1000 });
+  const write = app.store.write.bind(app.store);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  app.store.write = async (batches) => {
+    await held;
+    return write(batches);
+  };
+  const device = new AbortController();
+  const rows = Array.from({ length: 1000 }, (_, i) => data(1_732_700_000 + i, 'pack-device'));
+  const submitted = app.ingest.submit(batchOf('battery-data', rows), { retryUntil: device.signal });
+  try {
+    // The default bound (100,000) would take 99,000 more records (and the POST below would wait for the held write).
+    assert.equal(app.ingest.full, true, 'full at the configured 1000');
+    const refused = await call(app, '/api/battery-data', { body: { pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2, battery_id: 'pack-http' } });
+    assert.equal(refused.status, 503);
+    assert.match(refused.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
+    assert.match(refused.body.detail, /over 1000/);
+  } finally {
+    release();
+    await submitted;
+  }
+});

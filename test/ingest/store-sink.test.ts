@@ -7,13 +7,16 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, describe, it } from 'node:test';
 import { LiveFeed } from '../../src/ingest/live-feed.js';
+import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
+import { RecordsRefusedError } from '../../src/ingest/record-sink.js';
 import { IngestFullError, StoreSink } from '../../src/ingest/store-sink.js';
 import type { StoredRecord } from '../../src/records/kinds.js';
 import { openMongoStore } from '../../src/store/mongodb-store.js';
 import { startMongoServer, type MongoTestServer } from '../support/mongo-server.js';
 import { batchOf, data } from '../store/conformance.js';
-import { instrumentedStore } from './helpers.js';
+import { instrumentedStore, refuseWhere } from './helpers.js';
 
+const NOW = 1_732_700_000;
 const one = (t: number, pack = 'pack-1', voltage = 400) => batchOf('battery-data', [data(t, pack, voltage)]);
 
 describe('StoreSink', () => {
@@ -37,6 +40,79 @@ describe('StoreSink', () => {
     const [good, bad] = await Promise.allSettled([sink.submit(one(1_732_700_001)), sink.submit(broken)]);
     assert.equal(good.status, 'fulfilled');
     assert.equal(bad.status, 'rejected');
+    await sink.close();
+    await store.close();
+  });
+
+  it("refuses only the records the store refuses in a device's batch; their neighbours and the other batches of the write are stored", async () => {
+    const { store, file } = await instrumentedStore();
+    refuseWhere(file, 'battery_data', "NEW.source = 'poison'");
+    const metrics = createCollectorMetrics();
+    const logs: { reason: unknown; msg: string | undefined }[] = [];
+    const ignore = () => {};
+    const logger = { info: ignore, error: ignore, warn: (obj: object, msg?: string) => logs.push({ reason: (obj as { reason?: unknown }).reason, msg }) };
+    const sink = new StoreSink(store, { metrics, logger });
+    const device = new AbortController();
+    const rows = Array.from({ length: 10 }, (_, i) => data(NOW + i, 'pack-d', 400 + i, i === 3 || i === 7 ? { source: 'poison' } : {}));
+    const [refused, neighbour, request] = await Promise.allSettled([
+      sink.submit(batchOf('battery-data', rows), { retryUntil: device.signal, atomic: false }),
+      sink.submit(one(NOW + 20, 'pack-o'), { retryUntil: device.signal, atomic: false }),
+      sink.submit(one(NOW + 21, 'pack-h')),
+    ]);
+    assert.equal(refused.status, 'rejected');
+    const error = (refused as PromiseRejectedResult).reason as unknown;
+    assert.ok(error instanceof RecordsRefusedError, String(error));
+    assert.deepEqual([error.rows, error.stored, error.reason], [[3, 7], 8, 'constraint']);
+    assert.deepEqual([neighbour.status, request.status], ['fulfilled', 'fulfilled']);
+    const stored = await store.history('battery-data', { since: 0, limit: 100, batteryId: 'pack-d' });
+    assert.deepEqual(stored.map((r) => r.pack_voltage).sort(), [400, 401, 402, 404, 405, 406, 408, 409]);
+    assert.equal(await metricValue(metrics.recordsRefused, { kind: 'battery-data', reason: 'constraint' }), 2);
+    assert.equal(logs.filter((l) => l.reason === 'constraint').length, 1, 'logged once for the reason');
+    assert.equal(sink.pendingRecords, 0);
+    await sink.close();
+    await store.close();
+  });
+
+  it('splits a batch in halves, each written alone, down to the record the store refused without saying which', async () => {
+    const { store, file, writes } = await instrumentedStore();
+    // The rollup upserts run after every row of a batch is in: a failure there names no row.
+    refuseWhere(file, 'battery_data_rollup_60', "NEW.battery_id = 'pack-poison'");
+    const metrics = createCollectorMetrics();
+    const sink = new StoreSink(store, { metrics });
+    const device = new AbortController();
+    const rows = Array.from({ length: 8 }, (_, i) => data(NOW + i, i === 5 ? 'pack-poison' : 'pack-d', 400 + i));
+    const [refused, request] = await Promise.allSettled([
+      sink.submit(batchOf('battery-data', rows), { retryUntil: device.signal, atomic: false }),
+      sink.submit(one(NOW + 20, 'pack-h')),
+    ]);
+    const error = (refused as PromiseRejectedResult).reason as unknown;
+    assert.ok(error instanceof RecordsRefusedError, String(error));
+    assert.deepEqual([error.rows, error.stored], [[5], 7]);
+    assert.equal(request.status, 'fulfilled', 'the batch that shared the first write is stored');
+    const stored = await store.history('battery-data', { since: 0, limit: 100, batteryId: 'pack-d' });
+    assert.deepEqual(stored.map((r) => r.pack_voltage).sort(), [400, 401, 402, 403, 404, 406, 407]);
+    // Shared write; alone; halves; quarters; the last two records.
+    assert.ok(writes.slice(1).every((write) => write.length === 1), 'after the shared write, each part went alone');
+    assert.equal(await metricValue(metrics.recordsRefused, { kind: 'battery-data', reason: 'constraint' }), 1);
+    await sink.close();
+    await store.close();
+  });
+
+  it('refuses an HTTP batch whole, naming the record the store refused; the batch that shared its write is stored', async () => {
+    const { store, file } = await instrumentedStore();
+    refuseWhere(file, 'battery_data', "NEW.source = 'poison'");
+    const metrics = createCollectorMetrics();
+    const sink = new StoreSink(store, { metrics });
+    const [refused, neighbour] = await Promise.allSettled([
+      sink.submit(batchOf('battery-data', [data(NOW, 'pack-a'), data(NOW + 1, 'pack-a', 400, { source: 'poison' }), data(NOW + 2, 'pack-a')])),
+      sink.submit(one(NOW + 3, 'pack-b')),
+    ]);
+    const error = (refused as PromiseRejectedResult).reason as unknown;
+    assert.ok(error instanceof RecordsRefusedError, String(error));
+    assert.deepEqual([error.rows, error.stored, error.reason], [[1], 0, 'constraint']);
+    assert.equal(neighbour.status, 'fulfilled');
+    assert.deepEqual(await store.history('battery-data', { since: 0, limit: 10, batteryId: 'pack-a' }), [], 'all or nothing');
+    assert.equal(await metricValue(metrics.recordsRefused, { kind: 'battery-data', reason: 'constraint' }), 1);
     await sink.close();
     await store.close();
   });
@@ -81,7 +157,9 @@ describe('StoreSink', () => {
     const sink = new StoreSink(store);
     const feed = new LiveFeed(sink.afterCommit);
     const received: Record<string, string> = { all: '', pack2: '', perf: '' };
-    const subscriber = (name: string, filter: object) => ({ ...filter, write: (text: string) => ((received[name] += text), 0), drop() {} });
+    // Text or buffers, whichever the live feed hands over.
+    const textOf = (events: string | readonly Buffer[]) => (typeof events === 'string' ? events : events.join(''));
+    const subscriber = (name: string, filter: object) => ({ ...filter, write: (events: string | readonly Buffer[]) => ((received[name] += textOf(events)), 0), drop() {} });
     feed.subscribe(subscriber('all', {}));
     feed.subscribe(subscriber('pack2', { batteryId: 'pack-2' }));
     feed.subscribe(subscriber('perf', { kind: 'battery-performance' }));
@@ -125,7 +203,8 @@ describe('StoreSink through a store outage', { skip: process.env.MONGODB_TEST_UR
       operationTimeoutMs: 1000,
     });
     const logs: string[] = [];
-    const logger = { info: (_: object, msg?: string) => logs.push(msg ?? ''), error: (_: object, msg?: string) => logs.push(msg ?? '') };
+    const log = (_: object, msg?: string) => logs.push(msg ?? '');
+    const logger = { info: log, warn: log, error: log };
     const sink = new StoreSink(store, { logger, retryMinMs: 50, retryMaxMs: 200 });
     const heard: number[] = [];
     sink.afterCommit.subscribe((commit) => {

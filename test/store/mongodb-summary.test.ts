@@ -12,6 +12,7 @@ import { openMongoStore, type MongoStoreOptions } from '../../src/store/mongodb-
 import { SummaryQueue, type SummaryIncrement } from '../../src/store/mongodb-summary.js';
 import { startMongoProxy, type ProxiedCommand } from '../support/mongo-proxy.js';
 import { startMongoServer } from '../support/mongo-server.js';
+import { eventually } from '../collector/helpers.js';
 import { batchOf, data } from './conformance.js';
 
 const NOW = 1_732_700_000;
@@ -114,6 +115,44 @@ describe(
         assert.ok((await store.write([batchOf('battery-data', [data(NOW + 1, 'pack-l')])]))[0]?.ok);
       } finally {
         proxy.release();
+        await store.close();
+        await proxy.close();
+      }
+    });
+
+    it('heals counts an outage left low: the packs whose summary update was lost are recounted from the records once the server is back', {
+      skip: server.suspend === undefined && 'the test stops the server',
+    }, async () => {
+      const proxy = await startMongoProxy(server.uri);
+      const logged: string[] = [];
+      const store = await openMongoStore({
+        uri: proxy.uri,
+        databaseName: freshDatabase(),
+        retentionDays: 30,
+        serverSelectionTimeoutMs: 300,
+        operationTimeoutMs: 1000,
+        retryIntervalMs: 100,
+        logger: { info: (line) => logged.push(line), warn: (line) => logged.push(line) },
+      });
+      try {
+        assert.ok((await store.write([batchOf('battery-data', [data(NOW, 'pack-o')])]))[0]?.ok);
+        assert.equal(await countOf(store, 'pack-o'), 1);
+        proxy.hold(isSummaryUpdate);
+        const [outcome] = await store.write([batchOf('battery-data', [data(NOW + 1, 'pack-o'), data(NOW + 2, 'pack-o'), data(NOW + 3, 'pack-p')])]);
+        assert.ok(outcome?.ok, 'the records are stored');
+        // The server stops between the insert and its summary update: the update dies with it.
+        await proxy.nextHeld();
+        await server.suspend!();
+        proxy.release();
+        await eventually(() => logged.some((line) => /pack summary not updated/.test(line)), 'the lost update logged');
+        await server.resume!();
+        await eventually(async () => (await countOf(store, 'pack-o')) === 3 && (await countOf(store, 'pack-p')) === 1, 'the counts healed');
+        const pack = (await store.batteries()).find((b) => b.battery_id === 'pack-o');
+        assert.equal(pack?.last_seen, NOW + 2);
+        assert.ok(logged.some((line) => /recounted the battery_data records of 2 packs/.test(line)), logged.join('\n'));
+      } finally {
+        proxy.release();
+        await server.resume?.();
         await store.close();
         await proxy.close();
       }

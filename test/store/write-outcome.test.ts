@@ -1,15 +1,17 @@
 /**
  * A write's outcome says which records it stored and which it skipped because their idempotency key
  * was stored already (WriteOutcome.existing), on every store: what runs after a commit publishes
- * only what was stored. SQLite in a temp dir; MongoDB on a real wire server, on its plain-collection
+ * only what was stored. A record the store refuses for itself fails its batch with a
+ * RecordRefusedError naming it (the ingest sink then refuses only that record). SQLite in a temp dir; MongoDB on a real wire server, on its plain-collection
  * path (a unique _id refuses the copy) and on its time-series path (keys looked up first).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { MongoClient } from 'mongodb';
 import { openMongoStore } from '../../src/store/mongodb-store.js';
-import { openSqliteStore } from '../../src/store/sqlite-store.js';
-import type { Store, WriteOutcome } from '../../src/store/store.js';
+import { openSqliteStore, type SqliteStore } from '../../src/store/sqlite-store.js';
+import { RecordRefusedError, type Store, type WriteOutcome } from '../../src/store/store.js';
 import { startMongoServer } from '../support/mongo-server.js';
 import { tempDir } from '../support/temp-dir.js';
 import { batchOf, data, type TestRecord } from './conformance.js';
@@ -22,8 +24,44 @@ function ok(outcome: WriteOutcome | undefined): { ids: string[]; existing: numbe
   return outcome;
 }
 
-function writeOutcomes(name: string, open: () => Promise<Store>): void {
+/** Makes the store refuse, for itself, every record stamped `timestamp` (see refuseAt below). */
+type RefuseAt = (store: Store, timestamp: number) => Promise<void>;
+
+function writeOutcomes(name: string, open: () => Promise<Store>, refuseAt: RefuseAt): void {
   describe(`write outcomes: ${name}`, () => {
+    it('fails a batch with a record the store refuses, naming the record and why; the other batches of the write are stored', async () => {
+      const store = await open();
+      try {
+        await refuseAt(store, NOW + 1);
+        const [refused, neighbour] = await store.write([
+          batchOf('battery-data', [data(NOW, 'pack-r'), data(NOW + 1, 'pack-r'), data(NOW + 2, 'pack-r')]),
+          batchOf('battery-data', [data(NOW + 3, 'pack-n')]),
+        ]);
+        assert.ok(refused !== undefined && !refused.ok);
+        assert.ok(refused.error instanceof RecordRefusedError, String(refused.error));
+        assert.deepEqual(refused.error.rows, [1]);
+        assert.match(refused.error.reason, /^(constraint|duplicate_key)$/);
+        ok(neighbour);
+        assert.deepEqual(await store.history('battery-data', { since: 0, limit: 10, batteryId: 'pack-r' }), [], 'the refused batch stored nothing');
+        assert.equal((await store.history('battery-data', { since: 0, limit: 10, batteryId: 'pack-n' })).length, 1);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('refuses a keyed record the store refuses for another reason than its key: not taken as stored before', async () => {
+      const store = await open();
+      try {
+        await refuseAt(store, NOW + 1);
+        const [outcome] = await store.write([batchOf('battery-data', [keyed('r:0', NOW), keyed('r:1', NOW + 1)])]);
+        assert.ok(outcome !== undefined && !outcome.ok, 'not an ok with r:1 "existing"');
+        assert.ok(outcome.error instanceof RecordRefusedError, String(outcome.error));
+        assert.deepEqual(outcome.error.rows, [1]);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('lists nothing as existing when everything is new, keyed or not', async () => {
       const store = await open();
       try {
@@ -75,7 +113,12 @@ function writeOutcomes(name: string, open: () => Promise<Store>): void {
   });
 }
 
-writeOutcomes('sqlite', () => openSqliteStore(tempDir()));
+// A trigger on the real file, as a CHECK constraint would refuse the record.
+writeOutcomes('sqlite', () => openSqliteStore(tempDir()), async (store, timestamp) => {
+  const db = new Database((store as SqliteStore).file);
+  db.exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON battery_data WHEN NEW.timestamp = ${timestamp} BEGIN SELECT RAISE(ABORT, 'refused'); END`);
+  db.close();
+});
 
 const server = await startMongoServer();
 const admin = new MongoClient(server.uri);
@@ -90,5 +133,12 @@ const openMongo = (timeseriesPaths: boolean) => () => {
   created.push(databaseName);
   return openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, timeseriesPaths });
 };
-writeOutcomes(`mongodb on ${server.description}`, openMongo(false));
-writeOutcomes(`mongodb on ${server.description}, time-series paths`, openMongo(true));
+// FerretDB has neither collection validators nor partial indexes: a unique index on timestamp, with
+// a document already stored at that time, makes the server refuse the record (E11000) for itself.
+const refuseInMongo: RefuseAt = async (_store, timestamp) => {
+  const collection = admin.db(created.at(-1)!).collection('battery_data');
+  await collection.insertOne({ ...data(timestamp, 'planted'), time: new Date(timestamp * 1000) });
+  await collection.createIndex({ timestamp: 1 }, { unique: true, name: 'test_unique_timestamp' });
+};
+writeOutcomes(`mongodb on ${server.description}`, openMongo(false), refuseInMongo);
+writeOutcomes(`mongodb on ${server.description}, time-series paths`, openMongo(true), refuseInMongo);
