@@ -12,7 +12,8 @@ export type ListenerName = 'binary' | 'json';
 /**
  * Why input was dropped. The first seven are bad input (timestamp_out_of_range: a JSON record valid
  * but for its time, before 2000 or more than MAX_CLOCK_SKEW_SECONDS ahead: a producer's clock is
- * wrong); spool_full and store_failed are ours; api_rejected is a batch the API answered 422 to
+ * wrong); spool_full and store_failed are ours; store_refused, records the store refused for
+ * themselves (their neighbours were stored); api_rejected is a batch the API answered 422 to
  * (the forwarder's, listener "forwarder").
  */
 export type RejectReason =
@@ -25,6 +26,7 @@ export type RejectReason =
   | 'too_large'
   | 'spool_full'
   | 'store_failed'
+  | 'store_refused'
   | 'api_rejected';
 
 /**

@@ -51,7 +51,7 @@ export class Submitter {
         if (error instanceof RecordsRefusedError) {
           // The sink counts and logs (rate-limited) what the store refused; the rest is stored.
           counters[listener].stored(kind).inc(error.stored);
-          counters[listener].rejected('store_failed').inc(length - error.stored);
+          counters[listener].rejected('store_refused').inc(length - error.stored);
           return;
         }
         if (isRefusal(error)) {

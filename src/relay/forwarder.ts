@@ -41,7 +41,40 @@ export interface ForwarderHandle {
   close(graceMs?: number): Promise<void>;
 }
 
-type Outcome = { type: 'stored' } | { type: 'rejected'; detail: string } | { type: 'retry'; why: string; status?: number; location?: string };
+type Outcome =
+  | { type: 'stored' }
+  | { type: 'rejected'; detail: string }
+  /** The API's store refused these records of the batch (422 value_error.store_refused); nothing of it was stored. */
+  | { type: 'refused'; rows: number[]; detail: string }
+  | { type: 'retry'; why: string; status?: number; location?: string };
+
+/**
+ * The rows a 422 names as refused by the store, when that is all it says: the API stores a request
+ * all or nothing, so the others can go again without them. Undefined for any other 422.
+ */
+export function storeRefusedRows(body: string): number[] | undefined {
+  let detail: unknown;
+  try {
+    detail = (JSON.parse(body) as { detail?: unknown }).detail;
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(detail) || detail.length === 0) return undefined;
+  const rows: number[] = [];
+  for (const entry of detail as { type?: unknown; loc?: unknown }[]) {
+    const row = Array.isArray(entry.loc) ? entry.loc[1] : undefined;
+    if (entry.type !== 'value_error.store_refused' || typeof row !== 'number') return undefined;
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** The batch without the given rows (its body is a JSON array), under a key of its own. */
+function withoutRows(batch: SpoolBatch, rows: readonly number[]): SpoolBatch {
+  const refused = new Set(rows);
+  const records = (JSON.parse(Buffer.from(batch.body).toString('utf8')) as unknown[]).filter((_, row) => !refused.has(row));
+  return { ...batch, body: Buffer.from(JSON.stringify(records)), key: `${batch.key}~${[...refused].sort((a, b) => a - b).join('.')}` };
+}
 
 /**
  * A redirect's Location as it may be logged: absolute, without credentials, query or fragment
@@ -95,7 +128,10 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
     // Read the answer in full either way, so the connection is kept for the next request.
     const text = await response.text().catch(() => '');
     if (response.ok) return { type: 'stored' };
-    if (response.status === 422) return { type: 'rejected', detail: text.slice(0, 500) };
+    if (response.status === 422) {
+      const rows = storeRefusedRows(text);
+      return rows === undefined ? { type: 'rejected', detail: text.slice(0, 500) } : { type: 'refused', rows, detail: text.slice(0, 500) };
+    }
     if (response.status >= 300 && response.status < 400) {
       const location = loggableLocation(response.headers.get('location'), url);
       return {
@@ -127,8 +163,11 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
 
   async function deliver(batch: SpoolBatch): Promise<void> {
     const retry = backoff();
+    // What is sent: the batch, less the records the store refused in an earlier answer.
+    let sending = batch;
+    let refused = 0;
     while (!stopped) {
-      const outcome = await post(batch);
+      const outcome = await post(sending);
       if (outcome.type === 'retry') {
         if (stopped) return;
         metrics?.forwardRequests.inc({ outcome: 'retry' });
@@ -155,15 +194,22 @@ export function startForwarder(options: ForwarderOptions): ForwarderHandle {
         outage.delete(batch.kind);
         log.info({ api: base, kind: batch.kind, downForMs: Date.now() - down.since, waiting: spool.depth().byKind[batch.kind] }, 'the API takes records again; delivering the spool');
       }
-      if (outcome.type === 'rejected') {
+      if (outcome.type === 'refused') {
+        // One bad record must not cost its 9,999 neighbours: they go again without it.
+        metrics?.rejected.inc({ listener: 'forwarder', reason: 'store_refused' }, outcome.rows.length);
+        log.error({ kind: batch.kind, start: batch.start, records: outcome.rows.length, detail: outcome.detail }, "the API's store refused records (422); they are dropped, the rest of the batch goes again");
+        refused += outcome.rows.length;
+        sending = withoutRows(sending, outcome.rows);
+        if (batch.end - batch.start > refused) continue;
+      } else if (outcome.type === 'rejected') {
         // The same validator passed them here, so this is a version mismatch; holding them would stop the queue for good.
         metrics?.forwardRequests.inc({ outcome: 'rejected' });
         metrics?.rejected.inc({ listener: 'forwarder', reason: 'api_rejected' }, batch.end - batch.start);
         log.error({ kind: batch.kind, start: batch.start, records: batch.end - batch.start, detail: outcome.detail }, 'the API refused a batch as invalid (422); it is dropped');
-      } else {
+      } else if (outcome.type === 'stored') {
         metrics?.forwardRequests.inc({ outcome: 'stored' });
-        metrics?.forwardedRecords.inc({ kind: batch.kind }, batch.end - batch.start);
-        forwarded += batch.end - batch.start;
+        metrics?.forwardedRecords.inc({ kind: batch.kind }, batch.end - batch.start - refused);
+        forwarded += batch.end - batch.start - refused;
       }
       await spool.ack(batch);
       return;

@@ -141,7 +141,7 @@ for (const store of [sqlite(), mongodb()]) {
       assert.deepEqual(voltages(await history(service, 'pack-b')), [500, 501, 502, 503, 504]);
       assert.deepEqual(voltages(await history(service, 'pack-c')), [600, 601, 602, 603, 604]);
       assert.equal(await metric(service, `ingest_records_refused_total{kind="battery-data",reason="${store.reason}"}`), 1);
-      assert.equal(await metric(service, 'collector_rejected_total{listener="json",reason="store_failed"}'), 1);
+      assert.equal(await metric(service, 'collector_rejected_total{listener="json",reason="store_refused"}'), 1);
       assert.equal(await metric(service, 'collector_backpressure'), 0);
     });
 
