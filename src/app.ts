@@ -5,12 +5,14 @@
  * fixed: external plugins, then the app's services (named plugins that declare what they need),
  * then the routes.
  */
+import type { Server } from 'node:http';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
-import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { alarmRoutes } from './api/alarm-routes.js';
+import { analyticsRoutes } from './api/analytics-routes.js';
 import { docsRoutes, openApiOptions } from './api/docs-routes.js';
 import { trackRouteMethods } from './api/common.js';
 import { fleetRoutes } from './api/fleet-routes.js';
@@ -21,14 +23,19 @@ import { sessionRoutes } from './api/session-routes.js';
 import { streamRoute } from './api/stream-route.js';
 import { webRoutes } from './api/web-routes.js';
 import type { Config } from './config.js';
+import { closeUnreadConnections, connectionOptions, type ConnectionSettings } from './http/connections.js';
+import { useLimitedJsonParser } from './http/json-body.js';
+import { addSecurityHeaders } from './http/security-headers.js';
 import { IngestFullError } from './ingest/store-sink.js';
 import { alarmsPlugin } from './plugins/alarms.js';
+import { analyticsPlugin } from './plugins/analytics.js';
 import { ingestPlugin } from './plugins/ingest.js';
 import { liveFeedPlugin } from './plugins/live-feed.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { specsPlugin } from './plugins/specs.js';
 import { storePlugin } from './plugins/store.js';
 import { toDetail } from './records/validate.js';
+import { MAX_BATCH_BYTES as RELAY_MAX_BATCH_BYTES } from './relay/spool.js';
 import { StoreUnavailableError } from './store/store.js';
 
 declare module 'fastify' {
@@ -41,16 +48,25 @@ export interface AppOptions {
   config: Config;
 }
 
-/** 10,000 records of the largest kind with room to spare. */
-const BODY_LIMIT = 16 * 1024 * 1024;
+/**
+ * What 10,000 records of the largest kind need. A battery-performance record at its longest, as
+ * compact JSON: 150 bytes of keys, quotes, colons, commas and braces, a source of 128 characters
+ * (130 bytes), a battery_id of 64 (66), and 8 numbers of up to 24 characters each
+ * (-1.7976931348623157e+308: 192): 538 bytes, so 10,000 of them are 5.4 MB, 6.1 MB indented by two
+ * spaces (JSON.stringify(records, null, 2)). The standalone collector's spool POSTs batches of up to
+ * its MAX_BATCH_BYTES (8 MiB), which must be taken whole; 64 KiB over that leaves room for its brackets.
+ * Before it was 16 MiB.
+ */
+export const BODY_LIMIT = RELAY_MAX_BATCH_BYTES + 64 * 1024;
 
 /** Options of the Fastify instance itself, which a plugin cannot set. */
-export function appServerOptions(config: Pick<Config, 'logLevel'>): FastifyServerOptions {
+export function appServerOptions(config: Pick<Config, 'logLevel'> & ConnectionSettings): FastifyHttpOptions<Server> {
   const verbose = config.logLevel === 'debug' || config.logLevel === 'trace';
   return {
     // One log line per request costs a third of the throughput on two cores; on at debug level.
     logController: new LogController({ disableRequestLogging: !verbose }),
     bodyLimit: BODY_LIMIT,
+    ...connectionOptions(config),
     return503OnClosing: true,
     // Unknown fields are ignored (records/schemas.ts), `__proto__` among them: removed at parsing
     // (no prototype is ever touched) instead of failing the whole body as malformed JSON.
@@ -63,6 +79,11 @@ const LOCATION: Record<string, string> = { querystring: 'query', headers: 'heade
 
 async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): Promise<void> {
   app.decorate('config', config);
+  // Past it a new connection is closed as soon as it is accepted (connections.ts has the timeouts).
+  app.server.maxConnections = config.apiMaxConnections;
+  app.addHook('onSend', closeUnreadConnections);
+  useLimitedJsonParser(app);
+  addSecurityHeaders(app);
 
   // Before any route: the methods of each known path, for 405 answers (see the not-found handler).
   const allowedMethods = trackRouteMethods(app);
@@ -108,7 +129,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
   app.setNotFoundHandler((request, reply) => notServed(request, reply));
 
   // External plugins. The document collects every route registered after it.
-  await app.register(cors, { origin: config.corsOrigins.includes('*') ? true : config.corsOrigins, methods: ['GET', 'POST', 'OPTIONS'] });
+  await app.register(cors, { origin: config.corsOrigins.includes('*') ? true : config.corsOrigins, methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'] });
   await app.register(swagger, openApiOptions(config));
 
   // The app's services.
@@ -118,6 +139,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
   await app.register(liveFeedPlugin);
   await app.register(specsPlugin);
   await app.register(alarmsPlugin);
+  await app.register(analyticsPlugin);
 
   // Routes. The session's cookie parsing first: it then serves them all (the session cookie reads with the key).
   await app.register(sessionRoutes);
@@ -126,6 +148,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
   await app.register(recordRoutes);
   await app.register(fleetRoutes);
   await app.register(alarmRoutes);
+  await app.register(analyticsRoutes);
   await app.register(streamRoute);
   await app.register(metricsRoute);
   await app.register(webRoutes);

@@ -47,6 +47,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   try {
     await app.register(batteryMonitor, { config });
     await app.ready();
+    warnOfOpenWrites(app.log, config);
     if (options.collector !== false) {
       collectorLogger = createCollectorLogger(config);
       // Logs one line per listener.
@@ -61,6 +62,20 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await close().catch((closeError: unknown) => logger.error({ err: closeError }, 'error while closing after a failed start'));
     throw error;
   }
+}
+
+/**
+ * READ_API_KEY without API_KEY protects the readings and leaves anyone who reaches the API free to
+ * write them: most likely an oversight, so it is said at start-up. A warning, not a refusal: an
+ * installation that takes writes only from a trusted network (the relay on the same host) is a
+ * reasonable one, and refusing would stop a service that ran the day before an upgrade.
+ */
+function warnOfOpenWrites(log: FastifyBaseLogger, config: Pick<Config, 'apiKey' | 'readApiKey'>): void {
+  if (config.readApiKey === undefined || config.apiKey !== undefined) return;
+  log.warn(
+    { settings: ['READ_API_KEY', 'API_KEY'] },
+    'READ_API_KEY is set but API_KEY is not: reads need a key, writes (POST /api/...) are open to anyone who reaches the API; set API_KEY too',
+  );
 }
 
 /** `run` and `serve`: the service until SIGINT or SIGTERM, which stop it once in-flight writes are done. */

@@ -6,6 +6,7 @@ import type { SwaggerOptions } from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../config.js';
+import { DOCS_CONTENT_SECURITY_POLICY } from '../http/security-headers.js';
 import { requireKey } from './auth.js';
 import { securityOf } from './common.js';
 
@@ -39,6 +40,7 @@ export function openApiOptions(config: Pick<Config, 'apiKey' | 'readApiKey'>): S
 
 export const docsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const onRequest = requireKey(app.config, 'read');
-  await app.register(swaggerUi, { routePrefix: '/docs', uiHooks: { onRequest } });
+  // Its pages get their own Content-Security-Policy in place of everyone's (security-headers.ts says why).
+  await app.register(swaggerUi, { routePrefix: '/docs', uiHooks: { onRequest }, staticCSP: DOCS_CONTENT_SECURITY_POLICY });
   app.get('/openapi.json', { schema: { hide: true }, onRequest }, async () => app.swagger());
 };

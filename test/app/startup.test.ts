@@ -9,7 +9,7 @@ import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { ListenError } from '../../src/listen-error.js';
-import { runCli, type Finished } from '../support/child-service.js';
+import { runCli, spawnService, type Finished } from '../support/child-service.js';
 import { startTestService } from '../support/service.js';
 import { tempDir } from '../support/temp-dir.js';
 
@@ -143,3 +143,37 @@ function readFileSafe(file: string): string | undefined {
     return undefined;
   }
 }
+
+describe('start-up warnings', () => {
+  const READ_KEY = 'read-key-0123456789';
+  const WRITE_KEY = 'write-key-0123456789';
+
+  /** The JSON log lines of `serve` with these settings, from start to a clean stop. */
+  async function startUpLog(overrides: Record<string, string>): Promise<{ level: number; msg: string; settings?: string[] }[]> {
+    const service = await spawnService(['serve'], env(overrides));
+    const stopped = new Promise((resolve) => service.child.stdout!.once('close', resolve));
+    service.child.kill('SIGTERM');
+    assert.equal(await service.exited, 0);
+    await stopped;
+    for (const line of service.lines) {
+      for (const key of [READ_KEY, WRITE_KEY]) assert.ok(!line.includes(key), `a key in the log: ${line}`);
+    }
+    return service.lines.map((line) => JSON.parse(line) as { level: number; msg: string; settings?: string[] });
+  }
+
+  const openWrites = (entry: { msg: string }) => /READ_API_KEY is set but API_KEY is not/.test(entry.msg);
+
+  it('READ_API_KEY without API_KEY: one warning naming both settings, writes open (no value logged)', async () => {
+    const warnings = (await startUpLog({ READ_API_KEY: READ_KEY })).filter(openWrites);
+    assert.equal(warnings.length, 1);
+    const [warning] = warnings;
+    assert.equal(warning?.level, 40, 'logged as a warning');
+    assert.deepEqual(warning?.settings, ['READ_API_KEY', 'API_KEY']);
+    assert.match(warning?.msg ?? '', /writes \(POST \/api\/\.\.\.\) are open to anyone who reaches the API; set API_KEY too$/);
+  });
+
+  it('no such warning with both keys, or with API_KEY alone', async () => {
+    assert.deepEqual((await startUpLog({ READ_API_KEY: READ_KEY, API_KEY: WRITE_KEY })).filter(openWrites), []);
+    assert.deepEqual((await startUpLog({ API_KEY: WRITE_KEY })).filter(openWrites), []);
+  });
+});

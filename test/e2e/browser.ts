@@ -1,15 +1,16 @@
 /**
  * What the browser tests share: Debian's Chromium (installed with apt-get when missing and running
  * as root; playwright-core drives it and never downloads a browser), a dashboard build that is not
- * older than its sources, and the accessibility check every view must pass: axe-core at WCAG 2.1 AA.
+ * older than its sources, and the checks every view must pass: axe-core at WCAG 2.1 AA, and no
+ * Content-Security-Policy violation (the service's CSP must fit what its pages load).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const OUTPUT = path.join(ROOT, 'test-output');
@@ -83,6 +84,40 @@ export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 }
 
+/** The CSP violations each page has met so far; a page is in it once `newPage` made it. */
+const cspViolations = new WeakMap<Page, string[]>();
+
+/**
+ * A new page that records every Content-Security-Policy violation: the browser's own console error
+ * ("Refused to load … because it violates the following Content Security Policy directive") and the
+ * securitypolicyviolation event, reported from every document the page loads. Page errors are printed.
+ * `options` apply to a page of a browser; a context's pages take the context's.
+ */
+export async function newPage(from: Browser | BrowserContext, options: Parameters<Browser['newPage']>[0] = {}): Promise<Page> {
+  const page = 'newContext' in from ? await from.newPage(options) : await from.newPage();
+  const violations: string[] = [];
+  cspViolations.set(page, violations);
+  page.on('pageerror', (error) => console.error('page error:', error));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content[- ]Security[- ]Policy/i.test(message.text())) violations.push(message.text());
+  });
+  await page.exposeFunction('reportCspViolation', (text: string) => violations.push(text));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      const report = (window as unknown as { reportCspViolation(text: string): void }).reportCspViolation;
+      report(`securitypolicyviolation: ${event.effectiveDirective} blocked ${event.blockedURI || '(inline)'} in ${event.sourceFile}:${event.lineNumber}`);
+    });
+  });
+  return page;
+}
+
+/** Fails when the page has met a CSP violation so far; `view` names the page in the message. */
+export function expectNoCspViolation(page: Page, view: string): void {
+  const violations = cspViolations.get(page);
+  assert.ok(violations !== undefined, 'make the page with newPage(), which watches for CSP violations');
+  assert.deepEqual(violations, [], `the ${view} met Content-Security-Policy violations`);
+}
+
 interface Violation {
   id: string;
   impact: string | null;
@@ -93,10 +128,13 @@ interface Violation {
 
 /**
  * Runs axe-core on the page as it is now, at WCAG 2.0/2.1 A and AA, and expects no violation;
- * prints each one (rule, element, why) when there are some. `view` names the page in the message.
+ * prints each one (rule, element, why) when there are some. Checks that no CSP violation came
+ * first. `view` names the page in the message.
  */
 export async function expectAccessible(page: Page, view: string): Promise<void> {
-  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: AXE });
+  expectNoCspViolation(page, view);
+  // Evaluated rather than added as a <script>: the page's CSP refuses inline scripts, as it should.
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(readFileSync(AXE, 'utf8'));
   const violations = await page.evaluate(async (tags) => {
     const axe = (window as unknown as { axe: { run(context: Document, options: object): Promise<{ violations: Violation[] }> } }).axe;
     const result = await axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] });

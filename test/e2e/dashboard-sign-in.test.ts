@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { Service } from '../../src/server.js';
 import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, OUTPUT } from './browser.js';
+import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
 
 const WRITE_KEY = 'write-key-0123456789';
 const READ_KEY = 'read-key-0123456789';
@@ -49,8 +49,7 @@ before(
     browser = await launchBrowser();
     service = await startTestService({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    page = await context.newPage();
-    page.on('pageerror', (error) => console.error('page error:', error));
+    page = await newPage(context);
   },
   { timeout: 300_000 },
 );

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, OUTPUT } from './browser.js';
+import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
 
 /** Live updates must show within a second; leave room for a loaded CI machine. */
 const LIVE_TIMEOUT_MS = 5000;
@@ -57,8 +57,7 @@ before(
     browser = await launchBrowser();
     dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-'));
     service = await startTestService({ dataDir }, { collector: true });
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.on('pageerror', (error) => console.error('page error:', error));
+    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
   },
   { timeout: 300_000 },
 );
