@@ -62,6 +62,12 @@ export const BENCHMARKS: Benchmark[] = [
     args: [],
     quick: ['--rows', '20000'],
   },
+  {
+    name: 'export-latency',
+    file: 'export-latency.ts',
+    args: [],
+    quick: ['--rows', '50000', '--idle-seconds', '1'],
+  },
 ];
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));

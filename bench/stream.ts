@@ -351,7 +351,12 @@ async function main(): Promise<void> {
   );
   console.log('processes: service (`serve`, SQLite, child 1) | producer (POST arrays, child 2) | subscribers + measurement (this process)\n');
   const dataDir = mkdtempSync(path.join(tmpdir(), 'battery-bench-stream-'));
-  const service = await spawnServer(fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)), ['serve'], { DATA_DIR: dataDir, RETENTION_DAYS: '0' });
+  const service = await spawnServer(fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)), ['serve'], {
+    DATA_DIR: dataDir,
+    RETENTION_DAYS: '0',
+    // Every subscriber of this bench connects from 127.0.0.1.
+    STREAM_MAX_SUBSCRIBERS_PER_ADDRESS: String(SUBSCRIBERS),
+  });
   const subscribers = Array.from({ length: SUBSCRIBERS }, (_, i) => new Subscriber(i));
   try {
     await Promise.all(subscribers.map((s) => s.open(service.url)));

@@ -10,9 +10,9 @@ declare module 'fastify' {
 
 export const liveFeedPlugin = fp(
   async (app) => {
-    const liveFeed = new LiveFeed(app.ingest.afterCommit);
+    const liveFeed = new LiveFeed(app.ingest.afterCommit, { onDrop: () => app.metrics.streamDropped.inc() });
     app.decorate('liveFeed', liveFeed);
     app.addHook('onClose', async () => liveFeed.close());
   },
-  { name: 'live-feed', fastify: '5.x', dependencies: ['ingest'] },
+  { name: 'live-feed', fastify: '5.x', dependencies: ['ingest', 'metrics'] },
 );
