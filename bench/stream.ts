@@ -235,7 +235,8 @@ const fromSend = new Histogram(); // parse time − the producer's send time (it
 
 class Subscriber {
   events = 0;
-  readonly lastId = new Map<string, number>();
+  /** Per pack: the id and timestamp of its last event. */
+  readonly last = new Map<string, { id: number; timestamp: number }>();
   outOfOrder = 0;
   dropped = false;
   closing = false;
@@ -294,8 +295,14 @@ class Subscriber {
       const receivedAt = numberAt(text, receivedAtAt) * 1000;
       const packAt = text.indexOf(BATTERY_ID, receivedAtAt) + BATTERY_ID.length;
       const pack = text.slice(packAt, text.indexOf('"', packAt));
-      if (!(id > (this.lastId.get(pack) ?? 0))) this.outOfOrder++;
-      this.lastId.set(pack, id);
+      // The promise (src/ingest/after-commit.ts): commits in commit order (a later commit's ids are
+      // all higher), and within one commit a pack's rows in timestamp order (the producer's POSTs
+      // race over several connections, so ids and timestamps need not agree inside a commit). An
+      // event is out of order, or a duplicate, when it goes back in both.
+      const timestamp = numberAt(text, text.indexOf(TIMESTAMP, idAt) + TIMESTAMP.length);
+      const last = this.last.get(pack);
+      if (last !== undefined && id <= last.id && (timestamp < last.timestamp || id === last.id)) this.outOfOrder++;
+      this.last.set(pack, { id, timestamp });
       at = receivedAtAt;
       this.events++;
       if (steadyFrom === Infinity) steadyFrom = receivedAt + WARMUP_SECONDS * 1000;
@@ -304,8 +311,7 @@ class Subscriber {
         steady.add(now - receivedAt);
         if (this.#readsSendTime) {
           // The record's fields come in a fixed order: _id, timestamp, ..., received_at.
-          const sentAt = numberAt(text, text.indexOf(TIMESTAMP, idAt) + TIMESTAMP.length) * 1000;
-          fromSend.add(now - sentAt);
+          fromSend.add(now - timestamp * 1000);
         }
       }
     }
