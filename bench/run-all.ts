@@ -68,6 +68,12 @@ export const BENCHMARKS: Benchmark[] = [
     args: [],
     quick: ['--rows', '50000', '--idle-seconds', '1'],
   },
+  {
+    name: 'analytics',
+    file: 'analytics.ts',
+    args: ['--duration', '15', '--connections', '20', '--rounds', '2'],
+    quick: ['--duration', '3', '--connections', '4', '--rounds', '1'],
+  },
 ];
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));

@@ -190,6 +190,27 @@ export const ConfigSchema = Type.Object({
       maximum: 86_400,
     }),
   ),
+  analyticsEnabled: Type.Boolean(
+    setting({ env: 'ANALYTICS_ENABLED', description: 'Compute charge, energy, cycles, state of charge and health per pack from its readings (docs/analytics.md)', default: true }),
+  ),
+  analyticsEndOfLife: Type.Number(
+    setting({
+      env: 'ANALYTICS_END_OF_LIFE',
+      description: 'State of health, in percent, at which a pack reaches its end of life (remaining life is counted to it); per pack at /api/batteries/{id}/specs',
+      default: 80,
+      minimum: 1,
+      maximum: 99,
+    }),
+  ),
+  analyticsTaperC: Type.Number(
+    setting({
+      env: 'ANALYTICS_TAPER_C',
+      description: 'A pack is full when its voltage is at the full level and its charge current has tapered below this fraction of its capacity per hour (C-rate)',
+      default: 0.05,
+      minimum: 0.001,
+      maximum: 1,
+    }),
+  ),
   webhookUrls: Type.Array(
     Type.String({ pattern: '^https?://[^\\s]+$' }),
     setting({
@@ -272,6 +293,8 @@ export function loadConfig(env: Environment): Config {
 /** Environment text as the schema's type. A whole number is digits only: "1.5", "0x10" and "1e3" stay text, and are refused. */
 function fromText(schema: SettingSchema, text: string): unknown {
   if (schema.type === 'integer') return /^-?\d+$/.test(text) ? Number(text) : text;
+  if (schema.type === 'number') return /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : text;
+  if (schema.type === 'boolean') return /^(true|1|yes|on)$/i.test(text) ? true : /^(false|0|no|off)$/i.test(text) ? false : text;
   if (schema.type === 'array') return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
   if (Array.isArray(schema.enum)) return text.toLowerCase();
   return text;
@@ -280,6 +303,8 @@ function fromText(schema: SettingSchema, text: string): unknown {
 function mustOf(schema: SettingSchema): string {
   if (schema.must !== undefined) return schema.must;
   if (schema.type === 'integer') return `must be a whole number from ${String(schema.minimum)} to ${String(schema.maximum)}`;
+  if (schema.type === 'number') return `must be a number from ${String(schema.minimum)} to ${String(schema.maximum)}`;
+  if (schema.type === 'boolean') return 'must be true or false';
   if (Array.isArray(schema.enum)) return `must be one of ${schema.enum.join(', ')}`;
   return 'is not valid';
 }

@@ -4,6 +4,7 @@
  */
 import { loadConfig, type Environment } from '../config.js';
 import { SCENARIOS, type Scenario } from '../simulator/pack-model.js';
+import { sendJsonMessages, simulateCycling, type CyclingRunOptions } from '../simulator/cycling.js';
 import { startSimulation, type FramesVia, type SimulationOptions } from '../simulator/simulate.js';
 import { parseFlags } from './flags.js';
 
@@ -13,7 +14,7 @@ Sends simulated battery packs' readings to the collector: binary frames (battery
 messages (performance every 10th reading, predictions every 30th).
 
 Options:
-  -s, --scenario NAME   ${SCENARIOS.join(' | ')} (default normal)
+  -s, --scenario NAME   ${SCENARIOS.join(' | ')} | cycling (default normal)
   -n, --packs N         packs at once, each on its own connections, ids pack-1..N (default 1)
   -r, --rate N          readings per second per pack (default 1)
   -d, --duration SEC    stop after SEC seconds (default: until Ctrl-C)
@@ -24,6 +25,16 @@ Options:
       --json-port N     default COLLECTOR_JSON_PORT (23457)
       --seed N          random seed (default 1)
   -h, --help            this text
+
+Cycling (--scenario cycling): packs cycled full to empty in simulated time, ageing with a known
+truth, their readings (stamped to end now) sent as fast as the JSON port takes them; the truth is
+printed at the end, to compare with GET /api/batteries/{battery_id}/health.
+      --cycles N        discharges per pack (default 200)
+      --fade PCT        state of health lost per 100 equivalent cycles at 25 °C (default 5)
+      --interval SEC    simulated seconds between readings (default 30)
+      --c-rate C        charge and discharge current, fraction of capacity per hour (default 0.5)
+      --offset A        current-sensor offset in amperes (default 0.2)
+      --ambient C       ambient temperature in °C (default 25)
 
 Binary frames carry no pack id: the collector names the pack of a frame connection from
 COLLECTOR_BATTERY_MAP (e.g. port:23460=pack-1,port:23461=pack-2), and the simulator reads the same
@@ -42,6 +53,46 @@ function positiveNumber(name: string, raw: string | undefined, fallback: number 
 
 class UsageError extends Error {}
 
+const CYCLING = 'cycling' as Scenario;
+
+function finiteNumber(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got "${raw}"`);
+  return value;
+}
+
+/** The cycling scenario: simulate each pack's whole run, send it, print the truth to compare with. */
+async function runCycling(parsed: Record<string, string | boolean | undefined>, config: ReturnType<typeof loadConfig>): Promise<void> {
+  const text = (name: string) => parsed[name] as string | undefined;
+  const host = text('host') ?? (['0.0.0.0', '::'].includes(config.collectorHost) ? '127.0.0.1' : config.collectorHost);
+  const port = positiveNumber('json-port', text('json-port'), config.collectorJsonPort, true)!;
+  if (port > 65535) throw new UsageError('--json-port must be at most 65535');
+  const packs = positiveNumber('packs', text('packs'), 1, true)!;
+  const options: CyclingRunOptions = {
+    batteryIds: Array.from({ length: packs }, (_, i) => `pack-${i + 1}`),
+    cycles: positiveNumber('cycles', text('cycles'), 200, true)!,
+    seed: positiveNumber('seed', text('seed'), 1, true)!,
+    fadePer100Cycles: finiteNumber('fade', text('fade'), 5),
+    intervalSeconds: positiveNumber('interval', text('interval'), 30, false)!,
+    cRate: positiveNumber('c-rate', text('c-rate'), 0.5, false)!,
+    currentOffsetA: finiteNumber('offset', text('offset'), 0.2),
+    ambientC: finiteNumber('ambient', text('ambient'), 25),
+  };
+  if (options.fadePer100Cycles! < 0) throw new UsageError('--fade must not be negative');
+  const runs = simulateCycling(options);
+  for (const run of runs) {
+    console.log(`${run.batteryId}: ${run.messages.length} readings over ${(run.truth.time / 86_400).toFixed(1)} simulated days, JSON to ${host}:${port}`);
+    await sendJsonMessages(host, port, run.messages);
+  }
+  for (const { batteryId, truth } of runs) {
+    console.log(
+      `${batteryId} truth: soh ${truth.soh.toFixed(2)} %, capacity ${truth.capacity_ah.toFixed(2)} Ah, equivalent cycles ${truth.equivalent_cycles.toFixed(1)}, ` +
+        `soc ${truth.soc.toFixed(1)} %, remaining cycles to 80 % ${truth.remainingCycles(80).toFixed(0)}`,
+    );
+  }
+}
+
 export async function runSimulateCommand(args: string[], env: Environment): Promise<void> {
   const parsed = parseFlags(
     args,
@@ -56,6 +107,12 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
       'binary-port': { type: 'string' },
       'json-port': { type: 'string' },
       seed: { type: 'string' },
+      cycles: { type: 'string' },
+      fade: { type: 'string' },
+      interval: { type: 'string' },
+      'c-rate': { type: 'string' },
+      offset: { type: 'string' },
+      ambient: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     HELP,
@@ -65,7 +122,11 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
   try {
     const config = loadConfig(env);
     const scenario = (parsed.scenario ?? 'normal') as Scenario;
-    if (!SCENARIOS.includes(scenario)) throw new UsageError(`--scenario must be one of ${SCENARIOS.join(', ')}, got "${scenario}"`);
+    if (scenario === CYCLING) {
+      await runCycling(parsed, config);
+      return;
+    }
+    if (!SCENARIOS.includes(scenario)) throw new UsageError(`--scenario must be one of ${[...SCENARIOS, CYCLING].join(', ')}, got "${scenario}"`);
     const frames = (parsed.frames ?? 'auto') as FramesVia;
     if (!['auto', 'binary', 'json'].includes(frames)) throw new UsageError(`--frames must be auto, binary or json, got "${frames}"`);
     const host = parsed.host ?? (['0.0.0.0', '::'].includes(config.collectorHost) ? '127.0.0.1' : config.collectorHost);
