@@ -68,6 +68,10 @@ export function appServerOptions(config: Pick<Config, 'logLevel'> & ConnectionSe
     bodyLimit: BODY_LIMIT,
     ...connectionOptions(config),
     return503OnClosing: true,
+    // Each plugin's start is bounded (Fastify's default is 10 s). The store, alarm and analytics
+    // plugins each open MongoDB and read their state: against a far Atlas region, or FerretDB on a
+    // busy CI machine, one took more than 10 s. A minute still ends a start that hangs.
+    pluginTimeout: 60_000,
     // Unknown fields are ignored (records/schemas.ts), `__proto__` among them: removed at parsing
     // (no prototype is ever touched) instead of failing the whole body as malformed JSON.
     onProtoPoisoning: 'remove',
