@@ -74,6 +74,12 @@ export const BENCHMARKS: Benchmark[] = [
     args: ['--duration', '15', '--connections', '20', '--rounds', '2'],
     quick: ['--duration', '3', '--connections', '4', '--rounds', '1'],
   },
+  {
+    name: 'alarms',
+    file: 'alarms.ts',
+    args: [],
+    quick: ['--duration', '5', '--rounds', '1', '--packs', '200'],
+  },
 ];
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));

@@ -1,12 +1,15 @@
 /**
- * Writes web/src/generated/records.ts: the dashboard's record, specs and kind types, generated from
- * the server's own schemas (the kinds table's TypeBox schemas and the battery specs file's schema),
+ * Writes web/src/generated/records.ts: the dashboard's record, specs, kind and alarm types, generated
+ * from the server's own schemas (the kinds table's TypeBox schemas, the battery specs file's schema, the
+ * alarm API's schemas),
  * so the two builds cannot drift. test/web/generated-types.test.ts fails when the checked-in file is
  * not what this script writes now; run `npm run generate` after changing the kinds table.
  */
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
+import { AlarmEventSchema, AlarmRuleSchema, AlarmSchema } from '../src/alarms/schemas.js';
+import { DeliverySchema, WebhookSchema } from '../src/alarms/webhook-schemas.js';
 import { ALL_KINDS } from '../src/records/kinds.js';
 import { recordSchemas } from '../src/records/schemas.js';
 import { BatterySpecsFile } from '../src/specs.js';
@@ -24,6 +27,11 @@ export async function generateWebTypes(): Promise<string> {
   for (const kind of ALL_KINDS) definitions[kind.title] = plain(recordSchemas[kind.name], kind.title);
   definitions.Specs = plain(BatterySpecsFile.properties.battery_specifications, 'Specs');
   definitions.Thresholds = plain(BatterySpecsFile.properties.monitoring_thresholds, 'Thresholds');
+  definitions.Alarm = plain(AlarmSchema, 'Alarm');
+  definitions.AlarmEvent = plain(AlarmEventSchema, 'AlarmEvent');
+  definitions.AlarmRule = plain(AlarmRuleSchema, 'AlarmRule');
+  definitions.Webhook = plain(WebhookSchema, 'Webhook');
+  definitions.Delivery = plain(DeliverySchema, 'Delivery');
   const root: JSONSchema = { title: 'Generated', type: 'object', additionalProperties: false, definitions, properties: {} };
   const interfaces = await compile(root, 'Generated', {
     bannerComment: '',

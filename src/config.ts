@@ -222,6 +222,27 @@ export const ConfigSchema = Type.Object({
       secret: true,
     }),
   ),
+  webhookSecret: Type.Optional(
+    Type.String(
+      setting({
+        env: 'WEBHOOK_SECRET',
+        description: 'HMAC-SHA256 secret that signs the notifications to WEBHOOK_URLS (X-Signature-256)',
+        minLength: 16,
+        must: 'must be at least 16 characters long',
+        secret: true,
+      }),
+    ),
+  ),
+  publicUrl: Type.Optional(
+    Type.String(
+      setting({
+        env: 'PUBLIC_URL',
+        description: "The dashboard's address as webhook receivers reach it (pack links in notifications); unset: the address the API listens on",
+        pattern: '^https?://[^\\s]+$',
+        must: 'must be an http:// or https:// URL',
+      }),
+    ),
+  ),
   spoolMaxBytes: Type.Integer(
     setting({ env: 'SPOOL_MAX_BYTES', description: "Bound of the standalone collector's disk spool, in bytes", default: 1024 ** 3, minimum: 1024 ** 2, maximum: Number.MAX_SAFE_INTEGER }),
   ),

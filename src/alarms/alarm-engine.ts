@@ -40,6 +40,7 @@ import {
   type RuleState,
   type Severity,
 } from './model.js';
+import type { Notification, Webhook } from './notifications.js';
 import { defaultRules, editEffect, newRule, sameSettings, watches } from './rules.js';
 
 /** How often the evaluation checkpoint is written while nothing but it changed. */
@@ -79,6 +80,18 @@ export interface AlarmEngineOptions {
   /** Server clock, Unix seconds (tests). */
   clock?: () => number;
   checkpointMs?: number;
+  notifications?: NotificationOutbox;
+}
+
+/**
+ * Webhook notifications (webhook-dispatcher.ts): the engine stores the outbox rows of each change set
+ * with it, and hands them over once stored.
+ */
+export interface NotificationOutbox {
+  /** The stored webhooks and undelivered notifications, as the state loads. */
+  loaded(webhooks: readonly Webhook[], outbox: readonly Notification[]): void;
+  outboxFor(changes: readonly AlarmChange[], ruleOf: (id: string) => AlarmRule | undefined, now: number): Notification[];
+  stored(outbox: readonly Notification[]): void;
 }
 
 /** Refused: too many rules already. */
@@ -170,6 +183,7 @@ export class AlarmEngine {
   readonly #log: EngineLogger | undefined;
   readonly #clock: () => number;
   readonly #checkpointMs: number;
+  readonly #notifications: NotificationOutbox | undefined;
 
   #phase: 'loading' | 'live' | 'closed' = 'loading';
   readonly #rules = new Map<string, AlarmRule>();
@@ -223,6 +237,7 @@ export class AlarmEngine {
     this.#log = options.logger;
     this.#clock = options.clock ?? (() => Date.now() / 1000);
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
+    this.#notifications = options.notifications;
     // From the start, so that no commit goes by unseen while the state loads.
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
     this.#loaded = this.#load();
@@ -684,6 +699,7 @@ export class AlarmEngine {
     }
     for (const severity of ['warning', 'critical'] as const) this.#metrics.alarmsOpen.set({ severity }, this.#openCounts[severity]);
     this.#writtenAt = loaded.writtenAt;
+    this.#notifications?.loaded(loaded.webhooks, loaded.outbox);
 
     // Default rules: created once each; those never edited follow the specs file and NO_DATA_SECONDS.
     this.#seeded = [...loaded.seeded];
@@ -850,12 +866,16 @@ export class AlarmEngine {
     this.#dirty.clear();
     const alarms = new Map<string, Alarm>();
     for (const { alarm } of taken.changes) alarms.set(alarm.id, alarm);
+    const writtenAt = this.#clock();
+    // Built afresh at each attempt (a failed write is retried with what came since): the ids are the same.
+    const outbox = this.#notifications?.outboxFor(taken.changes, (id) => this.#rules.get(id), writtenAt) ?? [];
     const changes: ChangeSet = {
       rules: [...taken.rules.values()],
       packs: dirty.map((id) => snapshotOf(this.#packs.get(id)!)),
       alarms: [...alarms.values()],
       events: taken.changes.map(({ event }) => event),
-      writtenAt: this.#clock(),
+      outbox,
+      writtenAt,
     };
     const seeded = this.#seededChanged;
     if (seeded) changes.seeded = [...this.#seeded];
@@ -867,6 +887,7 @@ export class AlarmEngine {
         if (this.#failing) this.#log?.info({}, 'alarms: the alarm store takes changes again');
         this.#failing = false;
         for (const waiter of taken.waiters) waiter.resolve();
+        if (outbox.length > 0) this.#notifications?.stored(outbox);
         if (taken.changes.length > 0) this.#tell(taken.changes);
         if (this.#urgent()) this.#scheduleFlush();
       },

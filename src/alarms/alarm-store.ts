@@ -11,6 +11,7 @@
  * changes until they are in their collections (see mongodb-alarm-store.ts).
  */
 import type { Alarm, AlarmEvent, AlarmRule, PackState, Severity } from './model.js';
+import type { Notification, Webhook } from './notifications.js';
 
 export type AlarmStateFilter = 'active' | 'acknowledged' | 'cleared' | 'open' | 'all';
 
@@ -35,6 +36,12 @@ export interface ChangeSet {
   alarms: Alarm[];
   /** Alarm events, in the order they happened. Ids are stable: storing one twice stores it once. */
   events: AlarmEvent[];
+  /**
+   * Webhook notifications of these events (the outbox), stored with them: on SQLite in the same
+   * transaction, on MongoDB in the pack's document with its alarms and events. Ids are stable: a row
+   * stored twice is stored once, and one already there keeps its delivery state.
+   */
+  outbox?: Notification[];
   /** Ids of the default rules created so far, when it changed: a deleted default is not created again. */
   seeded?: string[];
   /** Server time of this write: where a restart looks back from for packs it holds no state of. */
@@ -47,6 +54,9 @@ export interface LoadedState {
   seeded: string[];
   /** Server time of the last change set stored; undefined on a store never written to. */
   writtenAt?: number;
+  webhooks: Webhook[];
+  /** Notifications not delivered yet (and not given up on), oldest first. */
+  outbox: Notification[];
 }
 
 export type AlarmWithEvents = Alarm & { events: AlarmEvent[] };
@@ -60,7 +70,17 @@ export interface AlarmStore {
   alarms(query: AlarmQuery): Promise<Alarm[]>;
   /** An alarm with its events, oldest first; null when there is none with that id. */
   alarm(id: string): Promise<AlarmWithEvents | null>;
-  /** Removes cleared alarms (and their events) cleared before `cutoff` (Unix seconds); never an open one. Answers how many. */
+  /**
+   * Removes cleared alarms (and their events) cleared before `cutoff` (Unix seconds); never an open one.
+   * Answers how many. Notifications delivered or given up on before it go too; a pending one never.
+   */
   deleteClosedBefore(cutoff: number): Promise<number>;
+  putWebhook(webhook: Webhook): Promise<void>;
+  /** Deletes a webhook and its notifications. */
+  deleteWebhook(id: string): Promise<void>;
+  /** A notification's delivery state after an attempt (its body never changes). Nothing when it is gone (its webhook deleted). */
+  updateNotification(notification: Notification): Promise<void>;
+  /** A webhook's notifications, newest first. */
+  deliveries(webhookId: string, limit: number): Promise<Notification[]>;
   close(): Promise<void>;
 }

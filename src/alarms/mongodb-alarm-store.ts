@@ -19,6 +19,7 @@ import { maskMongoUri, redactor, uriOptionNames } from '../store/mongodb-uri.js'
 import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
+import type { Notification, Webhook } from './notifications.js';
 
 export const ALARM_COLLECTIONS = {
   rules: 'alarm_rules',
@@ -26,6 +27,8 @@ export const ALARM_COLLECTIONS = {
   events: 'alarm_events',
   packs: 'alarm_packs',
   meta: 'alarm_meta',
+  webhooks: 'alarm_webhooks',
+  outbox: 'alarm_outbox',
 } as const;
 
 /** What the store logs: a pino logger's methods bound to it fit, and so does console. */
@@ -49,6 +52,8 @@ interface Pending {
   token: string;
   alarms: Alarm[];
   events: AlarmEvent[];
+  /** The webhook notifications of these events (absent in documents written before webhooks). */
+  outbox?: Notification[];
 }
 
 interface PackDocument {
@@ -69,6 +74,8 @@ interface Collections {
   events: Collection<WithId<AlarmEvent>>;
   packs: Collection<PackDocument>;
   meta: Collection<MetaDocument>;
+  webhooks: Collection<WithId<Webhook>>;
+  outbox: Collection<WithId<Notification>>;
 }
 
 const META_ID = 'engine';
@@ -137,6 +144,8 @@ export class MongoAlarmStore implements AlarmStore {
       events: db.collection(ALARM_COLLECTIONS.events, writeConcern),
       packs: db.collection(ALARM_COLLECTIONS.packs, writeConcern),
       meta: db.collection(ALARM_COLLECTIONS.meta, writeConcern),
+      webhooks: db.collection(ALARM_COLLECTIONS.webhooks, writeConcern),
+      outbox: db.collection(ALARM_COLLECTIONS.outbox, writeConcern),
     };
     const indexes: [Collection<any>, Document, string][] = [
       [collections.alarms, { raised_at: -1, _id: -1 }, 'raised'],
@@ -144,6 +153,8 @@ export class MongoAlarmStore implements AlarmStore {
       [collections.alarms, { state: 1 }, 'state'],
       [collections.alarms, { cleared_at: 1 }, 'cleared'],
       [collections.events, { alarm_id: 1, seq: 1 }, 'alarm_seq'],
+      [collections.outbox, { state: 1, created_at: 1, seq: 1 }, 'state_created'],
+      [collections.outbox, { webhook_id: 1, created_at: -1 }, 'webhook_created'],
     ];
     for (const [collection, key, name] of indexes) {
       try {
@@ -169,10 +180,14 @@ export class MongoAlarmStore implements AlarmStore {
     }
     const rules = await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
     const meta = await this.#bounded(c.meta.findOne({ _id: META_ID }), 'load');
+    const webhooks = await this.#bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
+    const outbox = await this.#bounded(c.outbox.find({ state: 'pending' }).sort({ created_at: 1, seq: 1 }).toArray(), 'load');
     return {
       rules: rules.map(withoutId),
       packs: packs.map((doc) => doc.state),
       seeded: meta?.seeded ?? [],
+      webhooks: webhooks.map(withoutId),
+      outbox: outbox.map(withoutId),
       ...(meta?.written_at === undefined ? {} : { writtenAt: meta.written_at }),
     };
   }
@@ -194,13 +209,14 @@ export class MongoAlarmStore implements AlarmStore {
     const pendingOf = (batteryId: string) => {
       let entry = pending.get(batteryId);
       if (entry === undefined) {
-        entry = { token, alarms: [], events: [] };
+        entry = { token, alarms: [], events: [], outbox: [] };
         pending.set(batteryId, entry);
       }
       return entry;
     };
     for (const alarm of changes.alarms) pendingOf(alarm.battery_id).alarms.push(alarm);
     for (const event of changes.events) pendingOf(event.battery_id).events.push(event);
+    for (const row of changes.outbox ?? []) pendingOf(row.battery_id).outbox!.push(row);
     const packIds = new Set(changes.packs.map((pack) => pack.battery_id));
     for (const batteryId of pending.keys()) {
       if (!packIds.has(batteryId)) throw new Error(`alarm change set: changes for pack ${batteryId} without its state`);
@@ -234,17 +250,22 @@ export class MongoAlarmStore implements AlarmStore {
       }));
       await this.#bounded(c.alarms.bulkWrite(ops, { ordered: false }), 'alarm write');
     }
-    const events = pending.flatMap((entry) => entry.events).map(withId);
-    if (events.length > 0) {
-      try {
-        await this.#bounded(c.events.insertMany(events, { ordered: false }), 'event write');
-      } catch (error) {
-        // 11000: stored by the write that was cut short; the same id is the same event.
-        const writeErrors = (error as { writeErrors?: { code: number }[] | { code: number } }).writeErrors;
-        const list = writeErrors === undefined ? undefined : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
-        if ((error as Error)?.name !== 'MongoBulkWriteError' || list === undefined || list.length === 0 || list.some((e) => e.code !== 11000)) {
-          throw this.#storeError(error);
-        }
+    await this.#insertOnce(c.events, pending.flatMap((entry) => entry.events).map(withId));
+    // Inserted, never replaced: a notification stored by a write cut short may have been delivered since.
+    await this.#insertOnce(c.outbox, pending.flatMap((entry) => entry.outbox ?? []).map(withId));
+  }
+
+  /** Inserts documents, those already there (same id) left as they are. */
+  async #insertOnce<T extends Document>(collection: Collection<T>, docs: T[]): Promise<void> {
+    if (docs.length === 0) return;
+    try {
+      await this.#bounded(collection.insertMany(docs as never, { ordered: false }), 'insert once');
+    } catch (error) {
+      // 11000: stored by the write that was cut short; the same id is the same event.
+      const writeErrors = (error as { writeErrors?: { code: number }[] | { code: number } }).writeErrors;
+      const list = writeErrors === undefined ? undefined : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
+      if ((error as Error)?.name !== 'MongoBulkWriteError' || list === undefined || list.length === 0 || list.some((e) => e.code !== 11000)) {
+        throw this.#storeError(error);
       }
     }
   }
@@ -285,14 +306,40 @@ export class MongoAlarmStore implements AlarmStore {
         c.alarms.find({ state: 'cleared', cleared_at: { $lt: cutoff } }, { projection: { _id: 1 } }).limit(DELETE_CHUNK).toArray(),
         'retention',
       );
-      if (old.length === 0) return deleted;
+      if (old.length === 0) break;
       const ids = old.map((doc) => doc._id);
       // Events first: an interruption then leaves an alarm without its history, never a history without its alarm.
       await this.#bounded(c.events.deleteMany({ alarm_id: { $in: ids } }), 'retention');
       const result = await this.#bounded(c.alarms.deleteMany({ _id: { $in: ids }, state: 'cleared' }), 'retention');
       deleted += result.deletedCount;
-      if (old.length < DELETE_CHUNK) return deleted;
+      if (old.length < DELETE_CHUNK) break;
     }
+    await this.#bounded(c.outbox.deleteMany({ created_at: { $lt: cutoff }, state: { $ne: 'pending' } }), 'retention');
+    return deleted;
+  }
+
+  async putWebhook(webhook: Webhook): Promise<void> {
+    const c = await this.#ready();
+    await this.#bounded(c.webhooks.replaceOne({ _id: webhook.id }, withId(webhook), { upsert: true }), 'webhook write');
+  }
+
+  async deleteWebhook(id: string): Promise<void> {
+    const c = await this.#ready();
+    // The webhook last: an interruption leaves a webhook without its history, never a history without its webhook.
+    await this.#bounded(c.outbox.deleteMany({ webhook_id: id }), 'webhook write');
+    await this.#bounded(c.webhooks.deleteOne({ _id: id }), 'webhook write');
+  }
+
+  async updateNotification(notification: Notification): Promise<void> {
+    const c = await this.#ready();
+    const { state, attempt_count, attempts, next_at, delivered_at } = notification;
+    await this.#bounded(c.outbox.updateOne({ _id: notification.id }, { $set: { state, attempt_count, attempts, next_at, delivered_at } }), 'delivery write');
+  }
+
+  async deliveries(webhookId: string, limit: number): Promise<Notification[]> {
+    const c = await this.#ready();
+    const docs = await this.#bounded(c.outbox.find({ webhook_id: webhookId }).sort({ created_at: -1, seq: -1 }).limit(limit).toArray(), 'read');
+    return docs.map(withoutId);
   }
 
   async close(): Promise<void> {
@@ -310,7 +357,7 @@ export class MongoAlarmStore implements AlarmStore {
     return Promise.race([operation, deadline])
       .catch((error: unknown) => {
         // insertMany's duplicate keys are read by the caller.
-        if ((error as Error)?.name === 'MongoBulkWriteError' && what === 'event write') throw error;
+        if ((error as Error)?.name === 'MongoBulkWriteError' && what === 'insert once') throw error;
         throw this.#storeError(error);
       })
       .finally(() => clearTimeout(timer));

@@ -15,9 +15,10 @@ import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
+import type { Notification, Webhook } from './notifications.js';
 
 export const ALARMS_FILE_NAME = 'alarms.sqlite';
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** Cleared alarms removed per statement by retention, so that no delete holds the thread for long. */
 const DELETE_CHUNK = 1000;
 
@@ -47,6 +48,17 @@ CREATE TABLE IF NOT EXISTS alarm_events (id TEXT PRIMARY KEY, alarm_id TEXT NOT 
 CREATE INDEX IF NOT EXISTS alarm_events_alarm ON alarm_events (alarm_id, seq);
 CREATE TABLE IF NOT EXISTS alarm_packs (battery_id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarm_webhooks (id TEXT PRIMARY KEY, created_at REAL NOT NULL, webhook TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarm_outbox (
+  id TEXT PRIMARY KEY,
+  webhook_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  seq INTEGER NOT NULL,
+  notification TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarm_outbox_pending ON alarm_outbox (created_at, seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS alarm_outbox_webhook ON alarm_outbox (webhook_id, created_at);
 `);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }
@@ -86,6 +98,15 @@ export class SqliteAlarmStore implements AlarmStore {
       closedBefore: db.prepare(`SELECT id FROM battery_alarms WHERE cleared_at < ? AND state = 'cleared' LIMIT ${DELETE_CHUNK}`).pluck(),
       deleteEvents: db.prepare('DELETE FROM alarm_events WHERE alarm_id = ?'),
       deleteAlarm: db.prepare("DELETE FROM battery_alarms WHERE id = ? AND state = 'cleared'"),
+      putWebhook: db.prepare('INSERT OR REPLACE INTO alarm_webhooks (id, created_at, webhook) VALUES (?, ?, ?)'),
+      deleteWebhook: db.prepare('DELETE FROM alarm_webhooks WHERE id = ?'),
+      webhooks: db.prepare('SELECT webhook FROM alarm_webhooks ORDER BY created_at, id').pluck(),
+      putNotification: db.prepare('INSERT OR IGNORE INTO alarm_outbox (id, webhook_id, state, created_at, seq, notification) VALUES (?, ?, ?, ?, ?, ?)'),
+      updateNotification: db.prepare('UPDATE alarm_outbox SET state = ?, notification = ? WHERE id = ?'),
+      pending: db.prepare("SELECT notification FROM alarm_outbox WHERE state = 'pending' ORDER BY created_at, seq").pluck(),
+      deliveries: db.prepare('SELECT notification FROM alarm_outbox WHERE webhook_id = ? ORDER BY created_at DESC, seq DESC LIMIT ?').pluck(),
+      deleteNotificationsOf: db.prepare('DELETE FROM alarm_outbox WHERE webhook_id = ?'),
+      deleteFinishedBefore: db.prepare("DELETE FROM alarm_outbox WHERE created_at < ? AND state != 'pending'"),
     };
     this.#statements = s;
     this.#apply = db.transaction((changes: ChangeSet) => {
@@ -98,6 +119,7 @@ export class SqliteAlarmStore implements AlarmStore {
         s.putAlarm.run(alarm.id, alarm.rule_id, alarm.battery_id, alarm.state, alarm.severity, alarm.raised_at, alarm.cleared_at, JSON.stringify(alarm));
       }
       for (const pack of changes.packs) s.putPack.run(pack.battery_id, JSON.stringify(pack));
+      for (const row of changes.outbox ?? []) s.putNotification.run(row.id, row.webhook_id, row.state, row.created_at, row.seq, JSON.stringify(row));
       if (changes.seeded !== undefined) s.putMeta.run('seeded', JSON.stringify(changes.seeded));
       s.putMeta.run('written_at', JSON.stringify(changes.writtenAt));
     });
@@ -115,6 +137,8 @@ export class SqliteAlarmStore implements AlarmStore {
         rules: (s.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule),
         packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackState),
         seeded: (meta('seeded') as string[] | undefined) ?? [],
+        webhooks: (s.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook),
+        outbox: (s.pending.all() as string[]).map((text) => JSON.parse(text) as Notification),
         ...(writtenAt === undefined ? {} : { writtenAt }),
       };
     });
@@ -182,10 +206,34 @@ export class SqliteAlarmStore implements AlarmStore {
         })(),
       );
       deleted += removed;
-      if (removed < DELETE_CHUNK) return deleted;
+      if (removed < DELETE_CHUNK) {
+        this.#run(() => this.#statements.deleteFinishedBefore.run(cutoff));
+        return deleted;
+      }
       // Let requests in between chunks.
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  async putWebhook(webhook: Webhook): Promise<void> {
+    this.#run(() => this.#statements.putWebhook.run(webhook.id, webhook.created_at, JSON.stringify(webhook)));
+  }
+
+  async deleteWebhook(id: string): Promise<void> {
+    this.#run(() =>
+      this.#db.transaction(() => {
+        this.#statements.deleteNotificationsOf.run(id);
+        this.#statements.deleteWebhook.run(id);
+      })(),
+    );
+  }
+
+  async updateNotification(notification: Notification): Promise<void> {
+    this.#run(() => this.#statements.updateNotification.run(notification.state, JSON.stringify(notification), notification.id));
+  }
+
+  async deliveries(webhookId: string, limit: number): Promise<Notification[]> {
+    return this.#run(() => (this.#statements.deliveries.all(webhookId, limit) as string[]).map((text) => JSON.parse(text) as Notification));
   }
 
   async close(): Promise<void> {

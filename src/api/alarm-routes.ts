@@ -1,6 +1,6 @@
 /**
  * /api/alarm-rules and /api/alarms: the rules (read, create, replace, delete) and the alarms they
- * raised (list with filters, one with its events, acknowledge). Writes need API_KEY when it is set,
+ * raised (list with filters, one with its events, acknowledge); /api/webhooks in webhook-routes.ts. Writes need API_KEY when it is set,
  * reads READ_API_KEY. Bodies are validated here against the documented schemas (app.ts leaves bodies
  * to the handlers) and answered 422 naming each bad field, like the rest of the API.
  */
@@ -24,6 +24,7 @@ import {
 } from '../alarms/schemas.js';
 import { requireKey } from './auth.js';
 import { BatteryId, ErrorDetail, errorResponses, Query, securityOf } from './common.js';
+import { webhookRoutes } from './webhook-routes.js';
 
 const IdParams = Type.Object({ id: IdSchema });
 const noContent = (description: string) => ({ type: 'null', description });
@@ -32,6 +33,7 @@ const bodyErrors = { ...errorResponses, 415: { ...ErrorDetail, description: 'The
 
 export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, alarms } = app;
+  await app.register(webhookRoutes);
   const read = { onRequest: requireKey(config, 'read') };
   const write = { onRequest: requireKey(config, 'write') };
   const readSecurity = securityOf(config, 'read');

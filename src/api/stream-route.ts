@@ -9,6 +9,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { subscribeAlarmEvents } from '../alarms/alarm-stream.js';
 import { canonicalAddress } from '../collector/peer-address.js';
 import { MAX_QUEUED_BYTES } from '../ingest/live-feed.js';
 import { KIND_NAMES } from '../records/kinds.js';
@@ -44,7 +45,8 @@ export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
           '`id: <record id>`, `data: <record JSON>`. A comment every 15 s (or half API_IDLE_TIMEOUT, if shorter) keeps ' +
           `proxies from closing the stream. A client still ${MAX_QUEUED_BYTES / 1024} KiB behind when new records come is ` +
           'disconnected; EventSource reconnects by itself. Subscriptions are limited in all (503) and per client address ' +
-          `(429); both answer with a Retry-After header (${RETRY_AFTER_SECONDS} s).`,
+          `(429); both answer with a Retry-After header (${RETRY_AFTER_SECONDS} s). Each alarm change comes as ` +
+          '`event: alarm`, data `{event, alarm}` (docs/alarms.md).',
         tags: ['Live'],
         querystring: Query({
           battery_id: Type.Optional(BatteryId),
@@ -102,6 +104,15 @@ export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
         },
         drop: () => raw.destroy(),
       });
+      const stopAlarms = subscribeAlarmEvents(app.alarms, {
+        batteryId: request.query.battery_id,
+        kind: request.query.kind,
+        write: (text) => {
+          raw.write(text);
+          return raw.writableLength;
+        },
+        drop: () => raw.destroy(),
+      });
       const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), keepAliveMs);
       open.add(raw);
       openByAddress.set(address, fromAddress + 1);
@@ -114,6 +125,7 @@ export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
         metrics.streamSubscribers.set(open.size);
         clearInterval(keepAlive);
         unsubscribe();
+        stopAlarms();
       });
     },
   );

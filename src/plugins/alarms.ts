@@ -5,15 +5,38 @@
  * the ingest sink and the store (plugins close in reverse order): it writes what it evaluated, and what
  * is committed after that is evaluated at the next start.
  */
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { AlarmEngine } from '../alarms/alarm-engine.js';
 import { openAlarmStore } from '../alarms/open-alarm-store.js';
+import { WebhookDispatcher, type RetryOptions } from '../alarms/webhook-dispatcher.js';
 import { retentionCutoff } from '../store/retention.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     alarms: AlarmEngine;
+    webhooks: WebhookDispatcher;
   }
+}
+
+export interface AlarmsPluginOptions {
+  /** The secret of the WEBHOOK_URLS webhooks; else config.webhookSecret (WEBHOOK_SECRET). */
+  webhookSecret?: string;
+  /** Where the dashboard is served, for the packs' links in notifications; else config.publicUrl (PUBLIC_URL), else the API's address. */
+  publicUrl?: string;
+  /** Webhook retries (tests make them short). */
+  webhookRetry?: Partial<RetryOptions>;
+  webhookTimeoutMs?: number;
+}
+
+/** The dashboard's address as the API listens: a wildcard host is not a place to link to. */
+function listeningUrl(app: FastifyInstance): string {
+  const address = app.server.address() as AddressInfo | string | null;
+  const { apiHost, apiPort } = app.config;
+  const port = address !== null && typeof address === 'object' ? address.port : apiPort;
+  const host = apiHost === '0.0.0.0' || apiHost === '::' || apiHost === '' ? 'localhost' : apiHost.includes(':') ? `[${apiHost}]` : apiHost;
+  return `http://${host}:${port}`;
 }
 
 /**
@@ -23,10 +46,22 @@ declare module 'fastify' {
 const START_WAIT_MS = 3000;
 const HOUR_MS = 3_600_000;
 
-export const alarmsPlugin = fp(
-  async (app) => {
+export const alarmsPlugin = fp<AlarmsPluginOptions>(
+  async (app, options) => {
     const { config } = app;
     const store = openAlarmStore(config, { info: (message) => app.log.info(message), warn: (message) => app.log.warn(message) });
+    const publicUrl = options.publicUrl ?? config.publicUrl;
+    const webhookSecret = options.webhookSecret ?? config.webhookSecret;
+    const webhooks = new WebhookDispatcher({
+      store,
+      metrics: app.metrics,
+      logger: app.log,
+      configUrls: config.webhookUrls,
+      ...(webhookSecret === undefined ? {} : { configSecret: webhookSecret }),
+      baseUrl: () => publicUrl ?? listeningUrl(app),
+      ...(options.webhookRetry === undefined ? {} : { retry: options.webhookRetry }),
+      ...(options.webhookTimeoutMs === undefined ? {} : { timeoutMs: options.webhookTimeoutMs }),
+    });
     const engine = new AlarmEngine({
       store,
       records: app.store,
@@ -35,8 +70,10 @@ export const alarmsPlugin = fp(
       noDataSeconds: config.noDataSeconds,
       metrics: app.metrics,
       logger: app.log,
+      notifications: webhooks,
     });
     app.decorate('alarms', engine);
+    app.decorate('webhooks', webhooks);
 
     let retention: NodeJS.Timeout | undefined;
     let removing: Promise<void> = Promise.resolve();
@@ -57,6 +94,8 @@ export const alarmsPlugin = fp(
     app.addHook('onClose', async () => {
       clearInterval(retention);
       await removing;
+      // Deliveries first: those cut short stay in the outbox, sent at the next start.
+      await webhooks.close();
       await engine.close();
     });
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AlarmStore, ChangeSet } from '../../src/alarms/alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState, Severity } from '../../src/alarms/model.js';
+import { notificationsOf, type Notification, type Webhook } from '../../src/alarms/notifications.js';
 
 export interface Opened {
   store: AlarmStore;
@@ -101,6 +102,15 @@ export function changeSet(parts: Partial<ChangeSet>): ChangeSet {
   return { rules: [], packs: [], alarms: [], events: [], writtenAt: T + 100, ...parts };
 }
 
+export function webhook(id: string, overrides: Partial<Webhook> = {}): Webhook {
+  return { id, url: `http://127.0.0.1:9/${id}?token=t0ken`, secret: `secret of ${id} 0123456789`, enabled: true, source: 'api', created_at: T, ...overrides };
+}
+
+/** The outbox rows of an event for the given webhooks, as the engine builds them. */
+export function outboxOf(of: Alarm, e: AlarmEvent, hooks: Webhook[], now = T + 100): Notification[] {
+  return notificationsOf({ alarm: of, event: e }, hooks, undefined, 'http://dashboard.test', now);
+}
+
 export function alarmStoreConformance(name: string, open: () => Promise<Opened>): void {
   describe(`alarm store conformance: ${name}`, () => {
     async function withStore(body: (opened: Opened) => Promise<void>) {
@@ -114,7 +124,7 @@ export function alarmStoreConformance(name: string, open: () => Promise<Opened>)
 
     it('loads nothing from a fresh store', () =>
       withStore(async ({ store }) => {
-        assert.deepEqual(await store.load(), { rules: [], packs: [], seeded: [] });
+        assert.deepEqual(await store.load(), { rules: [], packs: [], seeded: [], webhooks: [], outbox: [] });
         assert.deepEqual(await store.alarms({ state: 'all', limit: 10 }), []);
         assert.equal(await store.alarm('nope'), null);
       }));
@@ -227,5 +237,36 @@ export function alarmStoreConformance(name: string, open: () => Promise<Opened>)
         assert.equal(await store.deleteClosedBefore(T + 500), 0);
         assert.deepEqual((await store.alarms({ state: 'all', limit: 10 })).map((a) => a.id).sort(), [openOld.id, recent.id].sort());
       }));
+
+    it('keeps the outbox with its alarm changes: pending rows load after a reopen, delivery states stay, a row written twice is stored once', async () => {
+      const opened = await open();
+      const hooks = [webhook('w1'), webhook('w2', { created_at: T + 1 })];
+      for (const hook of hooks) await opened.store.putWebhook(hook);
+      const raised = alarm('r', 'p', 1);
+      const done = cleared('r', 'p', 1, T + 30);
+      const rows = [...outboxOf(raised, event(raised, 1, 'raised'), hooks), ...outboxOf(done, event(done, 2, 'cleared'), hooks, T + 101)];
+      await opened.store.apply(changeSet({ packs: [pack('p')], alarms: [done], events: [event(raised, 1, 'raised'), event(done, 2, 'cleared')], outbox: rows }));
+      const delivered: Notification = { ...rows[0]!, state: 'delivered', attempt_count: 1, attempts: [{ at: T + 102, status: 204, error: null, duration_ms: 3 }], delivered_at: T + 102 };
+      await opened.store.updateNotification(delivered);
+      // The same change set again (a write repeated after an interruption): the delivered row stays delivered.
+      await opened.store.apply(changeSet({ packs: [pack('p')], alarms: [done], events: [event(done, 2, 'cleared')], outbox: rows }));
+      await opened.store.close();
+      const store = await opened.reopen();
+      try {
+        const loaded = await store.load();
+        assert.deepEqual(loaded.webhooks, hooks);
+        assert.deepEqual(loaded.outbox, rows.slice(1));
+        assert.deepEqual(await store.deliveries('w1', 10), [rows[2], delivered]);
+        assert.deepEqual(await store.deliveries('w1', 1), [rows[2]]);
+        await store.deleteWebhook('w2');
+        assert.deepEqual((await store.load()).webhooks, [hooks[0]]);
+        assert.deepEqual(await store.deliveries('w2', 10), []);
+        // Retention: finished rows older than the cutoff go, pending ones stay.
+        await store.deleteClosedBefore(T + 1000);
+        assert.deepEqual(await store.deliveries('w1', 10), [rows[2]]);
+      } finally {
+        await store.close();
+      }
+    });
   });
 }

@@ -8,7 +8,7 @@ import { MongoClient } from 'mongodb';
 import { ALARM_COLLECTIONS, MongoAlarmStore } from '../../src/alarms/mongodb-alarm-store.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
 import { startMongoServer } from '../support/mongo-server.js';
-import { alarm, alarmStoreConformance, event, pack } from './alarm-store-conformance.js';
+import { alarm, alarmStoreConformance, event, outboxOf, pack, webhook } from './alarm-store-conformance.js';
 
 const server = await startMongoServer();
 const admin = new MongoClient(server.uri);
@@ -47,6 +47,32 @@ describe(`MongoDB alarm store specifics on ${server.description}`, () => {
       assert.deepEqual(await store.alarm(raised.id), { ...raised, events: [event(raised, 1, 'raised')] });
       const doc = await admin.db(databaseName).collection(ALARM_COLLECTIONS.packs).findOne({ _id: 'p' as never });
       assert.equal(doc?.pending, undefined);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('finishes at load a write cut short with notifications: the outbox rows the pack carried are pending, one already delivered stays so', async () => {
+    const databaseName = freshDatabase();
+    const raised = alarm('r', 'p', 1);
+    const hook = webhook('w');
+    const row = outboxOf(raised, event(raised, 1, 'raised'), [hook])[0]!;
+    const second = outboxOf(raised, event(raised, 2, 'acknowledged'), [hook])[0]!;
+    const delivered = { ...second, state: 'delivered' as const, attempt_count: 1, delivered_at: second.created_at + 1 };
+    const db = admin.db(databaseName);
+    await db.collection(ALARM_COLLECTIONS.webhooks).insertOne({ ...hook, _id: hook.id as never });
+    await db.collection(ALARM_COLLECTIONS.outbox).insertOne({ ...delivered, _id: delivered.id as never });
+    await db.collection(ALARM_COLLECTIONS.packs).insertOne({
+      _id: 'p' as never,
+      state: pack('p', [raised]),
+      pending: { token: 'x', alarms: [raised], events: [event(raised, 1, 'raised'), event(raised, 2, 'acknowledged')], outbox: [row, second] },
+    });
+    const store = open(databaseName);
+    try {
+      const loaded = await store.load();
+      assert.deepEqual(loaded.webhooks, [hook]);
+      assert.deepEqual(loaded.outbox, [row]);
+      assert.deepEqual(await store.deliveries('w', 10), [delivered, row].sort((a, b) => b.seq - a.seq));
     } finally {
       await store.close();
     }

@@ -24,7 +24,7 @@ describe('SQLite alarm store specifics', () => {
     const db = new Database(file, { readonly: true });
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]).join(',');
-    assert.equal(tables, 'alarm_events,alarm_meta,alarm_packs,alarm_rules,battery_alarms');
+    assert.equal(tables, 'alarm_events,alarm_meta,alarm_outbox,alarm_packs,alarm_rules,alarm_webhooks,battery_alarms');
     db.close();
   });
 });

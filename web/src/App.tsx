@@ -1,9 +1,10 @@
 import { useEffect, useRef, useState } from 'react';
+import { AlarmsView } from './AlarmsView';
 import { Banner } from './Banner';
 import { Brand } from './Brand';
 import { FleetView } from './FleetView';
 import { ago } from './format';
-import { useConnection, useFleet, useNow, useRoute } from './hooks';
+import { useAlarms, useConnection, useFleet, useNow, useRoute } from './hooks';
 import { PackView } from './PackView';
 import { isStale, packStatus } from './status';
 
@@ -12,11 +13,12 @@ export function App({ onSignOut }: { onSignOut?: () => Promise<void> }) {
   const route = useRoute();
   const fleet = useFleet();
   const connection = useConnection();
+  const alarms = useAlarms();
   const now = useNow() - fleet.clockOffset;
   const main = useRef<HTMLElement>(null);
 
   // Moving between views: put focus on the new view's heading, as a page load would.
-  const viewKey = route.view === 'pack' ? `pack:${route.id}` : 'fleet';
+  const viewKey = route.view === 'pack' ? `pack:${route.id}` : route.view;
   const firstView = useRef(true);
   useEffect(() => {
     if (firstView.current) {
@@ -49,7 +51,8 @@ export function App({ onSignOut }: { onSignOut?: () => Promise<void> }) {
   // The tab title tells an operator with the tab in the background that something needs a look.
   const thresholds = fleet.dashboard?.thresholds;
   const critical = thresholds ? packs.filter((pack) => packStatus(pack.data, pack.performance, thresholds).level === 'critical').length : 0;
-  const title = `${critical > 0 ? `(${critical} critical) ` : ''}${route.view === 'pack' ? `${route.id} · ` : ''}Battery monitor`;
+  const openCount = alarms.open.length;
+  const title = `${critical > 0 ? `(${critical} critical) ` : ''}${route.view === 'pack' ? `${route.id} · ` : route.view === 'alarms' ? 'Alarms · ' : ''}Battery monitor`;
   useEffect(() => {
     document.title = title;
   }, [title]);
@@ -66,6 +69,16 @@ export function App({ onSignOut }: { onSignOut?: () => Promise<void> }) {
             <a href="#/" aria-current={route.view === 'fleet' ? 'page' : undefined}>
               Fleet
             </a>
+            <a href="#/alarms" aria-current={route.view === 'alarms' ? 'page' : undefined} data-nav="alarms">
+              Alarms
+              {openCount > 0 ? (
+                <span className="nav-count">
+                  {' '}
+                  {openCount}
+                  <span className="visually-hidden"> open</span>
+                </span>
+              ) : null}
+            </a>
             <a href="/docs">API docs</a>
           </nav>
           <span className={`conn conn-${connection}`} title="Live updates from /api/stream">
@@ -77,7 +90,7 @@ export function App({ onSignOut }: { onSignOut?: () => Promise<void> }) {
       </header>
       <Banner unreachable={unreachable} stale={stale} />
       <main id="main" ref={main}>
-        {route.view === 'pack' ? <PackView id={route.id} rangeKey={route.range ?? '1h'} /> : <FleetView />}
+        {route.view === 'pack' ? <PackView id={route.id} rangeKey={route.range ?? '1h'} /> : route.view === 'alarms' ? <AlarmsView /> : <FleetView />}
       </main>
     </>
   );

@@ -1,7 +1,8 @@
 import { EmptyState } from './EmptyState';
 import type { PackState } from './fleet';
 import { ago, hoursAndDays, num } from './format';
-import { packHref, useFleet, useNow } from './hooks';
+import type { PackAlarms } from './alarms';
+import { packHref, useAlarms, useFleet, useNow } from './hooks';
 import { StatusBadge } from './StatusBadge';
 import { healthLevel, isStale, levelOf, packStatus, type Level } from './status';
 import type { Thresholds } from './api';
@@ -19,7 +20,17 @@ function Value({ value, unit, digits = 1, level, field }: { value: number | unde
   );
 }
 
-function Row({ pack, thresholds, now }: { pack: PackState; thresholds: Thresholds; now: number }) {
+/** The pack's open alarms, from the alarms themselves (not only from the latest values). */
+function AlarmCell({ alarms }: { alarms: PackAlarms | undefined }) {
+  if (alarms === undefined) return <span className="muted" data-field="alarms">None</span>;
+  return (
+    <a href="#/alarms" className={`alarm-count alarm-count-${alarms.worst}`} data-field="alarms" data-worst={alarms.worst}>
+      {alarms.count} open, worst {alarms.worst}
+    </a>
+  );
+}
+
+function Row({ pack, thresholds, now, alarms }: { pack: PackState; thresholds: Thresholds; now: number; alarms: PackAlarms | undefined }) {
   const { data, performance, prediction } = pack;
   const status = packStatus(data, performance, thresholds);
   const stale = isStale(pack.lastHeard, now);
@@ -39,6 +50,9 @@ function Row({ pack, thresholds, now }: { pack: PackState; thresholds: Threshold
       <td data-label="Status">
         <StatusBadge level={status.level} stale={stale} />
         {status.findings[0] ? <span className="finding">{status.findings[0].text}</span> : null}
+      </td>
+      <td data-label="Alarms">
+        <AlarmCell alarms={alarms} />
       </td>
       <td data-label="Voltage" className="num">
         <Value field="voltage" value={data?.pack_voltage} unit="V" level={data ? levelOf(data.pack_voltage, thresholds.voltage) : undefined} />
@@ -71,6 +85,7 @@ function Row({ pack, thresholds, now }: { pack: PackState; thresholds: Threshold
 
 export function FleetView() {
   const fleet = useFleet();
+  const alarms = useAlarms();
   const now = useNow() - fleet.clockOffset;
   const packs = [...fleet.packs.values()].sort((a, b) => collator.compare(a.id, b.id));
   const thresholds = fleet.dashboard?.thresholds;
@@ -126,12 +141,13 @@ export function FleetView() {
         <div className="table-wrap card">
           <table className="fleet">
             <caption className="visually-hidden">
-              Every pack with its latest readings, status and when it was last heard from. Select a pack for its charts.
+              Every pack with its open alarms, latest readings, status and when it was last heard from. Select a pack for its charts.
             </caption>
             <thead>
               <tr>
                 <th scope="col">Pack</th>
                 <th scope="col">Status</th>
+                <th scope="col">Alarms</th>
                 <th scope="col" className="num">Voltage</th>
                 <th scope="col" className="num">Current</th>
                 <th scope="col" className="num">Temperature</th>
@@ -142,7 +158,7 @@ export function FleetView() {
             </thead>
             <tbody>
               {packs.map((pack) => (
-                <Row key={pack.id} pack={pack} thresholds={thresholds} now={now} />
+                <Row key={pack.id} pack={pack} thresholds={thresholds} now={now} alarms={alarms.byPack.get(pack.id)} />
               ))}
             </tbody>
           </table>

@@ -1,20 +1,63 @@
-import { useMemo, useState } from 'react';
-import { exportUrl, type Limits, type Specs, type Thresholds } from './api';
+import { useEffect, useMemo, useState } from 'react';
+import { exportUrl, fetchAlarms, type Alarm, type Limits, type Specs, type Thresholds } from './api';
+import { SeverityBadge } from './AlarmsView';
 import { EmptyState } from './EmptyState';
 import type { PackState } from './fleet';
 import { ago, dateTime, num } from './format';
-import { RANGES, packHref, useFleet, useNow, type RangeKey } from './hooks';
+import { RANGES, packHref, useAlarms, useFleet, useNow, type RangeKey } from './hooks';
 import { useReadings, useTrend, type DataField, type Readings } from './series';
 import { Sparkline } from './Sparkline';
 import { StatusBadge } from './StatusBadge';
 import { healthLevel, isStale, levelOf, packStatus, type Level } from './status';
-import { TimeChart, type ChartData } from './TimeChart';
+import { TimeChart, type AlarmPeriod, type ChartData } from './TimeChart';
 
 const CHARTS: { field: DataField; title: string; unit: string; color: string; limits: keyof Omit<Thresholds, 'health'> }[] = [
   { field: 'pack_voltage', title: 'Pack voltage', unit: 'V', color: '#1d4ed8', limits: 'voltage' },
   { field: 'pack_current', title: 'Pack current', unit: 'A', color: '#7c3aed', limits: 'current' },
   { field: 'cell_temp', title: 'Cell temperature', unit: '°C', color: '#c2410c', limits: 'temperature' },
 ];
+
+/**
+ * The pack's alarms open at some moment of the range (GET /api/alarms?battery_id=&since=), fetched
+ * again whenever the open alarms change (live) or the range does.
+ */
+function usePackAlarms(id: string, hours: number, clockOffset: number): Alarm[] {
+  const { version } = useAlarms();
+  const [alarms, setAlarms] = useState<Alarm[]>([]);
+  useEffect(() => {
+    const controller = new AbortController();
+    const since = Math.max(0, Math.floor(Date.now() / 1000 - clockOffset - hours * 3600));
+    fetchAlarms({ battery_id: id, since, state: 'all', limit: 1000 }, controller.signal).then(setAlarms, () => undefined);
+    return () => controller.abort();
+  }, [id, hours, clockOffset, version]);
+  return alarms;
+}
+
+/** An alarm goes on the chart of the field it judges; one judging no field (no data) on every chart. */
+const periodsOf = (alarms: readonly Alarm[], field: string): AlarmPeriod[] =>
+  alarms
+    .filter((alarm) => alarm.field === null || alarm.field === field)
+    .map((alarm) => ({ from: alarm.raised_at, to: alarm.cleared_at, severity: alarm.peak_severity }));
+
+function periodSummary(periods: readonly AlarmPeriod[]): string {
+  if (periods.length === 0) return '';
+  const open = periods.filter((period) => period.to === null).length;
+  return ` ${periods.length} alarm ${periods.length === 1 ? 'period' : 'periods'} in the range (shaded)${open > 0 ? `, ${open} still open` : ''}.`;
+}
+
+function PackAlarmsList({ alarms }: { alarms: readonly Alarm[] }) {
+  if (alarms.length === 0) return <p className="muted">No alarms in this range.</p>;
+  return (
+    <ul className="pack-alarms" aria-label="Alarms in the range">
+      {alarms.map((alarm) => (
+        <li key={alarm.id} data-alarm={alarm.id} data-state={alarm.state}>
+          <SeverityBadge severity={alarm.peak_severity} /> {alarm.rule_name}: raised {dateTime(alarm.raised_at)}
+          {alarm.cleared_at === null ? `, ${alarm.state === 'acknowledged' ? 'acknowledged' : 'open'}` : `, cleared ${dateTime(alarm.cleared_at)}`}
+        </li>
+      ))}
+    </ul>
+  );
+}
 
 function LiveTile({
   label,
@@ -143,6 +186,8 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
   const trendWindow = trendHours === range.hours ? range.label : '24 h';
   const performance = useTrend('battery-performance', id, trendHours);
   const prediction = useTrend('battery-prediction', id, trendHours);
+  const packAlarms = usePackAlarms(id, range.hours, fleet.clockOffset);
+  const periods = useMemo(() => Object.fromEntries(CHARTS.map((chart) => [chart.field, periodsOf(packAlarms, chart.field)])), [packAlarms]);
 
   const pack: PackState | undefined = fleet.packs.get(id);
   const dashboard = fleet.dashboard;
@@ -285,8 +330,9 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
               : readings.bucketSeconds
                 ? `Last ${range.label}: line is the mean, shaded band the min to max of each ${bucketLabel(readings.bucketSeconds)}.`
                 : `Last ${range.label}: every reading.`}{' '}
-          Green band: normal range; red lines: critical limits.
+          Green band: normal range; red lines: critical limits; shaded columns: alarm periods (amber warning, red critical).
         </p>
+        <PackAlarmsList alarms={packAlarms} />
         <div className="charts">
           {CHARTS.map((chart, index) => (
             <TimeChart
@@ -299,7 +345,8 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
               xRange={xRange}
               limits={thresholds[chart.limits]}
               fitLimits={fitLimits}
-              summary={chartSummary(readings, chart.field, chart.unit, range.label)}
+              summary={chartSummary(readings, chart.field, chart.unit, range.label) + periodSummary(periods[chart.field] ?? [])}
+              periods={periods[chart.field]}
             />
           ))}
         </div>

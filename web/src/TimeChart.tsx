@@ -18,6 +18,34 @@ export interface ChartData {
   max: (number | null)[] | null;
 }
 
+/** An alarm open from `from` to `to` (null: still open), drawn as a shaded column behind the data. */
+export interface AlarmPeriod {
+  from: number;
+  to: number | null;
+  severity: 'warning' | 'critical';
+}
+
+const PERIOD_FILL = { warning: 'rgba(180, 83, 9, 0.13)', critical: 'rgba(185, 28, 28, 0.16)' } as const;
+
+function drawPeriods(u: uPlot, periods: readonly AlarmPeriod[]): void {
+  if (periods.length === 0) return;
+  const { ctx } = u;
+  const { left, top, width, height } = u.bbox;
+  const end = u.scales.x?.max ?? 0;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  for (const period of periods) {
+    const x0 = u.valToPos(period.from, 'x', true);
+    const x1 = u.valToPos(period.to ?? end, 'x', true);
+    ctx.fillStyle = PERIOD_FILL[period.severity];
+    // At least two pixels: an alarm of a moment still shows.
+    ctx.fillRect(x0, top, Math.max(x1 - x0, 2 * uPlot.pxRatio), height);
+  }
+  ctx.restore();
+}
+
 interface Props {
   id: string;
   title: string;
@@ -32,6 +60,8 @@ interface Props {
   height?: number;
   /** A summary the chart's canvas cannot give a screen reader. */
   summary: string;
+  /** Alarm periods over the range. */
+  periods?: readonly AlarmPeriod[];
 }
 
 const FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
@@ -132,11 +162,13 @@ function withGaps(data: ChartData, gap: number): uPlot.AlignedData {
   return data.min && data.max ? [x, mean, min, max] : [x, mean];
 }
 
-export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLimits, height = 220, summary }: Props) {
+const NO_PERIODS: readonly AlarmPeriod[] = [];
+
+export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLimits, height = 220, summary, periods = NO_PERIODS }: Props) {
   const container = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const settings = useRef({ xRange, limits, fitLimits, unit });
-  settings.current = { xRange, limits, fitLimits, unit };
+  const settings = useRef({ xRange, limits, fitLimits, unit, periods });
+  settings.current = { xRange, limits, fitLimits, unit, periods };
   const banded = data.min !== null && data.max !== null;
   // A gap is a hole of more than three typical steps (at least 30 s).
   const span = xRange[1] - xRange[0];
@@ -193,6 +225,7 @@ export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLim
       hooks: {
         drawClear: [
           (u) => {
+            drawPeriods(u, settings.current.periods);
             const l = settings.current.limits;
             if (l) drawLimits(u, l, settings.current.unit, 'under');
           },
@@ -223,7 +256,7 @@ export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLim
 
   useEffect(() => {
     plot.current?.setData(withGaps(data, gap));
-  }, [data, gap, xRange, limits, fitLimits]);
+  }, [data, gap, xRange, limits, fitLimits, periods]);
 
   return (
     <figure className="chart" aria-labelledby={`${id}-title`}>

@@ -3,11 +3,11 @@
  * frontend never assumes more than that contract names.
  */
 
-import type { BatteryData, BatteryPerformance, BatteryPrediction, DashboardRecords, Kind, RecordOf, Specs, Thresholds } from './generated/records';
+import type { Alarm, AlarmEvent, BatteryData, BatteryPerformance, BatteryPrediction, DashboardRecords, Kind, RecordOf, Specs, Thresholds } from './generated/records';
 
 // The record, kind and specs types are generated from the server's schemas (npm run generate).
 export { KINDS } from './generated/records';
-export type { Kind, RecordOf, Specs, Thresholds } from './generated/records';
+export type { Alarm, AlarmEvent, Kind, RecordOf, Specs, Thresholds } from './generated/records';
 export type DataRecord = BatteryData;
 export type PerformanceRecord = BatteryPerformance;
 export type PredictionRecord = BatteryPrediction;
@@ -147,3 +147,29 @@ export const exportUrl = (kind: Kind, batteryId: string, hours: number, format: 
   apiUrl(`/api/${kind}/export`, { hours, battery_id: batteryId, format });
 
 export const streamUrl = (query: { battery_id?: string; kind?: Kind } = {}) => apiUrl('/api/stream', query);
+
+export type AlarmStateFilter = 'open' | 'active' | 'acknowledged' | 'cleared' | 'all';
+
+export interface AlarmQuery {
+  state?: AlarmStateFilter;
+  battery_id?: string;
+  severity?: 'warning' | 'critical';
+  /** Unix seconds: alarms open at some moment since then. */
+  since?: number;
+  limit?: number;
+}
+
+/** Newest raised first. */
+export const fetchAlarms = (query: AlarmQuery, signal?: AbortSignal) =>
+  getJson<{ alarms: Alarm[] }>('/api/alarms', { ...query }, signal).then((body) => body.alarms);
+
+/** Acknowledges an open alarm; throws ApiError (409 when it cleared or was acknowledged meanwhile, 401 without the write key). */
+export async function acknowledgeAlarm(id: string, by: string, note: string): Promise<Alarm & { events: AlarmEvent[] }> {
+  const response = await send(`/api/alarms/${encodeURIComponent(id)}/acknowledge`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify(note === '' ? { by } : { by, note }),
+  });
+  if (!response.ok) throw await errorOf(response);
+  return (await response.json()) as Alarm & { events: AlarmEvent[] };
+}

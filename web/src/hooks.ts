@@ -1,10 +1,12 @@
 import { createContext, useContext, useEffect, useState, useSyncExternalStore } from 'react';
+import type { AlarmsSnapshot, AlarmsStore } from './alarms';
 import type { FleetSnapshot, FleetStore } from './fleet';
 import type { ConnectionState, LiveFeed } from './live';
 
 export interface AppServices {
   feed: LiveFeed;
   fleet: FleetStore;
+  alarms: AlarmsStore;
 }
 
 export const ServicesContext = createContext<AppServices | null>(null);
@@ -18,6 +20,11 @@ export function useServices(): AppServices {
 export function useFleet(): FleetSnapshot {
   const { fleet } = useServices();
   return useSyncExternalStore(fleet.subscribe, fleet.getSnapshot);
+}
+
+export function useAlarms(): AlarmsSnapshot {
+  const { alarms } = useServices();
+  return useSyncExternalStore(alarms.subscribe, alarms.getSnapshot);
 }
 
 export function useConnection(): ConnectionState {
@@ -35,7 +42,7 @@ export function useNow(everyMs = 1000): number {
   return now;
 }
 
-export type Route = { view: 'fleet' } | { view: 'pack'; id: string; range: RangeKey | undefined };
+export type Route = { view: 'fleet' } | { view: 'alarms' } | { view: 'pack'; id: string; range: RangeKey | undefined };
 
 export const RANGES = {
   '15m': { label: '15 min', hours: 0.25 },
@@ -48,6 +55,7 @@ export type RangeKey = keyof typeof RANGES;
 export const isRangeKey = (value: string | null): value is RangeKey => value !== null && value in RANGES;
 
 export function parseHash(hash: string): Route {
+  if (hash === '#/alarms') return { view: 'alarms' };
   const match = /^#\/pack\/([^?]+)(?:\?(.*))?$/.exec(hash);
   if (!match) return { view: 'fleet' };
   let id: string;

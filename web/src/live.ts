@@ -4,13 +4,20 @@
  * then gives up for good), this class opens a new one with back-off. Listeners get every record
  * and a signal after each reconnect, so views can refetch what they missed while offline.
  */
-import { KINDS, streamUrl, type Kind, type RecordOf } from './api';
+import { KINDS, streamUrl, type Alarm, type AlarmEvent, type Kind, type RecordOf } from './api';
 
 export type ConnectionState = 'connecting' | 'open' | 'down';
 
 export type LiveRecord = { [K in Kind]: { kind: K; record: RecordOf[K] } }[Kind];
 
+/** `event: alarm` on the stream: an alarm change, with the alarm right after it. */
+export interface LiveAlarm {
+  event: AlarmEvent;
+  alarm: Alarm;
+}
+
 type RecordListener = (event: LiveRecord) => void;
+type AlarmListener = (change: LiveAlarm) => void;
 type StateListener = (state: ConnectionState) => void;
 
 /** How long an error may last before the page says the API is unreachable (avoids flicker). */
@@ -25,6 +32,7 @@ export class LiveFeed {
   private backoff = 1000;
   private everOpened = false;
   private readonly recordListeners = new Set<RecordListener>();
+  private readonly alarmListeners = new Set<AlarmListener>();
   private readonly stateListeners = new Set<StateListener>();
   private readonly reconnectListeners = new Set<() => void>();
   private readonly refusedListeners = new Set<() => void>();
@@ -67,6 +75,7 @@ export class LiveFeed {
     for (const kind of KINDS) {
       source.addEventListener(kind, (event) => this.deliver(kind, (event as MessageEvent<string>).data));
     }
+    source.addEventListener('alarm', (event) => this.deliverAlarm((event as MessageEvent<string>).data));
   }
 
   stop(): void {
@@ -81,6 +90,11 @@ export class LiveFeed {
   onRecord(listener: RecordListener): () => void {
     this.recordListeners.add(listener);
     return () => this.recordListeners.delete(listener);
+  }
+
+  onAlarm(listener: AlarmListener): () => void {
+    this.alarmListeners.add(listener);
+    return () => this.alarmListeners.delete(listener);
   }
 
   onState(listener: StateListener): () => void {
@@ -109,6 +123,17 @@ export class LiveFeed {
     if (typeof record !== 'object' || record === null || typeof (record as { battery_id?: unknown }).battery_id !== 'string') return;
     const event = { kind, record } as LiveRecord;
     for (const listener of this.recordListeners) listener(event);
+  }
+
+  private deliverAlarm(data: string): void {
+    let change: LiveAlarm;
+    try {
+      change = JSON.parse(data) as LiveAlarm;
+    } catch {
+      return;
+    }
+    if (typeof change?.alarm?.id !== 'string' || typeof change.event?.type !== 'string') return;
+    for (const listener of this.alarmListeners) listener(change);
   }
 
   private setState(state: ConnectionState): void {

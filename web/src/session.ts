@@ -6,6 +6,7 @@
  * check twice nor open two streams. Read with useSyncExternalStore.
  */
 import { fetchSession, onUnauthorized, signIn, signOut } from './api';
+import { AlarmsStore } from './alarms';
 import { FleetStore } from './fleet';
 import type { AppServices } from './hooks';
 import { LiveFeed } from './live';
@@ -87,8 +88,10 @@ export class SessionStore {
       const feed = new LiveFeed();
       const fleet = new FleetStore(feed);
       feed.onRefused(() => void this.streamRefused());
+      const alarms = new AlarmsStore(feed);
       fleet.start();
-      services = { feed, fleet };
+      alarms.start();
+      services = { feed, fleet, alarms };
     }
     this.set({ phase: 'ready', keyRequired, services });
   }
@@ -97,6 +100,7 @@ export class SessionStore {
     const services = this.snapshot.services;
     if (services === null) return;
     services.fleet.stop();
+    services.alarms.stop();
     services.feed.stop();
   }
 

@@ -173,3 +173,237 @@ export interface Thresholds {
     critical: number;
   };
 }
+export interface Alarm {
+  id: string;
+  rule_id: string;
+  /**
+   * The rule's name when the alarm was raised
+   */
+  rule_name: string;
+  /**
+   * threshold, no_data, rate_of_rise or cell_imbalance (docs/alarms.md)
+   */
+  type: 'threshold' | 'no_data' | 'rate_of_rise' | 'cell_imbalance';
+  /**
+   * The record kind the rule judges
+   */
+  kind: 'battery-data' | 'battery-performance' | 'battery-prediction';
+  field: string | null;
+  battery_id: string;
+  /**
+   * active, acknowledged (both open) or cleared
+   */
+  state: 'active' | 'acknowledged' | 'cleared';
+  /**
+   * Now (for a cleared alarm: the last before it cleared)
+   */
+  severity: 'warning' | 'critical';
+  /**
+   * The highest it reached
+   */
+  peak_severity: 'warning' | 'critical';
+  /**
+   * Unix seconds: the timestamp of the reading that raised it (no_data: server time)
+   */
+  raised_at: number;
+  /**
+   * The value that raised it (no_data: seconds of silence)
+   */
+  raised_value: number;
+  /**
+   * Server time it was raised
+   */
+  raised_server_at: number;
+  /**
+   * The value at the latest change
+   */
+  value: number;
+  /**
+   * Server time of the latest change
+   */
+  updated_at: number;
+  /**
+   * Who acknowledged it
+   */
+  acknowledged_by: string | null;
+  /**
+   * Their note
+   */
+  acknowledged_note: string | null;
+  /**
+   * Server time of the acknowledgement
+   */
+  acknowledged_at: number | null;
+  /**
+   * Unix seconds: the timestamp of the reading that cleared it (server time for a rule change)
+   */
+  cleared_at: number | null;
+  /**
+   * The value that cleared it; null for a rule change
+   */
+  cleared_value: number | null;
+  /**
+   * Server time it cleared
+   */
+  cleared_server_at: number | null;
+  /**
+   * condition, rule_changed, rule_disabled or rule_deleted
+   */
+  clear_reason: ('condition' | 'rule_changed' | 'rule_disabled' | 'rule_deleted') | null;
+  /**
+   * Changes so far
+   */
+  event_count: number;
+}
+export interface AlarmEvent {
+  /**
+   * Stable: receivers of notifications drop duplicates by it
+   */
+  id: string;
+  alarm_id: string;
+  /**
+   * 1, 2, … within the alarm
+   */
+  seq: number;
+  type: 'raised' | 'escalated' | 'deescalated' | 'acknowledged' | 'cleared';
+  rule_id: string;
+  battery_id: string;
+  severity: 'warning' | 'critical';
+  previous_severity: ('warning' | 'critical') | null;
+  /**
+   * The value at the change (no_data: seconds of silence); null for a clear by a rule change
+   */
+  value: number | null;
+  /**
+   * Unix seconds: the reading's timestamp; server time for acknowledgements, silences and rule changes
+   */
+  at: number;
+  /**
+   * Server time of the change, Unix seconds
+   */
+  server_at: number;
+  /**
+   * Who acknowledged
+   */
+  by: string | null;
+  /**
+   * Their note
+   */
+  note: string | null;
+  /**
+   * Why it cleared
+   */
+  reason: ('condition' | 'rule_changed' | 'rule_disabled' | 'rule_deleted') | null;
+}
+export interface AlarmRule {
+  id: string;
+  name: string;
+  /**
+   * threshold, no_data, rate_of_rise or cell_imbalance (docs/alarms.md)
+   */
+  type: 'threshold' | 'no_data' | 'rate_of_rise' | 'cell_imbalance';
+  /**
+   * The record kind the rule judges
+   */
+  kind: 'battery-data' | 'battery-performance' | 'battery-prediction';
+  field: string | null;
+  warning: {
+    above?: number;
+    below?: number;
+  } | null;
+  critical: {
+    above?: number;
+    below?: number;
+  } | null;
+  hysteresis: number;
+  debounce_seconds: number;
+  window_seconds: number | null;
+  /**
+   * The one pack watched; null: every pack
+   */
+  battery_id: string | null;
+  enabled: boolean;
+  /**
+   * A default rule, created at first start from the specs file and NO_DATA_SECONDS
+   */
+  builtin: boolean;
+  /**
+   * A default rule edited through the API: it no longer follows the specs file
+   */
+  customized: boolean;
+  /**
+   * Server time, Unix seconds
+   */
+  created_at: number;
+  /**
+   * Server time, Unix seconds
+   */
+  updated_at: number;
+}
+export interface Webhook {
+  /**
+   * Given by the server
+   */
+  id: string;
+  /**
+   * The receiver, by origin only (its path and query may hold a token)
+   */
+  url: string;
+  enabled: boolean;
+  /**
+   * api: added here; config: from WEBHOOK_URLS (removed there, not here)
+   */
+  source: 'api' | 'config';
+  /**
+   * Unix seconds
+   */
+  created_at: number;
+}
+export interface Delivery {
+  id: string;
+  webhook_id: string;
+  /**
+   * The alarm event: what receivers drop duplicates by
+   */
+  event_id: string;
+  alarm_id: string;
+  battery_id: string;
+  /**
+   * The event's number within its alarm
+   */
+  seq: number;
+  type: 'raised' | 'escalated' | 'deescalated' | 'acknowledged' | 'cleared';
+  /**
+   * When the change was stored, Unix seconds
+   */
+  created_at: number;
+  /**
+   * pending (on its way or waiting to retry), delivered, or failed (retried for 24 h)
+   */
+  state: 'pending' | 'delivered' | 'failed';
+  attempt_count: number;
+  /**
+   * The latest 20 attempts, oldest first
+   */
+  attempts: DeliveryAttempt[];
+  /**
+   * When it is tried next, while pending
+   */
+  next_at: number;
+  delivered_at: number | null;
+}
+export interface DeliveryAttempt {
+  /**
+   * Server time, Unix seconds
+   */
+  at: number;
+  /**
+   * The receiver's HTTP status; null without an answer
+   */
+  status: number | null;
+  /**
+   * Why it did not count as delivered; null when it did
+   */
+  error: string | null;
+  duration_ms: number;
+}
