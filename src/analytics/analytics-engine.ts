@@ -10,7 +10,8 @@
  * - Only battery-data is taken: the engine's own records are other kinds, so they never come back to it.
  * - The states are written every CHECKPOINT_MS (those that changed) and at close. A restart loads them
  *   and first takes, from the records store, what was committed after each pack's newest reading;
- *   commits arriving meanwhile wait in a bounded buffer. Each reading is integrated once.
+ *   commits arriving meanwhile wait in a bounded buffer. A read-back that fails is retried, not
+ *   skipped; the estimates answer 503 until it is done (live()). Each reading is integrated once.
  * - Records it writes carry idempotency keys made of the pack, the kind and the count of segments
  *   and cycles behind them: a restart that takes again readings whose records were written stores
  *   nothing twice.
@@ -396,29 +397,7 @@ export class AnalyticsEngine {
 
   /** Takes what was committed while the engine was not running or loading, then what came meanwhile, and goes live. */
   async #catchUp(): Promise<void> {
-    const targets = new Map<string, CatchUp>();
-    for (const pack of this.#packs.values()) if (pack.newest !== null) targets.set(pack.battery_id, { batteryId: pack.battery_id, after: pack.newest });
-    if (this.#writtenAt !== undefined) {
-      try {
-        const horizon = this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
-        for (const battery of await this.#records.batteries()) {
-          const lastSeen = battery.last_seen_by_kind[KIND];
-          if (lastSeen === undefined) continue;
-          const known = targets.get(battery.battery_id);
-          if (known !== undefined) {
-            if (lastSeen <= known.after) targets.delete(battery.battery_id);
-          } else if (lastSeen >= horizon) {
-            targets.set(battery.battery_id, { batteryId: battery.battery_id, after: horizon });
-          }
-        }
-      } catch (error) {
-        this.#log?.warn({ err: (error as Error).message }, 'analytics: cannot list the packs; only packs with state are caught up');
-      }
-    } else {
-      // A store never written to: analytics starts with the next commits (docs/analytics.md).
-      targets.clear();
-    }
-    await this.#readBack([...targets.values()]);
+    await this.#readBack(await this.#catchUpTargets());
     for (let round = 0; this.#overflowed && round < MAX_CATCH_UP_ROUNDS && this.#phase !== 'closed'; round++) {
       const missed = [...this.#missed];
       this.#missed.clear();
@@ -442,27 +421,70 @@ export class AnalyticsEngine {
     this.#checkpointTimer.unref();
   }
 
+  /**
+   * Every pack with state is read back from its newest reading, whatever batteries() says: on MongoDB
+   * its counts are eventually right only (mongodb-summary.ts), and a pack it showed as up to date would
+   * lose the readings committed after the last save. batteries() only finds the packs with no state yet.
+   */
+  async #catchUpTargets(): Promise<CatchUp[]> {
+    const targets = new Map<string, CatchUp>();
+    for (const pack of this.#packs.values()) if (pack.newest !== null) targets.set(pack.battery_id, { batteryId: pack.battery_id, after: pack.newest });
+    // A store never written to: analytics starts with the next commits (docs/analytics.md).
+    if (this.#writtenAt === undefined) return [];
+    const horizon = this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+    const batteries = await this.#untilAnswered(() => this.#records.batteries(), 'cannot list the packs to catch up; retrying');
+    for (const battery of batteries ?? []) {
+      const lastSeen = battery.last_seen_by_kind[KIND];
+      if (lastSeen !== undefined && lastSeen >= horizon && !targets.has(battery.battery_id)) {
+        targets.set(battery.battery_id, { batteryId: battery.battery_id, after: horizon });
+      }
+    }
+    return [...targets.values()];
+  }
+
+  /**
+   * Reads back each pack's readings after `after`. A read that fails (a store away or too slow to
+   * answer) is retried from the pack's newest reading taken, never skipped: going live without them
+   * would leave a hole in the integrals for good. Meanwhile the estimates answer 503 and commits wait.
+   */
   async #readBack(targets: readonly CatchUp[]): Promise<void> {
     let rows = 0;
     for (const { batteryId, after } of targets) {
       const pack = this.#packOf(batteryId);
       const specs = this.specsOf(batteryId);
-      try {
-        const reading: Reading = { timestamp: 0, pack_voltage: 0, pack_current: 0, cell_temp: NaN };
-        for await (const record of this.#records.exportRange(KIND, { from: after, to: MAX_TIMESTAMP + 1, batteryId })) {
+      const reading: Reading = { timestamp: 0, pack_voltage: 0, pack_current: 0, cell_temp: NaN };
+      await this.#untilAnswered(async () => {
+        // Readings at or before the newest taken were taken by an attempt before this one.
+        const from = Math.max(after, pack.newest ?? after);
+        for await (const record of this.#records.exportRange(KIND, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
           if (this.#isClosed()) return;
           if (record.timestamp <= after || (pack.newest !== null && record.timestamp <= pack.newest)) continue;
           readingOf(record, reading);
           this.#advance(pack, reading, specs, this.#clock());
+          this.#dirty.add(batteryId);
           rows++;
         }
-        this.#dirty.add(batteryId);
-        this.#afterTaking();
-      } catch (error) {
-        this.#log?.warn({ err: (error as Error).message, battery_id: batteryId }, 'analytics: cannot read back readings stored before the start; they are not taken');
-      }
+      }, `cannot read back the readings of ${batteryId} stored before the start yet; retrying`);
+      this.#afterTaking();
     }
     if (rows > 0) this.#log?.info({ records: rows }, 'analytics: took readings stored before the start');
+  }
+
+  /** Runs `attempt` until it answers, waiting longer after each failure (warned once); undefined once closed. */
+  async #untilAnswered<T>(attempt: () => Promise<T>, warning: string): Promise<T | undefined> {
+    const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
+    let warned = false;
+    while (!this.#isClosed()) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (this.#isClosed()) return undefined;
+        if (!warned) this.#log?.warn({ err: (error as Error).message }, `analytics: ${warning}`);
+        warned = true;
+        await Promise.race([sleep(backoff.next()), this.#closedSignal]);
+      }
+    }
+    return undefined;
   }
 
   // ---- saving ------------------------------------------------------------------------------

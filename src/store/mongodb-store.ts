@@ -86,6 +86,8 @@ export interface MongoStoreOptions {
   timeseriesPaths?: boolean;
 }
 
+/** The bound of an export's first batch, which runs its query (see exportRange). */
+const EXPORT_FIRST_BATCH_TIMEOUT_MS = 60_000;
 const DEFAULTS = { serverSelectionTimeoutMs: 2500, operationTimeoutMs: 10_000, retryIntervalMs: 5000, summaryDelayMs: 100 };
 /** Packs × kinds whose counts may wait for the next summary update before it goes at once. */
 const MAX_PENDING_SUMMARY = 10_000;
@@ -717,9 +719,11 @@ export class MongoStore implements Store {
       allowDiskUse: kc.timeseries || undefined,
     });
     try {
-      for (;;) {
-        // Each batch is bounded; the consumer's own pace between batches is not.
-        const doc = await this.#bounded(cursor.next(), 'export');
+      for (let first = true; ; first = false) {
+        // Each batch is bounded; the consumer's own pace between batches is not. The first runs the
+        // sorted range query itself, which a slow server (FerretDB on a busy machine: over 10 s for
+        // 70,000 documents) needs longer for than one batch.
+        const doc = await this.#bounded(cursor.next(), 'export', first ? EXPORT_FIRST_BATCH_TIMEOUT_MS : undefined);
         if (doc === null) return;
         yield fromDocument(kind, doc);
       }
