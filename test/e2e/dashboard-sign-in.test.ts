@@ -127,7 +127,7 @@ test('the dashboard behind READ_API_KEY: sign in, live data, sign out', { timeou
   });
 
   await t.test('the pack view reads its history and charts with the cookie', async () => {
-    await page.locator('tr[data-pack="pack-1"] a').click();
+    await page.locator('tr[data-pack="pack-1"] a[href="#/pack/pack-1"]').click();
     await page.locator('[data-pack-view="pack-1"]').waitFor();
     await page.locator('[data-live="voltage"]').filter({ hasText: /^401\.7/ }).waitFor();
     await page.locator('.chart canvas').first().waitFor();
@@ -156,7 +156,7 @@ test('the dashboard behind READ_API_KEY: sign in, live data, sign out', { timeou
     // As if the cookie expired: the next read (the other pack's history) answers 401.
     await context.clearCookies();
     await page.getByRole('link', { name: 'All packs' }).click();
-    await page.locator('tr[data-pack="pack-2"] a').click();
+    await page.locator('tr[data-pack="pack-2"] a[href="#/pack/pack-2"]').click();
     await signInForm().waitFor({ timeout: LIVE_TIMEOUT_MS });
     assert.match(await page.locator('.signin-notice').innerText(), /Your session has ended/);
     await expectAccessible(page, 'sign-in page after the session ended');

@@ -121,7 +121,7 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 180_000 }, asy
   });
 
   await t.test('pack view shows live values, charts and the CSV link', async () => {
-    await page.locator('tr[data-pack="pack-1"] a').click();
+    await page.locator('tr[data-pack="pack-1"] a[href="#/pack/pack-1"]').click();
     await page.locator('[data-pack-view="pack-1"]').waitFor();
     assert.match(page.url(), /#\/pack\/pack-1$/);
     assert.match(await liveTile('voltage').innerText(), /^398\.2\s*V$/);
@@ -191,7 +191,7 @@ test('the dashboard shows the fleet and a pack, live', { timeout: 180_000 }, asy
     assert.ok(box && box.width <= 390, 'the pack card fits the screen');
     await page.screenshot({ path: path.join(OUTPUT, 'fleet-phone.png'), fullPage: true });
     await expectAccessible(page, 'fleet view on a phone');
-    await page.locator('tr[data-pack="pack-1"] a').click();
+    await page.locator('tr[data-pack="pack-1"] a[href="#/pack/pack-1"]').click();
     await liveTile('voltage').waitFor();
     await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(OUTPUT, 'pack-phone.png'), fullPage: true });
