@@ -13,9 +13,9 @@
  * Like the records store, every operation is bounded in time and fails with StoreUnavailableError while
  * the server is away; nothing logged or thrown holds the URI's credentials.
  */
-import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter, type MongoClientOptions } from 'mongodb';
+import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter } from 'mongodb';
 import { isReplicaSet } from '../store/mongodb-setup.js';
-import { maskMongoUri, redactor, uriOptionNames } from '../store/mongodb-uri.js';
+import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
@@ -107,17 +107,7 @@ export class MongoAlarmStore implements AlarmStore {
     this.#redact = redactor(options.uri);
     this.#where = maskMongoUri(options.uri);
     this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
-    const selection = options.serverSelectionTimeoutMs ?? 2500;
-    const set = uriOptionNames(options.uri);
-    const clientOptions: MongoClientOptions = { appName: 'battery-monitor-alarms', ignoreUndefined: true };
-    if (!set.has('serverselectiontimeoutms')) clientOptions.serverSelectionTimeoutMS = selection;
-    if (!set.has('connecttimeoutms')) clientOptions.connectTimeoutMS = selection;
-    try {
-      this.#client = new MongoClient(options.uri, clientOptions);
-    } catch (error) {
-      // A malformed URI: the parse error may quote it.
-      throw new Error(`MongoDB alarm store: ${this.#redact((error as Error).message)}`);
-    }
+    this.#client = sideClient(options.uri, 'battery-monitor-alarms', 'MongoDB alarm store', options.serverSelectionTimeoutMs ?? 2500);
   }
 
   /** The collections, set up once (again after a failed attempt). */

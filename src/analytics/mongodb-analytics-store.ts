@@ -7,9 +7,9 @@
  * Every operation is bounded in time and fails with StoreUnavailableError while the server is away;
  * nothing logged or thrown holds the URI's credentials.
  */
-import { MongoClient, type Collection, type Db, type MongoClientOptions } from 'mongodb';
+import { MongoClient, type Collection, type Db } from 'mongodb';
 import { isReplicaSet } from '../store/mongodb-setup.js';
-import { maskMongoUri, redactor, uriOptionNames } from '../store/mongodb-uri.js';
+import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import type { PackAnalytics } from './pack-state.js';
@@ -67,17 +67,7 @@ export class MongoAnalyticsStore implements AnalyticsStore {
     this.#redact = redactor(options.uri);
     this.#where = maskMongoUri(options.uri);
     this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
-    const selection = options.serverSelectionTimeoutMs ?? 2500;
-    const set = uriOptionNames(options.uri);
-    const clientOptions: MongoClientOptions = { appName: 'battery-monitor-analytics', ignoreUndefined: true };
-    if (!set.has('serverselectiontimeoutms')) clientOptions.serverSelectionTimeoutMS = selection;
-    if (!set.has('connecttimeoutms')) clientOptions.connectTimeoutMS = selection;
-    try {
-      this.#client = new MongoClient(options.uri, clientOptions);
-    } catch (error) {
-      // A malformed URI: the parse error may quote it.
-      throw new Error(`MongoDB analytics store: ${this.#redact((error as Error).message)}`);
-    }
+    this.#client = sideClient(options.uri, 'battery-monitor-analytics', 'MongoDB analytics store', options.serverSelectionTimeoutMs ?? 2500);
   }
 
   #ready(): Promise<Collections> {

@@ -3,6 +3,7 @@
  * errors rarely echo it, but a redacted message costs nothing, so every message the store passes
  * on goes through redactor() first.
  */
+import { MongoClient, type MongoClientOptions } from 'mongodb';
 
 const SCHEME_AND_CREDENTIALS = /^(mongodb(?:\+srv)?:\/\/)(?:([^@/?#]*)@)?([^/?#]*)/i;
 
@@ -52,4 +53,21 @@ export function redactor(uri: string): (message: string) => string {
     // Any other URI with credentials that a message might quote.
     return out.replace(/(mongodb(?:\+srv)?:\/\/)[^@\s/]+@/gi, '$1***@');
   };
+}
+
+/**
+ * A client of its own for a store beside the records (alarms, analytics): short server-selection and
+ * connect timeouts unless the URI sets them, and a malformed URI's error without the URI in it.
+ */
+export function sideClient(uri: string, appName: string, label: string, selectionTimeoutMs: number): MongoClient {
+  const set = uriOptionNames(uri);
+  const options: MongoClientOptions = { appName, ignoreUndefined: true };
+  if (!set.has('serverselectiontimeoutms')) options.serverSelectionTimeoutMS = selectionTimeoutMs;
+  if (!set.has('connecttimeoutms')) options.connectTimeoutMS = selectionTimeoutMs;
+  try {
+    return new MongoClient(uri, options);
+  } catch (error) {
+    // A malformed URI: the parse error may quote it.
+    throw new Error(`${label}: ${redactor(uri)((error as Error).message)}`);
+  }
 }
