@@ -23,13 +23,12 @@ import {
   SinceSchema,
 } from '../alarms/schemas.js';
 import { requireKey } from './auth.js';
-import { BatteryId, ErrorDetail, errorResponses, Query, securityOf } from './common.js';
+import { BatteryId, bodyErrorResponses, ErrorDetail, errorResponses, Query, securityOf } from './common.js';
 import { webhookRoutes } from './webhook-routes.js';
 
 const IdParams = Type.Object({ id: IdSchema });
 const noContent = (description: string) => ({ type: 'null', description });
 const notFound = (what: string) => ({ ...ErrorDetail, description: `No ${what} with that id` });
-const bodyErrors = { ...errorResponses, 415: { ...ErrorDetail, description: 'The body is not JSON' } };
 
 export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, alarms } = app;
@@ -80,7 +79,7 @@ export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           201: { ...AlarmRuleSchema, description: 'The rule, with its id' },
           409: { ...ErrorDetail, description: 'Too many rules (1000): delete one first' },
-          ...bodyErrors,
+          ...bodyErrorResponses,
         },
       },
     },
@@ -130,7 +129,7 @@ export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
         security: writeSecurity,
         params: IdParams,
         body: AlarmRuleInput,
-        response: { 200: AlarmRuleSchema, 404: notFound('rule'), ...bodyErrors },
+        response: { 200: AlarmRuleSchema, 404: notFound('rule'), ...bodyErrorResponses },
       },
     },
     async (request, reply) => {
@@ -236,7 +235,7 @@ export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
           200: { ...AlarmWithEventsSchema, description: 'The alarm, acknowledged, with its events' },
           404: notFound('alarm'),
           409: { ...ErrorDetail, description: 'The alarm is cleared, or acknowledged already' },
-          ...bodyErrors,
+          ...bodyErrorResponses,
         },
       },
     },

@@ -8,7 +8,7 @@ import { Type } from 'typebox';
 import { HealthSchema, PackSpecsAnswer, parseSpecsInput, SpecsInput } from '../analytics/schemas.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { requireKey } from './auth.js';
-import { BatteryId, ErrorDetail, errorResponses, securityOf } from './common.js';
+import { BatteryId, bodyErrorResponses, ErrorDetail, errorResponses, securityOf } from './common.js';
 
 const Params = Type.Object({ battery_id: BatteryId });
 const tags = ['Battery analytics'];
@@ -94,7 +94,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         security: writeSecurity,
         params: Params,
         body: SpecsInput,
-        response: { 200: PackSpecsAnswer, 415: { ...ErrorDetail, description: 'The body is not JSON' }, ...errorResponses },
+        response: { 200: PackSpecsAnswer, ...bodyErrorResponses },
       },
     },
     async (request, reply) => {

@@ -71,6 +71,13 @@ export const errorResponses = {
   503: { ...ErrorDetail, description: 'The store is unreachable' },
 };
 
+/** What an operation with a request body may answer besides: its body too large, or not JSON. */
+export const bodyErrorResponses = {
+  ...errorResponses,
+  413: { ...ErrorDetail, description: 'The body is larger than BODY_LIMIT' },
+  415: { ...ErrorDetail, description: 'The body is not JSON' },
+};
+
 export const notFound = { ...ErrorDetail, description: 'Nothing stored (for this pack)' };
 
 /** OpenAPI security of an operation: a key in X-API-Key or Authorization: Bearer, or none needed. */

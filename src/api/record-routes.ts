@@ -13,7 +13,7 @@ import { inputSchemas, MAX_BATCH_RECORDS } from '../records/schemas.js';
 import { validateBody, type ValidationDetail } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
 import { REFUSAL_TEXT } from '../store/store.js';
-import { BatteryQuery, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
+import { BatteryQuery, bodyErrorResponses, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
 import { requireKey } from './auth.js';
 import { exportBody, exportContentType } from './export.js';
 
@@ -80,7 +80,7 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
             ids: Type.Optional(Type.Array(Type.String(), { description: 'Arrays only: every id, in order' })),
             count: Type.Integer({ description: 'Records stored' }),
           }),
-          ...errorResponses,
+          ...bodyErrorResponses,
         },
       },
     },

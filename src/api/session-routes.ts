@@ -17,7 +17,7 @@ import fp from 'fastify-plugin';
 import { Type, type Static } from 'typebox';
 import { toDetail } from '../records/validate.js';
 import { acceptedKeys, anyMatches, SESSION_COOKIE, SESSION_TTL_SECONDS, sessionOf, sessionSigner, sessionValue } from './auth.js';
-import { ErrorDetail, securityOf, ValidationErrorResponse } from './common.js';
+import { bodyErrorResponses, ErrorDetail, securityOf, ValidationErrorResponse } from './common.js';
 
 const MAX_KEY_LENGTH = 4096;
 
@@ -112,7 +112,8 @@ const sessionPlugin: FastifyPluginAsyncTypebox = async (app) => {
           204: noContent('Signed in', `${SESSION_COOKIE}=<signed expiry>; Max-Age=${SESSION_TTL_SECONDS}; Path=/; HttpOnly; SameSite=Strict`),
           401: { ...ErrorDetail, description: 'The key is neither READ_API_KEY nor API_KEY' },
           409: { ...ErrorDetail, description: 'READ_API_KEY is not set: reads are open, no sign-in needed' },
-          415: { ...ErrorDetail, description: 'The body is not JSON' },
+          413: bodyErrorResponses[413],
+          415: bodyErrorResponses[415],
           422: { ...ValidationErrorResponse, description: 'No key, or not a string' },
         },
       },

@@ -10,7 +10,7 @@ import { WebhookRefusedError } from '../alarms/webhook-dispatcher.js';
 import { IdSchema } from '../alarms/schemas.js';
 import { CreatedWebhookSchema, DeliverySchema, MAX_DELIVERIES_LIMIT, parseWebhookInput, WebhookInput, WebhookSchema } from '../alarms/webhook-schemas.js';
 import { requireKey } from './auth.js';
-import { ErrorDetail, errorResponses, Query, securityOf } from './common.js';
+import { bodyErrorResponses, ErrorDetail, errorResponses, Query, securityOf } from './common.js';
 
 const IdParams = Type.Object({ id: IdSchema });
 const notFound = { ...ErrorDetail, description: 'No webhook with that id' };
@@ -61,8 +61,7 @@ export const webhookRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           201: { ...CreatedWebhookSchema, description: 'The webhook, with its id and secret' },
           409: { ...ErrorDetail, description: 'Too many webhooks (100): delete one first' },
-          ...errorResponses,
-          415: { ...ErrorDetail, description: 'The body is not JSON' },
+          ...bodyErrorResponses,
         },
       },
     },

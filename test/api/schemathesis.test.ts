@@ -60,7 +60,10 @@ function run(command: string, args: string[], cwd: string): Promise<{ code: numb
 function findings(output: string): string {
   const sections = output.split(/\n(?==+ [A-Za-z ]+ =+\n)/);
   const kept = sections.filter((section) => !/^=+ Stateful tests =+/.test(section)).join('\n');
-  return kept.length > 30_000 ? `…${kept.slice(-30_000)}` : kept;
+  // A reproduction's curl line may hold a body of megabytes: keep its ends, and the rest readable.
+  const lines = kept.split('\n').map((line) => (line.length > 2_000 ? `${line.slice(0, 1_000)} …[${line.length} characters]… ${line.slice(-500)}` : line));
+  const text = lines.join('\n');
+  return text.length > 30_000 ? `…${text.slice(-30_000)}` : text;
 }
 
 async function schemathesis(apiKey: string | undefined): Promise<Report & { seed: string }> {
@@ -96,6 +99,8 @@ async function schemathesis(apiKey: string | undefined): Promise<Report & { seed
       '--report', 'json',
       '--report-json-path', reportPath,
       '--no-color',
+      // A failing run prints its seed; SCHEMATHESIS_SEED replays it.
+      ...(process.env.SCHEMATHESIS_SEED ? ['--seed', process.env.SCHEMATHESIS_SEED] : []),
       ...(apiKey === undefined ? [] : ['-H', `X-API-Key: ${apiKey}`]),
     ];
     const { code, output } = await run(ST, args, work);
