@@ -1,14 +1,16 @@
 // send_readings: sends simulated battery readings to a collector, as an edge device would.
 //
 //   send_readings --host 127.0.0.1 --binary-port 23456 --json-port 23457 --battery-id pack-1
-//                 --count 100 --rate 10 [--timeout 10] [--every 10] [--buffer 10000]
+//                 --count 100 --rate 10 [--timeout 10] [--every 10] [--buffer 10000] [--cells N]
 //
-// Sends --count binary frames at --rate per second (0: as fast as the collector takes them),
-// and a performance record plus a prediction (JSON, tagged with --battery-id) with the first
-// frame and every --every frames after it. Then flushes and closes.
+// Sends --count readings at --rate per second (0: as fast as the collector takes them), and a
+// performance record plus a prediction (JSON, tagged with --battery-id) with the first reading
+// and every --every readings after it. Then flushes and closes. Readings go as binary frames, or
+// with --cells N as JSON messages carrying N cell voltages and N cell temperatures (a frame has no
+// room for cells), tagged with --battery-id like the other messages.
 //
 // Prints one line, "sent N frames, M messages, dropped D", and exits 0 only if every frame and
-// message was written to the collector's sockets within --timeout seconds after the last frame
+// message was written to the collector's sockets within --timeout seconds after the last reading
 // was produced; 1 if not; 2 on a usage error. Frames carry no pack id: the collector maps the
 // connection to a battery_id by its own configuration.
 
@@ -20,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -33,26 +36,28 @@ struct Args {
   double timeout_s;
   long every;
   long buffer;
+  long cells;
 
   Args()
       : host("127.0.0.1"), binary_port(battery_monitor::kDefaultBinaryPort),
         json_port(battery_monitor::kDefaultJsonPort), battery_id("pack-1"), count(100), rate(10),
-        timeout_s(10), every(10), buffer(10000) {}
+        timeout_s(10), every(10), buffer(10000), cells(0) {}
 };
 
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: send_readings [--host H] [--binary-port P] [--json-port P] [--battery-id ID]\n"
-               "                     [--count N] [--rate HZ] [--timeout S] [--every K] [--buffer N]\n"
+               "                     [--count N] [--rate HZ] [--timeout S] [--every K] [--buffer N] [--cells N]\n"
                "  --host         collector address (127.0.0.1)\n"
                "  --binary-port  frame port (23456)\n"
                "  --json-port    JSON message port (23457)\n"
                "  --battery-id   battery_id for the JSON messages (pack-1)\n"
-               "  --count        frames to send (100)\n"
-               "  --rate         frames per second; 0 sends as fast as the collector reads (10)\n"
-               "  --timeout      seconds allowed for delivery after the last frame (10)\n"
-               "  --every        a performance record and a prediction every K frames (10)\n"
-               "  --buffer       readings kept while the collector is unreachable (10000)\n");
+               "  --count        readings to send (100)\n"
+               "  --rate         readings per second; 0 sends as fast as the collector reads (10)\n"
+               "  --timeout      seconds allowed for delivery after the last reading (10)\n"
+               "  --every        a performance record and a prediction every K readings (10)\n"
+               "  --buffer       readings kept while the collector is unreachable (10000)\n"
+               "  --cells        send each reading with this many cells (1-1024) as JSON, not as a frame (0)\n");
 }
 
 bool parse_long(const char* s, long min, long max, long& out) {
@@ -108,6 +113,8 @@ int parse_args(int argc, char** argv, Args& a) {
       ok = parse_long(value, 1, 100000000L, a.every);
     } else if (flag == "--buffer") {
       ok = parse_long(value, 1, 100000000L, a.buffer);
+    } else if (flag == "--cells") {
+      ok = parse_long(value, 0, static_cast<long>(battery_monitor::kMaxCells), a.cells);
     } else {
       std::fprintf(stderr, "send_readings: unknown option %s\n", flag.c_str());
       usage(stderr);
@@ -137,11 +144,18 @@ int ms_until(Clock::time_point t) {
   return us <= 0 ? 0 : static_cast<int>((us + 999) / 1000);
 }
 
+// To a BMS's resolution: 1/steps of the unit.
+double round_to(double value, double steps) { return std::floor(value * steps + 0.5) / steps; }
+
 // A pack discharging under a varying load: voltage sags with the load and with the charge used,
-// the cells warm up, and every value carries a little sensor noise.
+// the cells warm up, and every value carries a little sensor noise. Its cells (when asked for)
+// share the pack voltage, each off by a fixed imbalance, and sit warmer towards the pack's middle.
 class PackSimulator {
  public:
-  PackSimulator() : rng_(42), noise_(-1.0, 1.0), soc_(0.9), temp_(25.0), last_voltage_(0), last_current_(0) {}
+  explicit PackSimulator(std::size_t cells)
+      : rng_(42), noise_(-1.0, 1.0), soc_(0.9), temp_(25.0), last_voltage_(0), last_current_(0), offsets_(cells), volts_(cells), temps_(cells) {
+    for (std::size_t i = 0; i < cells; ++i) offsets_[i] = 0.02 * noise_(rng_);
+  }
 
   battery_monitor::Reading next(float device_time, double dt) {
     const double load = -60.0 - 30.0 * std::sin(device_time / 15.0) + 5.0 * noise_(rng_);
@@ -153,6 +167,33 @@ class PackSimulator {
     last_current_ = load;
     return battery_monitor::Reading(device_time, static_cast<float>(voltage), static_cast<float>(load),
                                     static_cast<float>(temp_ + 0.1 * noise_(rng_)));
+  }
+
+  // The reading with its cells, as a BMS reports them: volts to the millivolt, temperatures to
+  // 0.1 C. The reading borrows this simulator's arrays (and battery_id) until the next call.
+  battery_monitor::CellReading with_cells(const battery_monitor::Reading& r, const char* battery_id) {
+    const std::size_t n = volts_.size();
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      volts_[i] = round_to(r.pack_voltage / static_cast<double>(n) + offsets_[i], 1000);
+      const double middle = 1.0 - std::fabs(2.0 * static_cast<double>(i) / static_cast<double>(n) - 1.0);
+      temps_[i] = round_to(r.cell_temp + 3.0 * middle + 0.2 * noise_(rng_), 10);
+      sum += volts_[i];
+    }
+    battery_monitor::CellReading c;
+    c.pack_voltage = round_to(sum, 1000);  // the pack is its cells in series
+    c.pack_current = round_to(r.pack_current, 1000);
+    c.cell_temp = round_to(r.cell_temp, 10);
+    c.cell_voltages = &volts_[0];
+    c.cell_voltage_count = n;
+    c.cell_temps = &temps_[0];
+    c.cell_temp_count = n;
+    c.has_timestamp = true;
+    c.timestamp = unix_now();
+    c.has_device_time = true;
+    c.device_time = r.device_time;
+    c.battery_id = battery_id;
+    return c;
   }
 
   // battery_id is borrowed by the record: it must outlive the send_performance() call.
@@ -189,6 +230,9 @@ class PackSimulator {
   double temp_;
   double last_voltage_;
   double last_current_;
+  std::vector<double> offsets_;
+  std::vector<double> volts_;
+  std::vector<double> temps_;
 };
 
 }  // namespace
@@ -206,6 +250,12 @@ int main(int argc, char** argv) {
   // Room for a performance record and a prediction per buffered reading, at about 300 bytes a pair.
   options.message_buffer_bytes = static_cast<std::size_t>(args.buffer) * 300;
   if (options.message_buffer_bytes < battery_monitor::kMaxMessageBytes) options.message_buffer_bytes = battery_monitor::kMaxMessageBytes;
+  options.max_cells = static_cast<std::size_t>(args.cells);
+  // With cells, a ring of k times the longest message holds any k messages: that is how the fast
+  // path below knows there is room without dropping any. One round queues at most three.
+  const std::size_t longest_message = battery_monitor::max_cell_message_bytes(options.max_cells);
+  if (args.cells > 0 && options.message_buffer_bytes < 3 * longest_message) options.message_buffer_bytes = 3 * longest_message;
+  const std::size_t message_slots = options.message_buffer_bytes / longest_message;
   battery_monitor::Client client;
   const char* problem = 0;
   if (battery_monitor::Client::validate(options, &problem) != battery_monitor::kOk) {
@@ -217,7 +267,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "send_readings: %s\n", battery_monitor::error_name(started));
     return 1;
   }
-  PackSimulator pack;
+  PackSimulator pack(static_cast<std::size_t>(args.cells));
 
   const int timeout_ms = static_cast<int>(args.timeout_s * 1000.0);
   const Clock::time_point start = Clock::now();
@@ -228,15 +278,22 @@ int main(int argc, char** argv) {
       const Clock::time_point due = start + std::chrono::microseconds(static_cast<int64_t>(i * 1e6 / args.rate));
       while (Clock::now() < due) client.poll(ms_until(due));
     } else {
-      // As fast as possible: wait for room rather than overwrite readings, but not for ever.
+      // As fast as possible: wait for room rather than overwrite readings, but not for ever. A
+      // reading and the two records take at most three message slots.
       const Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(timeout_ms);
-      while (client.pending_frames() >= options.frame_capacity && Clock::now() < give_up) {
+      while ((args.cells > 0 ? client.pending_messages() + 3 > message_slots : client.pending_frames() >= options.frame_capacity) &&
+             Clock::now() < give_up) {
         client.poll(ms_until(give_up));
       }
     }
     const double device_time = seconds_since(start);
     const double dt = args.rate > 0 ? 1.0 / args.rate : 0.01;
-    client.send_reading(pack.next(static_cast<float>(device_time), dt));
+    const battery_monitor::Reading reading = pack.next(static_cast<float>(device_time), dt);
+    if (args.cells == 0) {
+      client.send_reading(reading);
+    } else if (client.send_cell_reading(pack.with_cells(reading, args.battery_id.c_str())) == battery_monitor::kOk) {
+      ++messages_queued;
+    }
     if (i % args.every == 0) {
       if (client.send_performance(pack.performance(args.battery_id.c_str())) == battery_monitor::kOk) ++messages_queued;
       if (client.send_prediction(pack.prediction(args.battery_id.c_str())) == battery_monitor::kOk) ++messages_queued;
@@ -255,7 +312,8 @@ int main(int argc, char** argv) {
   const uint64_t dropped = s.frames_dropped + s.messages_dropped;
   std::printf("sent %llu frames, %llu messages, dropped %llu\n", static_cast<unsigned long long>(s.frames_sent),
               static_cast<unsigned long long>(s.messages_sent), static_cast<unsigned long long>(dropped));
-  const bool delivered = flushed && dropped == 0 && s.frames_sent == static_cast<uint64_t>(args.count) &&
+  const uint64_t frames_expected = args.cells > 0 ? 0 : static_cast<uint64_t>(args.count);
+  const bool delivered = flushed && dropped == 0 && s.frames_sent == frames_expected &&
                          s.messages_sent == static_cast<uint64_t>(messages_queued);
   if (!delivered) {
     std::fprintf(stderr, "send_readings: not everything was delivered within %g s (pending %lu frames, %lu messages, "

@@ -38,23 +38,26 @@ namespace detail = battery_monitor::detail;
 static bool g_count_allocations = false;
 static long g_allocations = 0;
 
-void* operator new(std::size_t n) {
+// Every replacement is kept out of line: g++ 12 (at -O2 -fno-exceptions, -Ofast) otherwise inlines one
+// side of a pair into a caller, sees malloc() matched with operator delete (or operator new with
+// free()) and warns -Wmismatched-new-delete, which is no mismatch for a replaced pair.
+__attribute__((noinline)) void* operator new(std::size_t n) {
   if (g_count_allocations) ++g_allocations;
   void* p = std::malloc(n ? n : 1);
   if (!p) std::abort();
   return p;
 }
-void* operator new[](std::size_t n) { return operator new(n); }
+__attribute__((noinline)) void* operator new[](std::size_t n) { return operator new(n); }
 // The nothrow forms too (init() uses one), so every new is paired with this file's delete.
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+__attribute__((noinline)) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   if (g_count_allocations) ++g_allocations;
   return std::malloc(n ? n : 1);
 }
-void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept { return operator new(n, tag); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+__attribute__((noinline)) void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept { return operator new(n, tag); }
+__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete[](void* p) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
@@ -422,6 +425,42 @@ std::string pred_line(int n) {
   return s;
 }
 
+// A reading with `cells` cell voltages and temperatures, numbered n, and the arrays it borrows. With
+// `longest`, every number is as long as the encoder makes one: the largest message there is.
+class CellSample {
+ public:
+  CellSample(int n, std::size_t cells, bool longest = false) : volts_(cells), temps_(cells) {
+    for (std::size_t i = 0; i < cells; ++i) {
+      volts_[i] = longest ? -2.2250738585072014e-308 : 3.0 + static_cast<double>((n * 31 + static_cast<int>(i) * 7) % 1200) / 1000;
+      temps_[i] = longest ? -2.2250738585072014e-308 : 20.0 + static_cast<double>((n + static_cast<int>(i)) % 200) / 8;
+    }
+    reading.pack_voltage = 3.7 * static_cast<double>(cells);
+    reading.pack_current = -10.25 - n;
+    reading.cell_temp = 30.5;
+    reading.cell_voltages = cells ? &volts_[0] : 0;
+    reading.cell_voltage_count = cells;
+    reading.cell_temps = cells ? &temps_[0] : 0;
+    reading.cell_temp_count = cells;
+    reading.has_timestamp = true;
+    reading.timestamp = 1732700000.5 + n;
+    reading.battery_id = "pack-7";
+  }
+
+  std::string line() const {
+    std::string s;
+    battery_monitor::encode_cell_reading(reading, s);
+    return s;
+  }
+
+  battery_monitor::CellReading reading;
+
+ private:
+  CellSample(const CellSample&);  // the reading points into this sample's arrays
+  CellSample& operator=(const CellSample&);
+  std::vector<double> volts_;
+  std::vector<double> temps_;
+};
+
 // A ring over its own storage, for the tests of the queues alone.
 struct Ring {
   explicit Ring(std::size_t bytes, std::size_t item_bytes) : storage(bytes) { ring.attach(storage.data(), bytes, item_bytes); }
@@ -607,6 +646,12 @@ void test_options_validation() {
       {"stall_timeout_ms negative", [](ClientOptions& o) { o.stall_timeout_ms = -1; }},
       {"keepalive_interval_s 0", [](ClientOptions& o) { o.keepalive_interval_s = 0; }},
       {"socket_send_buffer negative", [](ClientOptions& o) { o.socket_send_buffer = -5; }},
+      {"max_cells over kMaxCells", [](ClientOptions& o) { o.max_cells = bm::kMaxCells + 1; }},
+      {"max_cells 1024 with the default 32 KiB message buffer", [](ClientOptions& o) { o.max_cells = bm::kMaxCells; }},
+      {"max_cells 96, message buffer one byte short", [](ClientOptions& o) {
+         o.max_cells = 96;
+         o.message_buffer_bytes = bm::max_cell_message_bytes(96) - 1;
+       }},
   };
   for (std::size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
     ClientOptions o;
@@ -635,6 +680,56 @@ void test_options_validation() {
   CHECK(fine.send_reading(Reading(0, std::numeric_limits<float>::quiet_NaN(), 0, 0)) == bm::kErrRefused && fine.stats().refused == 1,
         "NaN reading not refused");
   std::printf("options: %lu invalid settings refused by init() with an error code\n", static_cast<unsigned long>(sizeof cases / sizeof cases[0]));
+}
+
+// max_cells sizes the storage (the ring must hold the longest such message, and the encoding
+// buffer comes on top), and send_cell_reading() refuses what it cannot or must not send, queueing
+// nothing.
+void test_cell_options_and_refusals() {
+  ClientOptions o;
+  o.max_cells = bm::kMaxCells;
+  o.message_buffer_bytes = bm::max_cell_message_bytes(bm::kMaxCells);
+  CHECK(Client::validate(o) == bm::kOk, "a message buffer of exactly one longest cell message refused");
+  CHECK(Client::storage_bytes(o) == o.frame_capacity * 16 + 2 * bm::max_cell_message_bytes(bm::kMaxCells), "storage with 1024 cells: %lu",
+        static_cast<unsigned long>(Client::storage_bytes(o)));
+  ClientOptions off;
+  off.json_port = 0;
+  off.max_cells = bm::kMaxCells;
+  off.message_buffer_bytes = 0;
+  CHECK(Client::validate(off) == bm::kOk && Client::storage_bytes(off) == off.frame_capacity * 16, "json link off: cells cost storage");
+
+  ClientOptions c96;
+  c96.max_cells = 96;
+  std::vector<uint8_t> storage(Client::storage_bytes(c96));
+  CHECK(storage.size() == c96.frame_capacity * 16 + c96.message_buffer_bytes + bm::max_cell_message_bytes(96), "storage with 96 cells: %lu",
+        static_cast<unsigned long>(storage.size()));
+  Client client;
+  CHECK(client.init(c96, storage.data(), storage.size() - 1) == bm::kErrNoMemory, "storage one byte short of the cell buffer accepted");
+  CHECK(client.init(c96, storage.data(), storage.size()) == bm::kOk, "init with cells");
+  CellSample too_many(1, 97), fine(2, 96), none(3, 0);
+  CHECK(client.send_cell_reading(too_many.reading) == bm::kErrTooManyCells, "97 cells queued with max_cells 96");
+  too_many.reading.cell_temp_count = 0;
+  CHECK(client.send_cell_reading(too_many.reading) == bm::kErrTooManyCells, "97 cell voltages queued with max_cells 96");
+  CellSample nan(4, 96);
+  std::vector<double> temps(96, 25.0);
+  temps[95] = std::numeric_limits<double>::quiet_NaN();
+  nan.reading.cell_temps = &temps[0];
+  CHECK(client.send_cell_reading(nan.reading) == bm::kErrRefused, "a NaN cell temperature queued");
+  CHECK(client.pending_messages() == 0 && client.stats().refused == 3, "refused readings were queued or not counted: pending %lu refused %llu",
+        static_cast<unsigned long>(client.pending_messages()), static_cast<unsigned long long>(client.stats().refused));
+  CHECK(client.send_cell_reading(fine.reading) == bm::kOk && client.send_cell_reading(none.reading) == bm::kOk && client.pending_messages() == 2,
+        "96 cells, or none, not queued");
+
+  // Without max_cells a reading may still go without cells (a plain battery-data message).
+  Client plain;
+  CHECK(plain.init(ClientOptions()) == bm::kOk, "init");
+  CHECK(plain.send_cell_reading(none.reading) == bm::kOk && plain.send_cell_reading(fine.reading) == bm::kErrTooManyCells,
+        "max_cells 0: a reading without cells refused, or one with cells queued");
+  Client frames_only;
+  ClientOptions no_json;
+  no_json.json_port = 0;
+  CHECK(frames_only.init(no_json) == bm::kOk && frames_only.send_cell_reading(none.reading) == bm::kErrLinkDisabled, "JSON link off: not refused");
+  std::printf("cell options: storage grows by the encoding buffer; too many cells, NaN and a disabled link refused, nothing queued\n");
 }
 
 // --- Over real sockets --------------------------------------------------------------------------
@@ -750,6 +845,118 @@ void test_exact_bytes_then_outage() {
   std::printf("outage: 20 readings while down, 12 oldest dropped, 8 newest delivered in order after restart "
               "(%llu failed attempts, %llu reconnects)\n",
               static_cast<unsigned long long>(s.connect_failures), static_cast<unsigned long long>(s.reconnects));
+}
+
+// Readings with cells over a real socket, in a ring just big enough for the longest message (52 KiB),
+// with every write cut short at a random byte: the exact bytes arrive. Then the outage: the newest
+// readings that fit are kept, the oldest dropped and counted, and they arrive whole once the
+// collector is back.
+void test_cells_exact_bytes_then_outage() {
+  Listener json;
+  CHECK(json.start(0), "cannot listen");
+  json.set_max_chunk(1000);
+  TestTransport transport;
+  transport.short_writes = true;
+  ClientOptions o = fast_options(0, json.port());
+  o.max_cells = bm::kMaxCells;
+  o.message_buffer_bytes = bm::max_cell_message_bytes(bm::kMaxCells);
+  o.transport = &transport;
+  Client client;
+  CHECK(client.init(o) == bm::kOk, "init");
+
+  // 1. Connected: a 96-cell reading, a performance record, then the longest message there is.
+  const CellSample small(0, 96), longest(1, bm::kMaxCells, true);
+  std::string want = small.line() + perf_line(0);
+  CHECK(client.send_cell_reading(small.reading) == bm::kOk && client.send_performance(make_performance(0)) == bm::kOk, "queueing refused");
+  CHECK(pump_until(client, &json, 0, [&] { return json.all().size() >= want.size(); }, 5000), "the cell reading did not arrive");
+  CHECK(client.send_cell_reading(longest.reading) == bm::kOk, "the longest reading refused");
+  want += longest.line();
+  CHECK(longest.line().size() > 50000, "the longest reading is only %lu bytes", static_cast<unsigned long>(longest.line().size()));
+  CHECK(pump_until(client, &json, 0, [&] { return json.all().size() >= want.size(); }, 5000), "the longest reading did not arrive");
+  CHECK(json.all() == want, "cell message bytes differ");
+  Stats s = client.stats();
+  CHECK(s.messages_sent == 3 && s.messages_dropped == 0, "sent %llu dropped %llu", static_cast<unsigned long long>(s.messages_sent),
+        static_cast<unsigned long long>(s.messages_dropped));
+  std::printf("cells: a 96-cell and a %lu-byte 1024-cell reading arrived byte for byte through %llu short writes\n",
+              static_cast<unsigned long>(longest.line().size()), static_cast<unsigned long long>(s.writes));
+
+  // 2. The collector goes away: ten 1024-cell readings (about 12 KB each) into a 52 KiB ring.
+  const uint16_t port = json.port();
+  json.stop();
+  CHECK(pump_until(client, 0, 0, [&] { return !client.connected(bm::kJsonLink); }, 2000), "client did not notice the collector closing");
+  std::vector<std::string> lines;
+  for (int n = 10; n < 20; ++n) {
+    const CellSample sample(n, bm::kMaxCells);
+    CHECK(client.send_cell_reading(sample.reading) == bm::kOk, "reading %d refused", n);
+    lines.push_back(sample.line());
+  }
+  std::string want_after;
+  std::size_t kept = 0;
+  for (std::size_t i = lines.size(); i-- > 0 && want_after.size() + lines[i].size() <= o.message_buffer_bytes;) {
+    want_after = lines[i] + want_after;
+    ++kept;
+  }
+  for (int k = 0; k < 10; ++k) client.poll(5);
+  s = client.stats();
+  CHECK(kept >= 2 && kept < lines.size() && client.pending_messages() == kept && s.messages_dropped == lines.size() - kept,
+        "pending %lu (expected %lu), dropped %llu", static_cast<unsigned long>(client.pending_messages()), static_cast<unsigned long>(kept),
+        static_cast<unsigned long long>(s.messages_dropped));
+  CHECK(s.connect_failures > 0 && client.last_error() == bm::kErrConnect, "reconnects did not fail while the collector was down");
+
+  // 3. Back on the same port: the newest readings arrive whole, in order, and close() is confirmed.
+  Listener json2;
+  CHECK(json2.start(port), "cannot listen again on the same port");
+  json2.set_max_chunk(777);
+  CHECK(pump_until(client, &json2, 0, [&] { return json2.all().size() >= want_after.size(); }, 5000), "kept readings did not arrive after the restart");
+  CHECK(json2.all() == want_after, "cell messages after the restart differ (%lu bytes, expected %lu)", static_cast<unsigned long>(json2.all().size()),
+        static_cast<unsigned long>(want_after.size()));
+  std::atomic<bool> closing(true);
+  std::thread collector([&] {
+    while (closing) {
+      json2.pump();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  const Error closed = client.close(2000);
+  closing = false;
+  collector.join();
+  CHECK(closed == bm::kOk, "close after the outage was not confirmed: %s", bm::error_name(closed));
+  std::printf("cells outage: 10 readings while down, %lu newest kept in the ring and delivered whole after the restart\n",
+              static_cast<unsigned long>(kept));
+}
+
+// The longest cell message is cut mid-way (the transport takes the first message and half of the
+// second, then nothing) and close() gives up. The next connection opens with it whole.
+void test_cell_message_cut_then_resent() {
+  Listener json;
+  CHECK(json.start(0), "cannot listen");
+  TestTransport transport;
+  ClientOptions o = fast_options(0, json.port());
+  o.max_cells = bm::kMaxCells;
+  o.message_buffer_bytes = 2 * bm::max_cell_message_bytes(bm::kMaxCells);
+  o.transport = &transport;
+  Client client;
+  CHECK(client.init(o) == bm::kOk, "init");
+  const CellSample first(0, 8), longest(1, bm::kMaxCells, true), after(2, 8);
+  const std::size_t cut = longest.line().size() / 2;
+  transport.write_budget = static_cast<long>(first.line().size() + cut);
+  client.send_cell_reading(first.reading);
+  client.send_cell_reading(longest.reading);
+  CHECK(client.close(50) == bm::kErrTimeout, "close() claimed success with writes blocked");
+  transport.write_budget = -1;
+  const Stats at_close = client.stats();
+  CHECK(at_close.messages_sent == 1 && at_close.resent == 1 && client.pending_messages() == 1, "after close: sent %llu resent %llu pending %lu",
+        static_cast<unsigned long long>(at_close.messages_sent), static_cast<unsigned long long>(at_close.resent),
+        static_cast<unsigned long>(client.pending_messages()));
+  client.send_cell_reading(after.reading);
+  const std::string want_second = longest.line() + after.line();
+  CHECK(pump_until(client, &json, 0, [&] { return json.streams().size() == 2 && json.streams()[1].size() >= want_second.size(); }, 5000),
+        "did not deliver after reuse");
+  const std::string want_first = first.line() + longest.line().substr(0, cut);  // what the collector saw, and drops
+  CHECK(json.streams().size() == 2 && json.streams()[0] == want_first && json.streams()[1] == want_second,
+        "streams after the cut are not as expected");
+  std::printf("cell message cut: %lu of %lu bytes written, then sent again whole on the next connection\n", static_cast<unsigned long>(cut),
+              static_cast<unsigned long>(longest.line().size()));
 }
 
 // close() confirms only an orderly end of stream. A collector that resets the connection without
@@ -1307,8 +1514,10 @@ void test_no_heap_after_init() {
   CHECK(bin.start(0) && json.start(0), "cannot listen");
   ClientOptions o = fast_options(bin.port(), json.port());
   o.frame_capacity = 64;
-  o.message_buffer_bytes = 4096;
+  o.max_cells = bm::kMaxCells;
+  o.message_buffer_bytes = 2 * bm::max_cell_message_bytes(bm::kMaxCells);
   std::vector<uint8_t> storage(Client::storage_bytes(o));
+  const CellSample cells96(0, 96), cells1024(1, bm::kMaxCells);
   Client client;
   CHECK(client.init(o, storage.data(), storage.size()) == bm::kOk, "init");
   long allocations = 0;
@@ -1323,6 +1532,7 @@ void test_no_heap_after_init() {
     if (sent % 10 == 0) {
       client.send_performance(perf);
       client.send_prediction(pred);
+      client.send_cell_reading(sent % 100 == 0 ? cells1024.reading : cells96.reading);
     }
     client.poll(1);
     g_count_allocations = false;
@@ -1338,7 +1548,9 @@ void test_no_heap_after_init() {
   allocations += g_allocations;
   CHECK(flushed == bm::kOk && client.stats().frames_sent + client.stats().frames_dropped == 2000, "flush %s", bm::error_name(flushed));
   CHECK(allocations == 0, "%ld allocations after init()", allocations);
-  std::printf("no heap: 2000 readings and 400 messages sent, polled and flushed with %ld allocations\n", allocations);
+  CHECK(client.stats().messages_sent + client.stats().messages_dropped == 600, "messages: sent %llu dropped %llu",
+        static_cast<unsigned long long>(client.stats().messages_sent), static_cast<unsigned long long>(client.stats().messages_dropped));
+  std::printf("no heap: 2000 readings and 600 messages (200 with 96 or 1024 cells) sent, polled and flushed with %ld allocations\n", allocations);
 }
 
 }  // namespace
@@ -1347,7 +1559,10 @@ int main() {
   test_ring_overflow_rules();
   test_ring_model();
   test_options_validation();
+  test_cell_options_and_refusals();
   test_exact_bytes_then_outage();
+  test_cells_exact_bytes_then_outage();
+  test_cell_message_cut_then_resent();
   test_close_confirmation();
   test_stalled_collector();
   test_stall_timeout();

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 using battery_monitor::Reading;
 using mini_json::Value;
@@ -251,6 +252,200 @@ void test_json_vectors(const std::string& dir) {
   std::printf("json vectors: %d messages built and parsed back, %d cases not for the encoder\n", built, skipped);
 }
 
+// The numbers of a JSON array, as doubles (held by the caller while a reading borrows them).
+std::vector<double> numbers_of(const Value& array) {
+  std::vector<double> out;
+  for (std::size_t i = 0; i < array.items.size(); ++i) out.push_back(array.items[i].number);
+  return out;
+}
+
+// Readings with cells: the exact bytes of each vector's line, which parse back to its reading,
+// arrays and all; and the library's size bound is the one the vectors state.
+void test_cell_vectors(const std::string& dir) {
+  std::string text;
+  const std::string path = dir + "/cell-messages.json";
+  CHECK(read_file(path, text), "cannot read %s", path.c_str());
+  if (text.empty()) return;
+  std::string error;
+  const Value doc = mini_json::parse(text, &error);
+  CHECK(error.empty(), "%s: %s", path.c_str(), error.c_str());
+  CHECK(doc["max_cells"].number == static_cast<double>(battery_monitor::kMaxCells), "max_cells is %g", doc["max_cells"].number);
+  CHECK(doc["max_message_bytes"].number == static_cast<double>(battery_monitor::max_cell_message_bytes(battery_monitor::kMaxCells)),
+        "max_message_bytes is %g, the library's bound %lu", doc["max_message_bytes"].number,
+        static_cast<unsigned long>(battery_monitor::max_cell_message_bytes(battery_monitor::kMaxCells)));
+  const Value& cases = doc["cases"];
+  std::size_t most_cells = 0;
+  for (std::size_t i = 0; i < cases.items.size(); ++i) {
+    const Value& c = cases.items[i];
+    const char* name = c["name"].text.c_str();
+    const Value& rec = c["reading"];
+    const std::vector<double> volts = numbers_of(rec["cell_voltages"]);
+    const std::vector<double> temps = numbers_of(rec["cell_temps"]);
+    battery_monitor::CellReading r;
+    r.pack_voltage = rec["pack_voltage"].number;
+    r.pack_current = rec["pack_current"].number;
+    r.cell_temp = rec["cell_temp"].number;
+    r.cell_voltages = volts.empty() ? 0 : &volts[0];
+    r.cell_voltage_count = volts.size();
+    r.cell_temps = temps.empty() ? 0 : &temps[0];
+    r.cell_temp_count = temps.size();
+    r.has_device_time = rec.has("device_time");
+    r.device_time = rec["device_time"].number;
+    fill_common(rec, r.has_timestamp, r.timestamp, r.battery_id, r.source);
+    std::string line;
+    CHECK(battery_monitor::encode_cell_reading(r, line), "%s: refused", name);
+    CHECK(line == c["line"].text, "%s: encoded\n%s, vector says\n%s", name, line.c_str(), c["line"].text.c_str());
+    const Value msg = parse_line(line, name);
+    CHECK(msg.members.size() == rec.members.size(), "%s: message has %lu fields, reading %lu", name,
+          static_cast<unsigned long>(msg.members.size()), static_cast<unsigned long>(rec.members.size()));
+    for (std::size_t k = 0; k < rec.members.size(); ++k) {
+      const std::string& key = rec.members[k].first;
+      const Value& want = rec.members[k].second;
+      const Value* got = msg.find(key);
+      CHECK(got != 0 && got->type == want.type, "%s: %s missing or of another type", name, key.c_str());
+      if (!got || got->type != want.type) continue;
+      if (want.type == Value::kArray) {
+        bool same = got->items.size() == want.items.size();
+        for (std::size_t n = 0; same && n < want.items.size(); ++n) same = same_bits(got->items[n].number, want.items[n].number);
+        CHECK(same, "%s: %s does not read back bit for bit", name, key.c_str());
+      } else if (want.type == Value::kNumber) {
+        CHECK(same_bits(got->number, want.number), "%s: %s is %s, expected %s", name, key.c_str(), got->text.c_str(), want.text.c_str());
+      } else {
+        CHECK(got->text == want.text, "%s: %s differs", name, key.c_str());
+      }
+    }
+    // Routed as battery data: pack_voltage, and neither of the other kinds' routing fields.
+    CHECK(msg.has("pack_voltage") && !msg.has("capacity_remaining") && !msg.has("remaining_life_hours"), "%s: would not route to battery-data", name);
+    CHECK(line.size() <= battery_monitor::max_cell_message_bytes(volts.size() > temps.size() ? volts.size() : temps.size()),
+          "%s: %lu bytes, over the bound for its cells", name, static_cast<unsigned long>(line.size()));
+    if (volts.size() > most_cells) most_cells = volts.size();
+  }
+  CHECK(cases.items.size() >= 4 && most_cells == battery_monitor::kMaxCells, "expected several cases, one with kMaxCells cells");
+  std::printf("cell vectors: %lu readings with cells encoded byte for byte and parsed back\n", static_cast<unsigned long>(cases.items.size()));
+}
+
+// The longest message the library can produce: 1024 cells per array, every number as long as
+// %.17g makes one, the longest battery_id and a source of 128 control characters (6 bytes each
+// escaped). It is encoded, within max_cell_message_bytes, and within the collector's limit; so are
+// 1024 random doubles per array.
+void test_cell_message_bound() {
+  const double longest = -2.2250738585072014e-308;  // "-2.2250738585072014e-308": 24 characters
+  std::vector<double> cells(battery_monitor::kMaxCells, longest);
+  battery_monitor::CellReading r;
+  r.pack_voltage = r.pack_current = r.cell_temp = r.timestamp = r.device_time = longest;
+  r.has_timestamp = r.has_device_time = true;
+  r.cell_voltages = r.cell_temps = &cells[0];
+  r.cell_voltage_count = r.cell_temp_count = cells.size();
+  const std::string id(battery_monitor::kMaxBatteryIdLength, 'x');
+  const std::string source(battery_monitor::kMaxSourceLength, '\x01');
+  r.battery_id = id.c_str();
+  r.source = source.c_str();
+  std::string line;
+  CHECK(battery_monitor::encode_cell_reading(r, line), "the longest valid cell reading was refused");
+  const std::size_t bound = battery_monitor::max_cell_message_bytes(battery_monitor::kMaxCells);
+  CHECK(line.size() <= bound && bound < battery_monitor::kCollectorMaxMessageBytes, "longest message %lu bytes, bound %lu",
+        static_cast<unsigned long>(line.size()), static_cast<unsigned long>(bound));
+  // A buffer one byte short refuses it rather than cutting it.
+  std::vector<char> buf(line.size());
+  CHECK(battery_monitor::encode_cell_reading(r, &buf[0], line.size() - 1) == 0, "a cell message one byte too long for the buffer was not refused");
+  CHECK(battery_monitor::encode_cell_reading(r, &buf[0], line.size()) == line.size(), "the exact buffer was refused");
+  const std::size_t longest_bytes = line.size();
+
+  uint64_t state = 0x2545F4914F6CDD1Dull;
+  std::size_t longest_random = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      double v;
+      do {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::memcpy(&v, &state, sizeof v);
+      } while (!battery_monitor::detail::is_finite(v));
+      cells[i] = v;
+    }
+    r.source = 0;
+    r.battery_id = 0;
+    CHECK(battery_monitor::encode_cell_reading(r, line) && line.size() <= bound, "random cells: refused or %lu bytes", static_cast<unsigned long>(line.size()));
+    const Value msg = parse_line(line, "random cells");
+    const Value& back = msg["cell_voltages"];
+    bool exact = back.items.size() == cells.size();
+    for (std::size_t i = 0; exact && i < cells.size(); ++i) exact = same_bits(back.items[i].number, cells[i]);
+    CHECK(exact, "random cells did not read back bit for bit");
+    if (line.size() > longest_random) longest_random = line.size();
+  }
+  std::printf("cell message bound: the longest reading is %lu bytes (bound %lu, collector %lu); random cells up to %lu\n",
+              static_cast<unsigned long>(longest_bytes), static_cast<unsigned long>(bound),
+              static_cast<unsigned long>(battery_monitor::kCollectorMaxMessageBytes), static_cast<unsigned long>(longest_random));
+}
+
+// Non-finite values anywhere, arrays over kMaxCells, a null array with a count, and the strings'
+// limits: refused, never sent.
+void test_cell_refusals() {
+  const double bad[] = {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                        -std::numeric_limits<double>::infinity()};
+  std::vector<double> volts(96, 3.7), temps(96, 25.0);
+  int refused = 0;
+  for (int b = 0; b < 3; ++b) {
+    const std::size_t positions[] = {0, 47, 95};
+    for (int array = 0; array < 2; ++array) {
+      for (std::size_t p = 0; p < 3; ++p) {
+        std::vector<double> v = volts, t = temps;
+        (array == 0 ? v : t)[positions[p]] = bad[b];
+        battery_monitor::CellReading r;
+        r.cell_voltages = &v[0];
+        r.cell_voltage_count = v.size();
+        r.cell_temps = &t[0];
+        r.cell_temp_count = t.size();
+        std::string line = "stale";
+        CHECK(!battery_monitor::encode_cell_reading(r, line) && line.empty(), "%s[%lu] = %g accepted", array == 0 ? "cell_voltages" : "cell_temps",
+              static_cast<unsigned long>(positions[p]), bad[b]);
+        ++refused;
+      }
+    }
+    for (int field = 0; field < 5; ++field) {
+      battery_monitor::CellReading r;
+      double* fields[] = {&r.pack_voltage, &r.pack_current, &r.cell_temp, &r.timestamp, &r.device_time};
+      r.has_timestamp = r.has_device_time = true;
+      r.cell_voltages = &volts[0];
+      r.cell_voltage_count = volts.size();
+      *fields[field] = bad[b];
+      std::string line;
+      CHECK(!battery_monitor::encode_cell_reading(r, line), "cell reading field %d accepted %g", field, bad[b]);
+      ++refused;
+    }
+  }
+  std::vector<double> many(battery_monitor::kMaxCells + 1, 3.7);
+  battery_monitor::CellReading r;
+  r.cell_voltages = &many[0];
+  r.cell_voltage_count = many.size();
+  std::string line;
+  CHECK(!battery_monitor::encode_cell_reading(r, line), "1025 cell voltages accepted");
+  r.cell_voltage_count = battery_monitor::kMaxCells;
+  CHECK(battery_monitor::encode_cell_reading(r, line), "1024 cell voltages refused");
+  r.cell_voltage_count = 0;
+  r.cell_temps = &many[0];
+  r.cell_temp_count = many.size();
+  CHECK(!battery_monitor::encode_cell_reading(r, line), "1025 cell temperatures accepted");
+  r = battery_monitor::CellReading();
+  r.cell_voltage_count = 3;  // and no array
+  CHECK(!battery_monitor::encode_cell_reading(r, line), "a null cell array with a count accepted");
+  r = battery_monitor::CellReading();
+  r.cell_voltages = &volts[0];
+  r.battery_id = "pack 1";
+  CHECK(!battery_monitor::encode_cell_reading(r, line), "invalid battery_id accepted");
+  r.battery_id = 0;
+  const std::string s129(129, 's');
+  r.source = s129.c_str();
+  CHECK(!battery_monitor::encode_cell_reading(r, line), "129-character source accepted");
+  // Without has_timestamp/has_device_time those values are not sent, so they do not matter.
+  r = battery_monitor::CellReading();
+  r.timestamp = r.device_time = std::numeric_limits<double>::quiet_NaN();
+  CHECK(battery_monitor::encode_cell_reading(r, line) && line == "{\"pack_voltage\":0,\"pack_current\":0,\"cell_temp\":0}\n",
+        "unset times were sent or refused: %s", line.c_str());
+  std::printf("cell refusals: %d non-finite values refused; array and string limits enforced\n", refused);
+}
+
 // Any finite double must come back with the same bits.
 void test_number_round_trip() {
   double specials[] = {0.0,     -0.0,    0.1,      -0.021,  92.3,   15000.5,   1732700000.5, 1e21,
@@ -426,6 +621,9 @@ int main(int argc, char** argv) {
   }
   test_binary_vectors(dir);
   test_json_vectors(dir);
+  test_cell_vectors(dir);
+  test_cell_message_bound();
+  test_cell_refusals();
   test_fixed_buffer();
   test_number_round_trip();
   test_refusals();

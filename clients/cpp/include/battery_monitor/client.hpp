@@ -5,7 +5,8 @@
 // wire formats (DESIGN.md, "Wire formats"):
 //   - port 23456: a TCP stream of 16-byte frames, four little-endian IEEE-754 float32:
 //     device time, pack_voltage, pack_current, cell_temp;
-//   - port 23457: newline-delimited JSON objects (performance records and predictions).
+//   - port 23457: newline-delimited JSON objects (performance records, predictions, and readings
+//     with per-cell values, which a frame has no room for).
 //
 // Synopsis (public API; everything in namespace detail, below the public part, is internal):
 //
@@ -14,6 +15,7 @@
 //   Error e = c.init(o);                              // validates; or init(o, storage, Client::storage_bytes(o))
 //   c.send_reading(Reading(t, v, i, temp));           // queues (never writes, never blocks)
 //   c.send_performance(record);  c.send_prediction(prediction);
+//   c.send_cell_reading(cells);                       // JSON; set o.max_cells first (sizes the buffers)
 //   c.poll(timeout_ms);                               // the library's own ::poll: connects, writes, times out
 //     or, in your event loop:  n = c.descriptors(fds, 2);  t = c.next_timeout_ms();  <wait>;  c.process(fds, n);
 //   c.flush(timeout_ms);  c.close(timeout_ms);        // at exit; close() == kOk: written and confirmed
@@ -75,10 +77,20 @@ static_assert(std::numeric_limits<double>::is_iec559 && sizeof(double) == 8, "ba
 const int kDefaultBinaryPort = 23456;
 const int kDefaultJsonPort = 23457;
 const std::size_t kFrameBytes = 16;
-// The longest JSON message the encoders produce (a valid record needs about 1.3 KiB at most; the
-// collector's own limit is 64 KiB). Longer output, only possible with invalid UTF-8 in `source`,
-// is refused, so a message ring of this size always holds any message.
+// The longest performance record or prediction the encoders produce (a valid record needs about
+// 1.3 KiB at most). Longer output, only possible with invalid UTF-8 in `source`, is refused, so a
+// message ring of this size always holds any such message.
 const std::size_t kMaxMessageBytes = 2048;
+// The collector's limit on one JSON message (src/collector/json-decoder.ts, MAX_MESSAGE_BYTES).
+const std::size_t kCollectorMaxMessageBytes = 64 * 1024;
+// Values per cell array in a CellReading: the collector's limit.
+const std::size_t kMaxCells = 1024;
+// The longest message a CellReading with at most `cells` values per array encodes to (longer
+// output is refused, as above): every field but the cells within kMaxMessageBytes, each cell value
+// at most 24 characters ("-2.2250738585072014e-308") and a comma, and 64 bytes for the two
+// arrays' keys and brackets. 53,312 bytes for kMaxCells.
+inline constexpr std::size_t max_cell_message_bytes(std::size_t cells) { return kMaxMessageBytes + 64 + 2 * cells * 25; }
+static_assert(max_cell_message_bytes(kMaxCells) < kCollectorMaxMessageBytes, "the longest cell message must fit the collector's limit");
 // Limits from the collector's record schema (src/records/schemas.ts).
 const std::size_t kMaxBatteryIdLength = 64;
 const std::size_t kMaxSourceLength = 128;
@@ -131,6 +143,31 @@ struct Prediction {
   Prediction() : remaining_life_hours(0), remaining_cycles(0), degradation_rate(0), has_timestamp(false), timestamp(0), battery_id(0), source(0) {}
 };
 
+// A battery-data reading with per-cell values. A 16-byte frame has no room for cells, so it travels
+// as a JSON message on the JSON port (a battery-data record there, routed by pack_voltage) and
+// counts as a message in Stats. Doubles, as JSON carries them. The cell arrays are borrowed for the
+// call like the strings (the reading holds no heap): a count of 0 leaves that array out; more than
+// ClientOptions::max_cells is refused (kErrTooManyCells), and so is a non-finite value anywhere.
+struct CellReading {
+  double pack_voltage;
+  double pack_current;
+  double cell_temp;
+  const double* cell_voltages;     // volts, cell_voltage_count of them
+  std::size_t cell_voltage_count;
+  const double* cell_temps;        // degrees C, cell_temp_count of them
+  std::size_t cell_temp_count;
+  bool has_timestamp;
+  double timestamp;       // Unix seconds; without it the server stamps arrival time
+  bool has_device_time;
+  double device_time;     // the device clock, kept beside timestamp as a frame's is
+  const char* battery_id;
+  const char* source;
+
+  CellReading()
+      : pack_voltage(0), pack_current(0), cell_temp(0), cell_voltages(0), cell_voltage_count(0), cell_temps(0), cell_temp_count(0),
+        has_timestamp(false), timestamp(0), has_device_time(false), device_time(0), battery_id(0), source(0) {}
+};
+
 // Encoders and decoder, usable without a Client. Non-finite numbers are refused by their bits, so
 // the check holds under -ffast-math / -Ofast too.
 inline bool encode_frame(const Reading& reading, uint8_t out[16]);  // little-endian on any host; false (out untouched) if NaN/inf
@@ -140,9 +177,13 @@ inline bool is_valid_battery_id(const char* id);                    // the serve
 // non-finite number, an invalid battery_id, a source over 128 characters, or no room.
 inline std::size_t encode_performance(const PerformanceRecord& record, char* out, std::size_t capacity);
 inline std::size_t encode_prediction(const Prediction& prediction, char* out, std::size_t capacity);
+// The same for a reading with cells; also 0 for more than kMaxCells values in an array, or a null
+// array with a count. The result is at most max_cell_message_bytes(larger count) long.
+inline std::size_t encode_cell_reading(const CellReading& reading, char* out, std::size_t capacity);
 // The same into a std::string (allocates); false and `line` empty when refused.
 inline bool encode_performance(const PerformanceRecord& record, std::string& line);
 inline bool encode_prediction(const Prediction& prediction, std::string& line);
+inline bool encode_cell_reading(const CellReading& reading, std::string& line);
 
 enum Error {
   kOk = 0,
@@ -158,7 +199,8 @@ enum Error {
   kErrPeerClosed,      // the collector ended the connection (orderly)
   kErrIo,              // send() or recv() failed (ECONNRESET, EPIPE...); last_errno() says which
   kErrTimeout,         // flush()/close(): not everything written within the time
-  kErrNotConfirmed     // close(): written, but the collector did not end its side in order in time
+  kErrNotConfirmed,    // close(): written, but the collector did not end its side in order in time
+  kErrTooManyCells     // send_cell_reading(): an array longer than ClientOptions::max_cells: not queued
 };
 
 inline const char* error_name(Error error);
@@ -228,6 +270,10 @@ struct ClientOptions {
   int json_port;    // JSON messages; 0 disables the link
   std::size_t frame_capacity;        // readings kept while the collector is unreachable (x 16 bytes)
   std::size_t message_buffer_bytes;  // bytes of JSON messages kept likewise (>= kMaxMessageBytes)
+  // Cells per array a CellReading may carry, 0-kMaxCells; 0 (the default) sends none. init() sizes
+  // for it: storage_bytes() grows by max_cell_message_bytes(max_cells) (the encoding buffer), and
+  // message_buffer_bytes must hold one such message.
+  std::size_t max_cells;
   int connect_timeout_ms;
   // Delay before reconnecting: starts at backoff_initial_ms, doubles after each failure up to
   // backoff_max_ms, with jitter (a random point in [delay/2, delay]) so a fleet of devices does not
@@ -260,7 +306,7 @@ struct ClientOptions {
 
   ClientOptions()
       : host("127.0.0.1"), binary_port(kDefaultBinaryPort), json_port(kDefaultJsonPort), frame_capacity(1024),
-        message_buffer_bytes(32 * 1024), connect_timeout_ms(2000), backoff_initial_ms(100), backoff_max_ms(5000),
+        message_buffer_bytes(32 * 1024), max_cells(0), connect_timeout_ms(2000), backoff_initial_ms(100), backoff_max_ms(5000),
         stable_connection_ms(1000), stall_timeout_ms(20000), keepalive_idle_s(30), keepalive_interval_s(10), keepalive_count(3),
         write_batch_bytes(1024), max_write_delay_ms(20), socket_send_buffer(0), transport(0), clock(0), on_event(0), event_context(0) {}
 };
@@ -268,9 +314,9 @@ struct ClientOptions {
 struct Stats {
   uint64_t frames_sent;       // written completely to the binary socket
   uint64_t frames_dropped;    // discarded because the ring was full (the oldest not yet started)
-  uint64_t messages_sent;
+  uint64_t messages_sent;     // performance records, predictions and cell readings alike
   uint64_t messages_dropped;
-  uint64_t refused;           // invalid input (kErrRefused), never queued
+  uint64_t refused;           // not queued: invalid input (kErrRefused, kErrTooManyCells) or a disabled link
   uint64_t resent;            // partly written frames/messages sent again whole after a reconnect
   uint64_t reconnects;        // connections established after the first, both links
   uint64_t connect_failures;  // attempts refused, timed out or unresolvable
@@ -295,15 +341,18 @@ class BasicClient {
   static Error validate(const ClientOptions& options, const char** problem = 0) { return Engine::validate(options, problem); }
   // Bytes of ring storage the options need; 0 if they are invalid.
   static std::size_t storage_bytes(const ClientOptions& options) { return Engine::storage_bytes(options); }
-  // Validates, then takes the rings from `storage` (caller-owned, storage_bytes(options) long,
-  // must outlive the Client), or allocates them once when storage is 0. Nothing allocates after
-  // this except getaddrinfo() for a host name. Never aborts; call it once.
+  // Validates, then takes the rings (and, with max_cells, the buffer cell readings are encoded in)
+  // from `storage` (caller-owned, storage_bytes(options) long, must outlive the Client), or
+  // allocates them once when storage is 0. Nothing allocates after this except getaddrinfo() for
+  // a host name. Never aborts; call it once.
   Error init(const ClientOptions& options, void* storage = 0, std::size_t storage_size = 0) { return e_.init(options, storage, storage_size); }
 
   // Queue; never write and never block. A full ring is no error: its oldest entry is dropped.
   Error send_reading(const Reading& reading) { return e_.send_reading(reading); }
   Error send_performance(const PerformanceRecord& record) { return e_.send_performance(record); }
   Error send_prediction(const Prediction& prediction) { return e_.send_prediction(prediction); }
+  // On the JSON port, with the same promise as the other messages. kErrTooManyCells beyond max_cells.
+  Error send_cell_reading(const CellReading& reading) { return e_.send_cell_reading(reading); }
 
   // Event-loop integration (as mosquitto's socket/want_write/loop_misc, or libcurl multi's socket
   // and timer callbacks): wait on descriptors() (fd and POLLIN/POLLOUT; at most 2, only while a
@@ -394,10 +443,14 @@ inline std::size_t utf16_length(const char* s) {
 }
 
 // Builds one newline-terminated JSON object in a fixed buffer, remembering whether any field was
-// invalid or the buffer ran out, so the encoders refuse the whole message at the end.
+// invalid or the buffer ran out, so the encoders refuse the whole message at the end. Output over
+// `limit` bytes is refused too: the rings are sized by that bound.
 class JsonWriter {
  public:
-  JsonWriter(char* out, std::size_t capacity) : out_(out), cap_(capacity), len_(0), ok_(true), first_(true) { put_('{'); }
+  JsonWriter(char* out, std::size_t capacity, std::size_t limit = kMaxMessageBytes)
+      : out_(out), cap_(capacity), limit_(limit), len_(0), ok_(true), first_(true) {
+    put_('{');
+  }
 
   void number(const char* key, double value) {
     if (!is_finite(value)) {
@@ -405,29 +458,29 @@ class JsonWriter {
       return;
     }
     key_(key);
-    // Shortest of %.15g/%.16g/%.17g that reads back as the same double: always round-trips
-    // (%.17g is the fallback), but 92.3 stays "92.3" rather than "92.299999999999997". The bits
-    // are compared, not the values: with -ffast-math, denormals compare equal to zero.
-    char buf[40];
-    for (int precision = 15; precision <= 17; ++precision) {
-      std::snprintf(buf, sizeof buf, "%.*g", precision, value);
-      const double back = std::strtod(buf, 0);
-      if (precision == 17 || std::memcmp(&back, &value, sizeof back) == 0) break;
+    value_(value);
+  }
+
+  // An array of numbers; count 0 leaves the field out. All are checked before any is written.
+  void numbers(const char* key, const double* values, std::size_t count) {
+    if (count == 0) return;
+    if (values == 0) {
+      ok_ = false;
+      return;
     }
-    // snprintf and strtod follow the C locale's decimal point; a device that called setlocale()
-    // could get "87,5". For a finite %g the only characters besides digits, sign and exponent are
-    // the decimal point, so map that run to '.', whatever the locale uses.
-    bool in_point = false;
-    for (const char* p = buf; *p; ++p) {
-      const char c = *p;
-      if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e' || c == 'E') {
-        put_(c);
-        in_point = false;
-      } else if (!in_point) {
-        put_('.');
-        in_point = true;
+    for (std::size_t i = 0; i < count; ++i) {
+      if (!is_finite(values[i])) {
+        ok_ = false;
+        return;
       }
     }
+    key_(key);
+    put_('[');
+    for (std::size_t i = 0; i < count; ++i) {
+      if (i > 0) put_(',');
+      value_(values[i]);
+    }
+    put_(']');
   }
 
   void integer(const char* key, unsigned long value) {
@@ -460,10 +513,37 @@ class JsonWriter {
   std::size_t finish() {
     put_('}');
     put_('\n');
-    return ok_ && len_ <= kMaxMessageBytes ? len_ : 0;
+    return ok_ && len_ <= limit_ ? len_ : 0;
   }
 
  private:
+  // A finite number: the shortest of %.15g/%.16g/%.17g that reads back as the same double. It
+  // always round-trips (%.17g is the fallback), but 92.3 stays "92.3" rather than
+  // "92.299999999999997". The bits are compared, not the values: with -ffast-math, denormals
+  // compare equal to zero.
+  void value_(double value) {
+    char buf[40];
+    for (int precision = 15; precision <= 17; ++precision) {
+      std::snprintf(buf, sizeof buf, "%.*g", precision, value);
+      const double back = std::strtod(buf, 0);
+      if (precision == 17 || std::memcmp(&back, &value, sizeof back) == 0) break;
+    }
+    // snprintf and strtod follow the C locale's decimal point; a device that called setlocale()
+    // could get "87,5". For a finite %g the only characters besides digits, sign and exponent are
+    // the decimal point, so map that run to '.', whatever the locale uses.
+    bool in_point = false;
+    for (const char* p = buf; *p; ++p) {
+      const char c = *p;
+      if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e' || c == 'E') {
+        put_(c);
+        in_point = false;
+      } else if (!in_point) {
+        put_('.');
+        in_point = true;
+      }
+    }
+  }
+
   void put_(char c) {
     if (len_ < cap_) {
       out_[len_++] = c;
@@ -513,6 +593,7 @@ class JsonWriter {
 
   char* out_;
   std::size_t cap_;
+  std::size_t limit_;
   std::size_t len_;
   bool ok_;
   bool first_;
@@ -800,7 +881,7 @@ class Engine {
  public:
   Engine()
       : initialized_(false), owned_(0), transport_(0), clock_(0), addr_count_(0), numeric_host_(false), need_resolve_(true), flushing_(false),
-        rng_(1), refused_(0), writes_(0), last_error_(kOk), last_errno_(0) {
+        rng_(1), cell_scratch_(scratch_), cell_scratch_bytes_(sizeof scratch_), refused_(0), writes_(0), last_error_(kOk), last_errno_(0) {
     host_[0] = 0;
   }
 
@@ -822,6 +903,11 @@ class Engine {
       bad = "frame_capacity: at least 1, and its bytes must fit in memory";
     } else if (o.json_port != 0 && (o.message_buffer_bytes < kMaxMessageBytes || o.message_buffer_bytes > max_bytes)) {
       bad = "message_buffer_bytes: at least kMaxMessageBytes (2048)";
+    } else if (o.max_cells > kMaxCells) {
+      bad = "max_cells: 0-1024 (kMaxCells)";
+    } else if (o.json_port != 0 && o.max_cells > 0 && o.message_buffer_bytes < max_cell_message_bytes(o.max_cells)) {
+      // A ring that cannot hold the longest cell message would have to drop it whole.
+      bad = "message_buffer_bytes: at least max_cell_message_bytes(max_cells) (53312 for 1024 cells)";
     } else if (o.connect_timeout_ms < 1 || o.connect_timeout_ms > 3600000) {
       bad = "connect_timeout_ms: 1-3600000";
     } else if (o.backoff_initial_ms < 1 || o.backoff_max_ms < o.backoff_initial_ms || o.backoff_max_ms > 3600000) {
@@ -839,7 +925,7 @@ class Engine {
 
   static std::size_t storage_bytes(const ClientOptions& o) {
     if (validate(o, 0) != kOk) return 0;
-    return (o.binary_port ? o.frame_capacity * kFrameBytes : 0) + (o.json_port ? o.message_buffer_bytes : 0);
+    return (o.binary_port ? o.frame_capacity * kFrameBytes : 0) + (o.json_port ? o.message_buffer_bytes + cell_buffer_bytes_(o) : 0);
   }
 
   Error init(const ClientOptions& options, void* storage, std::size_t storage_size) {
@@ -865,7 +951,16 @@ class Engine {
     links_[kJsonLink].port = options.json_port;
     std::size_t frame_bytes = options.binary_port ? options.frame_capacity * kFrameBytes : 0;
     links_[kBinaryLink].ring.attach(bytes, frame_bytes, kFrameBytes);
-    links_[kJsonLink].ring.attach(bytes + frame_bytes, options.json_port ? options.message_buffer_bytes : 0, 0);
+    const std::size_t message_bytes = options.json_port ? options.message_buffer_bytes : 0;
+    links_[kJsonLink].ring.attach(bytes + frame_bytes, message_bytes, 0);
+    // Cell readings are encoded in the storage too, not in the Client: up to 52 KiB that a device
+    // sending no cells should not carry. Without cells, the 2 KiB scratch serves.
+    cell_scratch_ = scratch_;
+    cell_scratch_bytes_ = sizeof scratch_;
+    if (cell_buffer_bytes_(options) > 0) {
+      cell_scratch_ = reinterpret_cast<char*>(bytes + frame_bytes + message_bytes);
+      cell_scratch_bytes_ = cell_buffer_bytes_(options);
+    }
     const int64_t now = clock_->now_ms();
     for (int i = 0; i < 2; ++i) {
       links_[i].backoff_ms = options.backoff_initial_ms;
@@ -897,13 +992,20 @@ class Engine {
   Error send_performance(const PerformanceRecord& record) {
     if (!initialized_) return kErrNotInitialized;
     if (links_[kJsonLink].port == 0) return refuse_(kErrLinkDisabled);
-    return queue_message_(encode_performance(record, scratch_, sizeof scratch_));
+    return queue_message_(scratch_, encode_performance(record, scratch_, sizeof scratch_));
   }
 
   Error send_prediction(const Prediction& prediction) {
     if (!initialized_) return kErrNotInitialized;
     if (links_[kJsonLink].port == 0) return refuse_(kErrLinkDisabled);
-    return queue_message_(encode_prediction(prediction, scratch_, sizeof scratch_));
+    return queue_message_(scratch_, encode_prediction(prediction, scratch_, sizeof scratch_));
+  }
+
+  Error send_cell_reading(const CellReading& reading) {
+    if (!initialized_) return kErrNotInitialized;
+    if (links_[kJsonLink].port == 0) return refuse_(kErrLinkDisabled);
+    if (reading.cell_voltage_count > options_.max_cells || reading.cell_temp_count > options_.max_cells) return refuse_(kErrTooManyCells);
+    return queue_message_(cell_scratch_, encode_cell_reading(reading, cell_scratch_, cell_scratch_bytes_));
   }
 
   int descriptors(struct pollfd* out, int max) const {
@@ -1087,11 +1189,14 @@ class Engine {
     link.ring.push(item, length);
   }
 
-  Error queue_message_(std::size_t length) {
+  Error queue_message_(const char* message, std::size_t length) {
     if (length == 0) return refuse_(kErrRefused);
-    queue_(links_[kJsonLink], reinterpret_cast<const uint8_t*>(scratch_), length);
+    queue_(links_[kJsonLink], reinterpret_cast<const uint8_t*>(message), length);
     return kOk;
   }
+
+  // The buffer cell readings are encoded in, within the storage; 0 when cells are off.
+  static std::size_t cell_buffer_bytes_(const ClientOptions& o) { return o.json_port && o.max_cells ? max_cell_message_bytes(o.max_cells) : 0; }
 
   // Write now, or let more gather: by size, by the oldest byte's age, or because a flush, a pinned
   // head or a ring more than half full cannot wait.
@@ -1310,6 +1415,8 @@ class Engine {
   LinkState links_[2];
   std::minstd_rand rng_;
   char scratch_[kMaxMessageBytes];
+  char* cell_scratch_;
+  std::size_t cell_scratch_bytes_;
   uint64_t refused_;
   uint64_t writes_;
   Error last_error_;
@@ -1382,6 +1489,22 @@ inline std::size_t encode_prediction(const Prediction& p, char* out, std::size_t
   return w.finish();
 }
 
+inline std::size_t encode_cell_reading(const CellReading& r, char* out, std::size_t capacity) {
+  if (r.cell_voltage_count > kMaxCells || r.cell_temp_count > kMaxCells) return 0;
+  const std::size_t cells = r.cell_voltage_count > r.cell_temp_count ? r.cell_voltage_count : r.cell_temp_count;
+  detail::JsonWriter w(out, capacity, max_cell_message_bytes(cells));
+  if (r.has_timestamp) w.number("timestamp", r.timestamp);
+  if (r.has_device_time) w.number("device_time", r.device_time);
+  w.number("pack_voltage", r.pack_voltage);
+  w.number("pack_current", r.pack_current);
+  w.number("cell_temp", r.cell_temp);
+  w.numbers("cell_voltages", r.cell_voltages, r.cell_voltage_count);
+  w.numbers("cell_temps", r.cell_temps, r.cell_temp_count);
+  w.battery_id(r.battery_id);
+  w.source(r.source);
+  return w.finish();
+}
+
 inline bool encode_performance(const PerformanceRecord& record, std::string& line) {
   char buf[kMaxMessageBytes];
   line.assign(buf, encode_performance(record, buf, sizeof buf));
@@ -1391,6 +1514,13 @@ inline bool encode_performance(const PerformanceRecord& record, std::string& lin
 inline bool encode_prediction(const Prediction& prediction, std::string& line) {
   char buf[kMaxMessageBytes];
   line.assign(buf, encode_prediction(prediction, buf, sizeof buf));
+  return !line.empty();
+}
+
+// On the heap: the longest cell message is too big for a device's stack.
+inline bool encode_cell_reading(const CellReading& reading, std::string& line) {
+  line.resize(max_cell_message_bytes(kMaxCells));
+  line.resize(encode_cell_reading(reading, &line[0], line.size()));
   return !line.empty();
 }
 
@@ -1410,6 +1540,7 @@ inline const char* error_name(Error error) {
     case kErrIo: return "I/O error";
     case kErrTimeout: return "timed out";
     case kErrNotConfirmed: return "not confirmed";
+    case kErrTooManyCells: return "too many cells";
   }
   return "unknown";
 }
