@@ -23,9 +23,12 @@
  *   again, and when it could not name them the batch is split in halves, down to the single record.
  *   Each refused record is counted (ingest_records_refused_total, by kind and reason) and logged at
  *   most once a minute per reason. None of this costs anything until a write fails.
- * - After commit: each durable write is handed to the after-commit stage (after-commit.ts) in the
- *   order the writes were issued, and only then are its producers answered: whoever hears "stored"
- *   can count on subscribers (the live feed) having seen it.
+ * - After commit: stored batches are handed to the after-commit stage (after-commit.ts) in the order
+ *   they were submitted, and only then are their producers answered: whoever hears "stored" can count
+ *   on subscribers (the live feed, alarms, analytics) having seen it. A batch stored while an earlier
+ *   one waits to be written again (held through an outage while a later write went through, or a
+ *   part of a refused batch) waits for it: subscribers that integrate a pack's timeline never see a
+ *   device's readings out of the order it sent them.
  */
 import { EventEmitter } from 'node:events';
 import { LogEvery } from '../collector/log-every.js';
@@ -142,6 +145,12 @@ class Split {
   }
 }
 
+/** A batch stored and not yet handed to the after-commit stage: an earlier one is still unsettled. */
+interface Stored {
+  readonly pending: Pending;
+  readonly stored: StoredBatch;
+}
+
 interface Write {
   readonly pending: Pending[];
   /** Set once the store answered: outcomes, or why the whole write failed. */
@@ -165,6 +174,8 @@ export class StoreSink extends EventEmitter implements RecordSink {
   #pendingRecords = 0;
   /** Writes issued and not yet handed on, in the order issued. */
   readonly #writes: Write[] = [];
+  /** Stored batches waiting for an earlier one (see #publishReady), in submission order. */
+  #stored: Stored[] = [];
   #nextSeq = 0;
   #scheduled = false;
   /** Batches an outage failed and that wait to be stored: while there are any, the sink is full. */
@@ -284,6 +295,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
     write.result = result;
     // Hand on in the order issued: a later write that finished first waits for the earlier one.
     while (this.#writes.length > 0 && this.#writes[0]!.result !== undefined) this.#handOn(this.#writes.shift()!);
+    this.#publishReady();
     this.#bound.update(this.#pendingRecords, this.#held.size > 0);
     if (this.#pendingRecords === 0) for (const resolve of this.#idle.splice(0)) resolve();
     this.#flush();
@@ -302,26 +314,56 @@ export class StoreSink extends EventEmitter implements RecordSink {
       this.#backoff.reset();
       this.#retryNow();
     }
-    const stored: StoredBatch[] = [];
-    result.outcomes.forEach((outcome, i) => {
-      if (outcome.ok) stored.push({ batch: write.pending[i]!.batch, ids: outcome.ids, existing: outcome.existing });
-    });
-    if (stored.length > 0) this.afterCommit.publish(stored);
+    const stored: Stored[] = [];
     // A store that writes kinds apart (MongoDB) answers an outage per batch.
     const away: Pending[] = [];
     let outage: Error | undefined;
     result.outcomes.forEach((outcome, i) => {
       const pending = write.pending[i]!;
       if (outcome.ok) {
-        this.#pendingRecords -= pending.batch.length;
         this.#release(pending);
-        pending.resolve(outcome.ids);
+        stored.push({ pending, stored: { batch: pending.batch, ids: outcome.ids, existing: outcome.existing } });
       } else if (outcome.error instanceof StoreUnavailableError) {
         away.push(pending);
         outage = outcome.error;
       } else this.#refused(pending, outcome.error, shared);
     });
     if (outage !== undefined) this.#failed(away, outage);
+    if (stored.length > 0) this.#stored = this.#stored.length === 0 ? stored : mergeInOrder(this.#stored, stored, (entry) => entry.pending);
+  }
+
+  /**
+   * Hands the stored batches to the after-commit stage, in submission order, up to the first batch
+   * not yet settled (waiting in the queue to be written again, or in a write not yet handed on), and
+   * answers their producers. Without failures nothing waits: a write is handed on after the writes
+   * issued before it, and everything queued or in flight was submitted after it.
+   */
+  #publishReady(): void {
+    if (this.#stored.length === 0) return;
+    const first = this.#firstUnsettled();
+    let ready = this.#stored.length;
+    if (first !== undefined) {
+      ready = 0;
+      while (ready < this.#stored.length && before(this.#stored[ready]!.pending, first)) ready++;
+      if (ready === 0) return;
+    }
+    const published = ready === this.#stored.length ? this.#stored : this.#stored.slice(0, ready);
+    this.#stored = ready === this.#stored.length ? [] : this.#stored.slice(ready);
+    this.afterCommit.publish(published.map((entry) => entry.stored));
+    for (const { pending, stored } of published) {
+      this.#pendingRecords -= pending.batch.length;
+      pending.resolve(stored.ids as string[]);
+    }
+  }
+
+  /** The earliest batch submitted and neither stored nor failed: first in the queue or in a write in flight. */
+  #firstUnsettled(): Pending | undefined {
+    let first: Pending | undefined = this.#queue[0];
+    for (const write of this.#writes) {
+      const head = write.pending[0];
+      if (head !== undefined && (first === undefined || before(head, first))) first = head;
+    }
+    return first;
   }
 
   /** `pending` is no longer held for an outage: the store answered for it. */
@@ -409,7 +451,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
 
   /** Back in the queue, in submission order, ahead of what came after them. */
   #requeue(pending: Pending[]): void {
-    this.#queue = mergeInOrder(pending, this.#queue);
+    this.#queue = mergeInOrder(pending, this.#queue, (p) => p);
   }
 
   /** Batches an outage failed: it holds those that may be retried; the others fail. */
@@ -449,12 +491,13 @@ export class StoreSink extends EventEmitter implements RecordSink {
 /** Submission order; the parts of one submission by their first row. */
 const before = (a: Pending, b: Pending) => a.seq < b.seq || (a.seq === b.seq && a.first < b.first);
 
-function mergeInOrder(a: Pending[], b: Pending[]): Pending[] {
-  const merged: Pending[] = [];
+/** Two lists each in submission order, merged; `pendingOf` says which batch an entry stands for. */
+function mergeInOrder<T>(a: T[], b: T[], pendingOf: (entry: T) => Pending): T[] {
+  const merged: T[] = [];
   let i = 0;
   let j = 0;
   while (i < a.length || j < b.length) {
-    if (j >= b.length || (i < a.length && before(a[i]!, b[j]!))) merged.push(a[i++]!);
+    if (j >= b.length || (i < a.length && before(pendingOf(a[i]!), pendingOf(b[j]!)))) merged.push(a[i++]!);
     else merged.push(b[j++]!);
   }
   return merged;

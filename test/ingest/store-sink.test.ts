@@ -98,6 +98,33 @@ describe('StoreSink', () => {
     await store.close();
   });
 
+  it("hands stored batches on in submission order: a device's later batch waits while an earlier one is written again", async () => {
+    const { store, file } = await instrumentedStore();
+    // A failure in the rollup names no row: the first batch goes again alone, in halves, after the
+    // second was stored in the shared write. Subscribers must still see the pack's readings in order.
+    refuseWhere(file, 'battery_data_rollup_60', "NEW.battery_id = 'pack-poison'");
+    const sink = new StoreSink(store);
+    const heard: { timestamps: number[]; backfill: number }[] = [];
+    sink.afterCommit.subscribe((commit) => {
+      for (const { batteryId, rows, backfill } of commit) {
+        if (batteryId === 'pack-d') heard.push({ timestamps: Array.from({ length: rows.length }, (_, i) => rows.timestamp(i)), backfill });
+      }
+    });
+    const device = new AbortController();
+    const first = Array.from({ length: 8 }, (_, i) => data(NOW + i, i === 5 ? 'pack-poison' : 'pack-d', 400 + i));
+    const [refused, later] = await Promise.allSettled([
+      sink.submit(batchOf('battery-data', first), { retryUntil: device.signal, atomic: false }),
+      sink.submit(batchOf('battery-data', [data(NOW + 20, 'pack-d'), data(NOW + 21, 'pack-d')]), { retryUntil: device.signal, atomic: false }),
+    ]);
+    assert.equal(refused.status, 'rejected');
+    assert.equal(later.status, 'fulfilled');
+    const timestamps = heard.flatMap((commit) => commit.timestamps);
+    assert.deepEqual(timestamps, [0, 1, 2, 3, 4, 6, 7, 20, 21].map((t) => NOW + t), 'in the order the device sent them');
+    assert.deepEqual(heard.map((commit) => commit.backfill), heard.map(() => 0), 'no reading taken as late');
+    await sink.close();
+    await store.close();
+  });
+
   it('refuses an HTTP batch whole, naming the record the store refused; the batch that shared its write is stored', async () => {
     const { store, file } = await instrumentedStore();
     refuseWhere(file, 'battery_data', "NEW.source = 'poison'");
