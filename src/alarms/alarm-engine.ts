@@ -23,7 +23,7 @@ import { columnIndex, RecordBatch } from '../ingest/record-batch.js';
 import { KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP } from '../records/schemas.js';
 import type { BatterySpecs } from '../specs.js';
-import { StoreUnavailableError, type Store } from '../store/store.js';
+import { type BatterySummary, StoreUnavailableError, type Store } from '../store/store.js';
 import { Backoff } from '../ingest/backoff.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState, RuleChange } from './alarm-store.js';
 import { assess, severityOf, type Transition } from './evaluator.js';
@@ -199,6 +199,8 @@ export class AlarmEngine {
   #seededChanged = false;
   /** Server time evaluation went live: a no-data silence is measured from no earlier. */
   #startedAt = 0;
+  /** Server time (received_at's clock) when the engine subscribed: records received since reach it as commits. */
+  readonly #subscribedAt: number;
   /** Server time of the last change set stored before this start. */
   #writtenAt: number | undefined;
 
@@ -239,6 +241,7 @@ export class AlarmEngine {
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
     this.#notifications = options.notifications;
     // From the start, so that no commit goes by unseen while the state loads.
+    this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
     this.#loaded = this.#load();
     this.#live = this.#loaded.then(() => this.#catchUp());
@@ -748,24 +751,17 @@ export class AlarmEngine {
     }
     if (this.#writtenAt !== undefined) {
       // Packs first seen after the last write have no state here: the store's summary names them.
-      try {
-        const horizon = this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
-        for (const battery of await this.#records.batteries()) {
-          for (const kind of KIND_NAMES) {
-            const lastSeen = battery.last_seen_by_kind[kind];
-            if (lastSeen === undefined) continue;
-            const key = `${kind}\u0000${battery.battery_id}`;
-            const known = targets.get(key);
-            if (known !== undefined) {
-              // Nothing newer stored than what was evaluated: no read needed.
-              if (lastSeen <= known.after) targets.delete(key);
-            } else if (lastSeen >= horizon) {
-              targets.set(key, { kind, batteryId: battery.battery_id, from: horizon, after: -Infinity });
-            }
+      // Packs with state are read back whatever it says: on MongoDB its figures are eventually right
+      // only (mongodb-summary.ts), and a pack it showed as up to date would miss what came after.
+      const horizon = this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+      for (const battery of await this.#packsInStore()) {
+        for (const kind of KIND_NAMES) {
+          const lastSeen = battery.last_seen_by_kind[kind];
+          const key = `${kind}\u0000${battery.battery_id}`;
+          if (lastSeen !== undefined && lastSeen >= horizon && !targets.has(key)) {
+            targets.set(key, { kind, batteryId: battery.battery_id, from: horizon, after: -Infinity });
           }
         }
-      } catch (error) {
-        this.#log?.warn({ err: (error as Error).message }, 'alarms: cannot list the packs; only packs with alarm state are caught up');
       }
     } else {
       // A store never written to: evaluation starts with the next commits.
@@ -810,34 +806,75 @@ export class AlarmEngine {
     this.#checkpointTimer.unref();
   }
 
+  /** The store's packs, asked until it answers (warned once); none once closed. */
+  async #packsInStore(): Promise<BatterySummary[]> {
+    const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
+    let warned = false;
+    while (!this.#isClosed()) {
+      try {
+        return await this.#records.batteries();
+      } catch (error) {
+        if (this.#isClosed()) break;
+        if (!warned) this.#log?.warn({ err: (error as Error).message }, 'alarms: cannot list the packs to catch up yet; retrying');
+        warned = true;
+        await Promise.race([sleep(backoff.next()), this.#closedSignal]);
+      }
+    }
+    return [];
+  }
+
+  /**
+   * Evaluates each pack's records stored after `after` and received before the engine subscribed
+   * (those received since come as commits, in commit order: a read of the store can see a later
+   * write before an earlier one still in flight). A read that fails is retried from the newest
+   * record evaluated, never skipped: a raise or a clear in the records would be lost for good.
+   */
   async #readBack(targets: readonly CatchUp[]): Promise<void> {
     let rows = 0;
-    for (const { kind, batteryId, from, after } of targets) {
-      if (this.#isClosed()) return;
-      let chunk: StoredRecord[] = [];
-      try {
-        for await (const record of this.#records.exportRange(kind, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
+    for (const target of targets) {
+      const { kind, batteryId } = target;
+      const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
+      let warned = false;
+      for (;;) {
+        if (this.#isClosed()) return;
+        // An attempt before this one may have evaluated some: go on from the newest.
+        const newest = this.#packs.get(batteryId)?.kinds[kind]?.newest;
+        const after = newest === undefined ? target.after : Math.max(target.after, newest);
+        const from = newest === undefined ? target.from : Math.max(target.from, newest);
+        try {
+          rows += await this.#readBackPack(kind, batteryId, from, after);
+          break;
+        } catch (error) {
           if (this.#isClosed()) return;
-          if (record.timestamp <= after) continue;
-          chunk.push(record);
-          if (chunk.length >= REPLAY_CHUNK) {
-            this.#evaluate(kind, batteryId, batchOf(kind, chunk), false);
-            rows += chunk.length;
-            chunk = [];
-            this.#afterEvaluation();
+          if (!warned) {
+            this.#log?.warn({ err: (error as Error).message, kind, battery_id: batteryId }, 'alarms: cannot read back records stored before the start yet; retrying');
           }
+          warned = true;
+          await Promise.race([sleep(backoff.next()), this.#closedSignal]);
         }
-        this.#evaluate(kind, batteryId, batchOf(kind, chunk), false);
-        rows += chunk.length;
-        this.#afterEvaluation();
-      } catch (error) {
-        this.#log?.warn(
-          { err: (error as Error).message, kind, battery_id: batteryId },
-          'alarms: cannot read back records stored before the restart; they are not evaluated',
-        );
       }
     }
     if (rows > 0) this.#log?.info({ records: rows }, 'alarms: evaluated records stored before the start');
+  }
+
+  /** One attempt of #readBack for one pack: answers how many records it evaluated. */
+  async #readBackPack(kind: KindName, batteryId: string, from: number, after: number): Promise<number> {
+    let rows = 0;
+    let chunk: StoredRecord[] = [];
+    for await (const record of this.#records.exportRange(kind, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
+      if (this.#isClosed()) return rows;
+      if (record.timestamp <= after || record.received_at >= this.#subscribedAt) continue;
+      chunk.push(record);
+      if (chunk.length >= REPLAY_CHUNK) {
+        this.#evaluate(kind, batteryId, batchOf(kind, chunk), false);
+        rows += chunk.length;
+        chunk = [];
+        this.#afterEvaluation();
+      }
+    }
+    this.#evaluate(kind, batteryId, batchOf(kind, chunk), false);
+    this.#afterEvaluation();
+    return rows + chunk.length;
   }
 
   // ---- writing -----------------------------------------------------------------------------

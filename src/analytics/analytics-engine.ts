@@ -9,8 +9,11 @@
  *   whole timeline after it redone. It is counted.
  * - Only battery-data is taken: the engine's own records are other kinds, so they never come back to it.
  * - The states are written every CHECKPOINT_MS (those that changed) and at close. A restart loads them
- *   and first takes, from the records store, what was committed after each pack's newest reading;
- *   commits arriving meanwhile wait in a bounded buffer. A read-back that fails is retried, not
+ *   and first takes, from the records store, what was committed after each pack's newest reading and
+ *   received before the engine subscribed; commits arriving meanwhile wait in a bounded buffer. The
+ *   read-back leaves out what arrived since (received_at): it comes through the buffer, in commit
+ *   order, whereas a read of the store can see a later write before an earlier one still in flight
+ *   (MongoDB) and would take the earlier one as late. A read-back that fails is retried, not
  *   skipped; the estimates answer 503 until it is done (live()). Each reading is integrated once.
  * - Records it writes carry idempotency keys made of the pack, the kind and the count of segments
  *   and cycles behind them: a restart that takes again readings whose records were written stores
@@ -28,6 +31,14 @@ import { advance, lineOf, newPackAnalytics, type AnalyticsSettings, type PackAna
 import { effectiveSpecs, type SpecOverrides } from './pack-specs.js';
 
 export const ANALYTICS_SOURCE = 'battery_monitor_analytics';
+
+/**
+ * Analytics cannot answer yet (still catching up after a start, closed, or off): the API answers 503
+ * with this message, written for clients (it never holds a store's address or error).
+ */
+export class AnalyticsUnavailableError extends StoreUnavailableError {
+  override name = 'AnalyticsUnavailableError';
+}
 export const CHECKPOINT_MS = 2000;
 const KIND: KindName = 'battery-data';
 /** Rows held while the engine loads; past it the packs are read back from the store. */
@@ -113,6 +124,8 @@ export class AnalyticsEngine {
   readonly #backoff = new Backoff({ minMs: 200, maxMs: 10_000 });
 
   readonly #unsubscribe: () => void;
+  /** Server time (received_at's clock) when the engine subscribed: records received since reach it as commits. */
+  readonly #subscribedAt: number;
   readonly #loaded: Promise<void>;
   readonly #live: Promise<void>;
   #firstFailed!: () => void;
@@ -130,6 +143,7 @@ export class AnalyticsEngine {
     this.#clock = options.clock ?? (() => Date.now() / 1000);
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
     // From the start, so that no commit goes by unseen while the state loads.
+    this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
     this.#loaded = this.#load();
     this.#live = this.#loaded.then(() => this.#catchUp());
@@ -357,10 +371,10 @@ export class AnalyticsEngine {
   }
 
   async #bounded(promise: Promise<void>, message: string): Promise<void> {
-    if (this.#isClosed()) throw new StoreUnavailableError('Analytics is closed');
+    if (this.#isClosed()) throw new AnalyticsUnavailableError('Analytics is closed');
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(message)), WAIT_MS);
+      timer = setTimeout(() => reject(new AnalyticsUnavailableError(message)), WAIT_MS);
     });
     try {
       await Promise.race([promise, late]);
@@ -373,7 +387,7 @@ export class AnalyticsEngine {
     let delayMs = 500;
     let warned = false;
     for (;;) {
-      if (this.#isClosed()) throw new StoreUnavailableError('Analytics is closed');
+      if (this.#isClosed()) throw new AnalyticsUnavailableError('Analytics is closed');
       try {
         this.#install(await this.#store.load());
         return;
@@ -459,6 +473,7 @@ export class AnalyticsEngine {
         for await (const record of this.#records.exportRange(KIND, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
           if (this.#isClosed()) return;
           if (record.timestamp <= after || (pack.newest !== null && record.timestamp <= pack.newest)) continue;
+          if (record.received_at >= this.#subscribedAt) continue;
           readingOf(record, reading);
           this.#advance(pack, reading, specs, this.#clock());
           this.#dirty.add(batteryId);
