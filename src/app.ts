@@ -13,6 +13,7 @@ import { LogController, type FastifyError, type FastifyHttpOptions, type Fastify
 import fp from 'fastify-plugin';
 import { alarmRoutes } from './api/alarm-routes.js';
 import { analyticsRoutes } from './api/analytics-routes.js';
+import { AnalyticsUnavailableError } from './analytics/analytics-engine.js';
 import { docsRoutes, openApiOptions } from './api/docs-routes.js';
 import { trackRouteMethods } from './api/common.js';
 import { fleetRoutes } from './api/fleet-routes.js';
@@ -120,6 +121,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
       // Back-pressure: the client comes back later instead of the queue growing without bound.
       return reply.code(503).header('retry-after', String(error.retryAfterSeconds)).send({ detail: error.message });
     }
+    if (error instanceof AnalyticsUnavailableError) return reply.code(503).header('retry-after', '5').send({ detail: error.message });
     if (error instanceof StoreUnavailableError) {
       request.log.warn({ err: error.message }, 'store unavailable');
       return reply.code(503).send({ detail: 'The store is unavailable; try again shortly' });

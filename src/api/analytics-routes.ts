@@ -6,7 +6,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { HealthSchema, PackSpecsAnswer, parseSpecsInput, SpecsInput } from '../analytics/schemas.js';
-import { StoreUnavailableError } from '../store/store.js';
+import { AnalyticsUnavailableError } from '../analytics/analytics-engine.js';
 import { requireKey } from './auth.js';
 import { BatteryId, bodyErrorResponses, ErrorDetail, errorResponses, securityOf } from './common.js';
 
@@ -18,7 +18,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const readSecurity = securityOf(config, 'read');
   const writeSecurity = securityOf(config, 'write');
   const engine = () => {
-    if (app.analytics === undefined) throw new StoreUnavailableError('Battery analytics is off on this instance (ANALYTICS_ENABLED)');
+    if (app.analytics === undefined) throw new AnalyticsUnavailableError('Battery analytics is off on this instance (ANALYTICS_ENABLED)');
     return app.analytics;
   };
 
