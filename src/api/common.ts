@@ -6,7 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { Type, type TObject, type TProperties, type TSchema, type TString, type TUnsafe } from 'typebox';
 import type { KindName, StoredRecord } from '../records/kinds.js';
-import { BatteryId as BatteryIdSchema, recordSchemas } from '../records/schemas.js';
+import { BatteryId as BatteryIdSchema, recordSchemas, Source as SourceSchema } from '../records/schemas.js';
 import type { KeySettings } from './auth.js';
 
 /** The instance a route plugin gets: its request types come from the routes' schemas. */
@@ -17,6 +17,7 @@ export type RoutesApp = Parameters<FastifyPluginAsyncTypebox>[0];
  * table, so TypeBox cannot infer them, and the replies the routes type-check against need them.
  */
 export const BatteryId = BatteryIdSchema as TSchema as TString;
+export const Source = SourceSchema as TSchema as TString;
 export const recordSchema = (kind: KindName) => recordSchemas[kind] as TSchema as TUnsafe<StoredRecord>;
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -41,10 +42,14 @@ export const Hours = (fallback: number) => Type.Number({ exclusiveMinimum: 0, ma
 
 export const BatteryQuery = Query({ battery_id: Type.Optional(BatteryId) });
 
+/** One pack's records, one producer's, or both: what the reads of a kind filter by. */
+export const RecordQuery = Query({ battery_id: Type.Optional(BatteryId), source: Type.Optional(Source) });
+
 export const HistoryQuery = Query({
   hours: Hours(24),
   limit: Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, default: 100, description: 'At most this many records' }),
   battery_id: Type.Optional(BatteryId),
+  source: Type.Optional(Source),
 });
 
 export const ErrorDetail = Type.Object(

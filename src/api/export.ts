@@ -9,7 +9,7 @@
  */
 import { Readable } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
-import type { StoredRecord } from '../records/kinds.js';
+import type { FieldValue, StoredRecord } from '../records/kinds.js';
 
 export type ExportFormat = 'csv' | 'ndjson';
 
@@ -53,11 +53,14 @@ async function* lines(rows: AsyncIterable<StoredRecord>, format: (record: Stored
  * One CSV cell (RFC 4180). A text cell that a spreadsheet would take for a formula (starting with
  * = + - @, a tab or a carriage return) is neutralised as OWASP recommends: a leading single quote,
  * and quoted, so that it is shown as the text it is. Only text cells: a number such as -12.5 is a
- * number, not a formula, and stays as it is.
+ * number, not a formula, and stays as it is. An array (per-cell readings) is one cell, its numbers
+ * joined by `;` (`3.71;3.72;3.69`): no comma, so no quotes, and a spreadsheet splits it on request.
+ * A leading minus is no formula risk here either: the cell is numbers only.
  */
-function csvCell(value: string | number | undefined): string {
+function csvCell(value: FieldValue | undefined): string {
   if (value === undefined) return '';
   if (typeof value === 'number') return String(value);
+  if (typeof value !== 'string') return value.join(';');
   if (/^[=+\-@\t\r]/.test(value)) return `"'${value.replace(/"/g, '""')}"`;
   return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }

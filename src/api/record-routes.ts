@@ -8,12 +8,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { RecordBatch } from '../ingest/record-batch.js';
 import { RecordsRefusedError } from '../ingest/record-sink.js';
-import { ALL_KINDS, csvColumns, type KindSpec, type RecordInput } from '../records/kinds.js';
+import { aggregatedFields, ALL_KINDS, csvColumns, type KindSpec, type RecordInput } from '../records/kinds.js';
 import { inputSchemas, MAX_BATCH_RECORDS } from '../records/schemas.js';
 import { validateBody, type ValidationDetail } from '../records/validate.js';
 import { MAX_BUCKETS, planBuckets } from '../store/buckets.js';
 import { REFUSAL_TEXT } from '../store/store.js';
-import { BatteryQuery, bodyErrorResponses, errorResponses, HistoryQuery, Hours, notFound, Query, recordSchema, securityOf, type RoutesApp } from './common.js';
+import { bodyErrorResponses, errorResponses, HistoryQuery, Hours, notFound, Query, RecordQuery, recordSchema, securityOf, type RoutesApp } from './common.js';
 import { requireKey } from './auth.js';
 import { exportBody, exportContentType } from './export.js';
 
@@ -115,16 +115,19 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       schema: {
         operationId: operationId('latest'),
         summary: `Newest ${label.toLowerCase()} record`,
+        description: 'Of one pack (battery_id), of one producer (source), or both.',
         tags,
         security: readSecurity,
-        querystring: BatteryQuery,
+        querystring: RecordQuery,
         response: { 200: Record, 404: notFound, ...errorResponses },
       },
     },
     async (request, reply) => {
-      const record = await store.latest(kind.name, request.query.battery_id);
+      const { battery_id, source } = request.query;
+      const record = await store.latest(kind.name, battery_id, source);
       if (record === null) {
-        const scope = request.query.battery_id === undefined ? '' : ` for battery ${request.query.battery_id}`;
+        // The original's words when nothing narrows the read (its frontends may match them).
+        const scope = [battery_id === undefined ? '' : ` for battery ${battery_id}`, source === undefined ? '' : ` from source ${source}`].join('');
         return reply.code(404).send({ detail: `No ${label.toLowerCase()} found${scope}` });
       }
       return record;
@@ -145,15 +148,24 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       },
     },
     async (request) => {
-      const { hours, limit, battery_id } = request.query;
-      return store.history(kind.name, { since: nowSeconds() - hours * 3600, limit, batteryId: battery_id });
+      const { hours, limit, battery_id, source } = request.query;
+      return store.history(kind.name, { since: nowSeconds() - hours * 3600, limit, batteryId: battery_id, source });
     },
   );
 
-  // Every stored record has a finite value for every field, and input bounds (schemas.ts) keep their
-  // sums finite, so a bucket's min, max and mean of each field are always numbers.
+  // Every stored record has a finite value for every measurement, and input bounds (schemas.ts) keep
+  // their sums finite, so a bucket's min, max and mean of each are always numbers. A derived field
+  // (from per-cell readings) is there only when a record of the bucket had it.
   const statsOf = (description: string) =>
-    Type.Object(Object.fromEntries(Object.keys(kind.fields).map((field) => [field, Type.Number()])), { description });
+    Type.Object(
+      Object.fromEntries(
+        aggregatedFields(kind.name).map((field) => [
+          field.name,
+          field.alwaysStored ? Type.Number() : Type.Optional(Type.Number({ description: 'Only in buckets with a record that has it; the mean is over those' })),
+        ]),
+      ),
+      { description },
+    );
   app.get(
     `${base}/aggregate`,
     {
@@ -164,12 +176,14 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
         summary: `${label} in time buckets: count, min, max and mean of each field`,
         description:
           'Buckets start at multiples of bucket_seconds; only buckets holding records are listed. Long ranges are ' +
-          'answered from per-minute and per-hour rollups kept at ingest, with the same figures as the raw rows.',
+          'answered from per-minute and per-hour rollups kept at ingest, with the same figures as the raw rows. ' +
+          'With source, from the raw rows (rollups are kept per pack, not per producer): slower over long ranges.',
         tags,
         querystring: Query({
           hours: Hours(24),
           buckets: Type.Integer({ minimum: 1, maximum: MAX_BUCKETS, default: 500, description: 'At most this many buckets' }),
-          battery_id: BatteryQuery.properties.battery_id,
+          battery_id: RecordQuery.properties.battery_id,
+          source: RecordQuery.properties.source,
         }),
         response: {
           200: Type.Object({
@@ -191,10 +205,10 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       },
     },
     async (request) => {
-      const { hours, buckets, battery_id } = request.query;
+      const { hours, buckets, battery_id, source } = request.query;
       const to = nowSeconds();
       const plan = planBuckets(to - hours * 3600, to, buckets);
-      const answer = await store.aggregate(kind.name, { ...plan, batteryId: battery_id });
+      const answer = await store.aggregate(kind.name, { ...plan, batteryId: battery_id, source });
       return { bucket_seconds: plan.bucketSeconds, from: plan.from, to: plan.to, buckets: answer };
     },
   );
@@ -208,12 +222,15 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
         operationId: operationId('export'),
         security: readSecurity,
         summary: `Download ${label.toLowerCase()} as CSV or NDJSON, oldest first`,
-        description: 'Streamed: any range can be exported without the server holding it in memory.',
+        description:
+          'Streamed: any range can be exported without the server holding it in memory. CSV has a column for every ' +
+          'field, empty where a record lacks it; an array field (per-cell readings) is one cell, its numbers joined by ";".',
         tags,
         querystring: Query({
           hours: Hours(24),
           format: Type.Union([Type.Literal('csv'), Type.Literal('ndjson')], { default: 'csv', description: 'csv or ndjson' }),
-          battery_id: BatteryQuery.properties.battery_id,
+          battery_id: RecordQuery.properties.battery_id,
+          source: RecordQuery.properties.source,
         }),
         response: {
           // Text, streamed: the handler answers a stream.
@@ -226,9 +243,9 @@ function registerKind(app: RoutesApp, kind: KindSpec): void {
       },
     },
     async (request, reply) => {
-      const { hours, format, battery_id } = request.query;
+      const { hours, format, battery_id, source } = request.query;
       const to = nowSeconds();
-      const rows = store.exportRange(kind.name, { from: to - hours * 3600, to: to + 1, batteryId: battery_id });
+      const rows = store.exportRange(kind.name, { from: to - hours * 3600, to: to + 1, batteryId: battery_id, source });
       const name = `${kind.collection}${battery_id === undefined ? '' : `_${battery_id}`}_${hours}h.${format}`;
       reply.header('Content-Disposition', `attachment; filename="${name}"`);
       return reply.type(exportContentType[format]).send(exportBody(rows, format, columns));

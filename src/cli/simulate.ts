@@ -24,6 +24,9 @@ Options:
       --binary-port N   default COLLECTOR_BINARY_PORT (23456)
       --json-port N     default COLLECTOR_JSON_PORT (23457)
       --seed N          random seed (default 1)
+      --cells N         send per-cell readings: N cell voltages (1-1024) and one temperature per
+                        module of up to 12 cells with each reading, as JSON (frames cannot carry them)
+      --cell-outlier MV with --cells: one weak cell MV millivolts below the others (default 0: none)
   -h, --help            this text
 
 Cycling (--scenario cycling): packs cycled full to empty in simulated time, ageing with a known
@@ -107,6 +110,8 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
       'binary-port': { type: 'string' },
       'json-port': { type: 'string' },
       seed: { type: 'string' },
+      cells: { type: 'string' },
+      'cell-outlier': { type: 'string' },
       cycles: { type: 'string' },
       fade: { type: 'string' },
       interval: { type: 'string' },
@@ -123,12 +128,19 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
     const config = loadConfig(env);
     const scenario = (parsed.scenario ?? 'normal') as Scenario;
     if (scenario === CYCLING) {
+      if (parsed.cells !== undefined) throw new UsageError('--cells is not available with --scenario cycling');
       await runCycling(parsed, config);
       return;
     }
     if (!SCENARIOS.includes(scenario)) throw new UsageError(`--scenario must be one of ${[...SCENARIOS, CYCLING].join(', ')}, got "${scenario}"`);
     const frames = (parsed.frames ?? 'auto') as FramesVia;
     if (!['auto', 'binary', 'json'].includes(frames)) throw new UsageError(`--frames must be auto, binary or json, got "${frames}"`);
+    const cells = positiveNumber('cells', parsed.cells, undefined, true);
+    if (cells !== undefined && cells > 1024) throw new UsageError(`--cells must be at most 1024, got "${parsed.cells}"`);
+    if (cells !== undefined && frames === 'binary') throw new UsageError('--cells needs JSON messages: binary frames cannot carry cells (drop --frames binary)');
+    if (parsed['cell-outlier'] !== undefined && cells === undefined) throw new UsageError('--cell-outlier needs --cells');
+    const cellOutlierMv = finiteNumber('cell-outlier', parsed['cell-outlier'], 0);
+    if (cellOutlierMv < 0) throw new UsageError('--cell-outlier must not be negative');
     const host = parsed.host ?? (['0.0.0.0', '::'].includes(config.collectorHost) ? '127.0.0.1' : config.collectorHost);
     const port = (name: string, raw: string | undefined, fallback: number) => {
       const value = positiveNumber(name, raw, fallback, true)!;
@@ -147,6 +159,8 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
       frames,
       batteryMap: config.collectorBatteryMap,
       seed: positiveNumber('seed', parsed.seed, 1, true),
+      cells,
+      cellOutlierMv,
       log: (line) => console.log(line),
     };
   } catch (error) {
@@ -160,7 +174,7 @@ export async function runSimulateCommand(args: string[], env: Environment): Prom
     console.log(
       pack.via === 'binary'
         ? `${pack.batteryId}: ${options.scenario}, frames to ${options.host}:${pack.framePort} (pack id from the collector's battery map), JSON to ${options.host}:${options.jsonPort}`
-        : `${pack.batteryId}: ${options.scenario}, JSON messages with battery_id to ${options.host}:${options.jsonPort}`,
+        : `${pack.batteryId}: ${options.scenario}, JSON messages with battery_id${options.cells === undefined ? '' : ` and ${options.cells} cells`} to ${options.host}:${options.jsonPort}`,
     );
   }
   console.log(`${options.rate} reading(s)/s per pack; ${options.durationSeconds !== undefined ? `for ${options.durationSeconds} s` : options.count !== undefined ? `${options.count} per pack` : 'Ctrl-C stops'}`);

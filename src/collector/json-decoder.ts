@@ -13,7 +13,11 @@
  *
  * decodeMessage parses, routes (kindOfMessage) and validates (validateRecord) one message, with the
  * same rules as the HTTP API, plausible time included (a timestamp before 2000 or more than
- * MAX_CLOCK_SKEW_SECONDS ahead is rejected as `timestamp_out_of_range`).
+ * MAX_CLOCK_SKEW_SECONDS ahead is rejected as `timestamp_out_of_range`). A battery-data message may
+ * carry per-cell readings (`cell_voltages`, `cell_temps`: up to 1,024 finite numbers each, validated
+ * like the rest; a bad array makes the message an `invalid_record`, which costs only that message).
+ * The size limit leaves room for them: two full arrays of the longest doubles JSON can print (24
+ * characters, "-2.2250738585072014e-308") take about 51 KB.
  */
 import { kindOfMessage, type KindName, type RecordInput } from '../records/kinds.js';
 import { DEFAULT_CLOCK_BOUND, validateRecord, type ClockBound, type ValidationDetail } from '../records/validate.js';

@@ -6,23 +6,52 @@
  *
  * ```
  *  numbers      Float64Array, row-major: numericColumns(kind) per row (timestamp, received_at,
- *               device_time where the kind has a device clock, then the kind's measurements);
- *               NaN where an optional column is absent
+ *               device_time where the kind has a device clock, then the kind's measurements, then
+ *               the numbers derived from its arrays); NaN where an optional column is absent, which
+ *               every number of a new row is until written
  *  texts        the distinct strings of the batch (a connection's frames share one pack and source)
  *  textIndexes  Uint32Array, STRING_COLUMNS per row (source, battery_id): indexes into texts
  *  keys         per row idempotency key, or null when no row has one
+ *  arrays       per row its array fields (per-cell readings) by name, undefined for a row without
+ *               any; null when no row has one
  * ```
  *
- * Cost of a row: 8 bytes per number and 4 per string; the strings themselves once per batch.
+ * Cost of a row: 8 bytes per number and 4 per string; the strings themselves once per batch. A batch
+ * of rows without arrays (every binary frame) pays nothing for them: `arrays` stays null, and the
+ * derived numbers stay NaN. The derived numbers of a row with arrays are computed here, when the row
+ * is appended: whatever a producer sent for them is no input field and never reaches a batch.
  */
-import { numericColumns, optionalColumns, STRING_COLUMNS } from '../records/columns.js';
-import { byKind, DEFAULT_BATTERY_ID, inputFields, KINDS, recordFields, type KindName, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import { derivedAt, numericColumns, optionalColumns, STRING_COLUMNS } from '../records/columns.js';
+import {
+  arrayFields,
+  byKind,
+  DEFAULT_BATTERY_ID,
+  deriveValue,
+  inputFields,
+  KINDS,
+  recordFields,
+  type FieldValue,
+  type KindName,
+  type RecordField,
+  type RecordInput,
+  type StoredRecord,
+} from '../records/kinds.js';
 
-/** Where a field of a row is: a numeric column, or a string column (the other is -1). */
+/** A row's array fields by name: only those it has, each with at least one value. */
+export type RowArrays = Readonly<Record<string, readonly number[]>>;
+
+/** Where a field of a row is: a numeric column, a string column (the other is -1), or an array field. */
 interface FieldAt {
   readonly name: string;
   readonly number: number;
   readonly text: number;
+  readonly array: boolean;
+}
+
+/** A derived number: its column, and how it is computed from which array. */
+interface DerivedAt {
+  readonly column: number;
+  readonly field: RecordField;
 }
 
 interface Layout {
@@ -34,6 +63,11 @@ interface Layout {
   readonly answer: readonly FieldAt[];
   /** The fields a producer sends, in the table's order: the API's input. */
   readonly input: readonly FieldAt[];
+  /** The kind's array fields' names. */
+  readonly arrays: readonly string[];
+  readonly derived: readonly DerivedAt[];
+  /** derivedAt(kind): the derived numbers' first column. */
+  readonly derivedAt: number;
 }
 
 const TEXT_COLUMNS = STRING_COLUMNS.length;
@@ -46,14 +80,23 @@ function layoutOf(kind: KindName): Layout {
   const column = new Map(columns.map((name, index) => [name, index]));
   const texts = STRING_COLUMNS as readonly string[];
   const fields = new Map<string, FieldAt>();
+  const arrays = arrayFields(kind).map((field) => field.name);
   for (const field of recordFields(kind)) {
-    if (column.has(field.name) || texts.includes(field.name)) {
-      fields.set(field.name, { name: field.name, number: column.get(field.name) ?? -1, text: texts.indexOf(field.name) });
+    if (column.has(field.name) || texts.includes(field.name) || arrays.includes(field.name)) {
+      fields.set(field.name, {
+        name: field.name,
+        number: column.get(field.name) ?? -1,
+        text: texts.indexOf(field.name),
+        array: arrays.includes(field.name),
+      });
     }
   }
   const answer = [...fields.values()];
   const input = inputFields(kind).map((field) => fields.get(field.name)!);
-  return { columns, column, optional: columns.map((name) => optional.has(name)), fields, answer, input };
+  const derived = recordFields(kind)
+    .filter((field) => field.derive !== undefined)
+    .map((field) => ({ column: column.get(field.name)!, field }));
+  return { columns, column, optional: columns.map((name) => optional.has(name)), fields, answer, input, arrays, derived, derivedAt: derivedAt(kind) };
 }
 
 const LAYOUTS = byKind((kind) => layoutOf(kind.name));
@@ -76,6 +119,7 @@ export class RecordBatch {
   readonly texts: string[] = [];
   textIndexes: Uint32Array;
   keys: (string | null)[] | null = null;
+  arrays: (RowArrays | undefined)[] | null = null;
   readonly #textIndex = new Map<string, number>();
   // The strings of the last row: consecutive rows (a connection's frames) mostly repeat them.
   #lastBatteryId: string | undefined;
@@ -89,7 +133,7 @@ export class RecordBatch {
     this.#layout = LAYOUTS[kind];
     this.width = this.#layout.columns.length;
     this.#capacity = Math.max(1, capacity);
-    this.numbers = new Float64Array(this.#capacity * this.width);
+    this.numbers = new Float64Array(this.#capacity * this.width).fill(NaN);
     this.textIndexes = new Uint32Array(this.#capacity * TEXT_COLUMNS);
   }
 
@@ -98,8 +142,8 @@ export class RecordBatch {
   }
 
   /**
-   * Adds a row for the given pack and source and answers where its numbers start in `numbers`;
-   * the caller writes all `width` of them (NaN for an absent optional one).
+   * Adds a row for the given pack and source and answers where its numbers start in `numbers`; the
+   * caller writes those the row has (all NaN until then: absent).
    */
   addRow(batteryId: string, source: string): number {
     if (this.#length === this.#capacity) this.#grow();
@@ -115,6 +159,7 @@ export class RecordBatch {
     this.textIndexes[row * TEXT_COLUMNS + BATTERY_ID] = this.#lastBatteryIdIndex;
     this.textIndexes[row * TEXT_COLUMNS + SOURCE] = this.#lastSourceIndex;
     if (this.keys !== null) this.keys.push(null);
+    if (this.arrays !== null) this.arrays.push(undefined);
     return row * this.width;
   }
 
@@ -124,14 +169,16 @@ export class RecordBatch {
    */
   append(input: RecordInput, receivedAt: number, key?: string): void {
     const at = this.addRow(input.battery_id ?? DEFAULT_BATTERY_ID, input.source ?? KINDS[this.kind].defaultSource);
-    const { columns } = this.#layout;
-    for (let c = 0; c < columns.length; c++) {
+    const { columns, derivedAt } = this.#layout;
+    // The derived numbers (last) are the server's own: left NaN here, computed from the arrays below.
+    for (let c = 0; c < derivedAt; c++) {
       const name = columns[c]!;
       const value = name === 'received_at' ? receivedAt : name === 'timestamp' ? (input.timestamp ?? receivedAt) : input[name];
       // Validation let only finite numbers through; an absent optional column is NaN (NULL when stored).
       this.numbers[at + c] = typeof value === 'number' ? value : NaN;
     }
     if (key !== undefined) this.#setKey(this.#length - 1, key);
+    if (this.#layout.arrays.length > 0) this.#setArrays(this.#length - 1, input);
   }
 
   /** Appends row `row` of another batch of the same kind. */
@@ -141,6 +188,8 @@ export class RecordBatch {
     for (let c = 0; c < this.width; c++) this.numbers[at + c] = from.numbers[source + c]!;
     const key = from.key(row);
     if (key !== undefined) this.#setKey(this.#length - 1, key);
+    const arrays = from.arrays?.[row];
+    if (arrays !== undefined) this.#rowArrays()[this.#length - 1] = arrays;
   }
 
   number(row: number, column: number): number {
@@ -169,7 +218,7 @@ export class RecordBatch {
   }
 
   /** A field of a row, common or the kind's own, by name; undefined when the row lacks it. */
-  value(row: number, name: string): number | string | undefined {
+  value(row: number, name: string): FieldValue | undefined {
     const field = this.#layout.fields.get(name);
     return field === undefined ? undefined : this.#valueAt(row, field);
   }
@@ -194,7 +243,8 @@ export class RecordBatch {
     return input;
   }
 
-  #valueAt(row: number, field: FieldAt): number | string | undefined {
+  #valueAt(row: number, field: FieldAt): FieldValue | undefined {
+    if (field.array) return this.arrays?.[row]?.[field.name];
     if (field.text >= 0) return this.texts[this.textIndexes[row * TEXT_COLUMNS + field.text]!];
     const value = this.numbers[row * this.width + field.number]!;
     return Number.isNaN(value) && this.#layout.optional[field.number] ? undefined : value;
@@ -209,6 +259,30 @@ export class RecordBatch {
     return index;
   }
 
+  /**
+   * Keeps the row's arrays (an empty one is absent) and computes what is derived from them. The
+   * arrays are the producer's own objects, validated: kept, not copied.
+   */
+  #setArrays(row: number, input: RecordInput): void {
+    let arrays: Record<string, readonly number[]> | undefined;
+    for (const name of this.#layout.arrays) {
+      const values = input[name];
+      if (!Array.isArray(values) || values.length === 0) continue;
+      (arrays ??= {})[name] = values;
+    }
+    if (arrays === undefined) return;
+    this.#rowArrays()[row] = arrays;
+    const at = row * this.width;
+    for (const { column, field } of this.#layout.derived) {
+      const values = arrays[field.derive!.from];
+      if (values !== undefined) this.numbers[at + column] = deriveValue(field, values);
+    }
+  }
+
+  #rowArrays(): (RowArrays | undefined)[] {
+    return (this.arrays ??= new Array<RowArrays | undefined>(this.#length).fill(undefined));
+  }
+
   #setKey(row: number, key: string): void {
     this.keys ??= new Array<string | null>(this.#length).fill(null);
     this.keys[row] = key;
@@ -218,6 +292,7 @@ export class RecordBatch {
     this.#capacity *= 2;
     const numbers = new Float64Array(this.#capacity * this.width);
     numbers.set(this.numbers);
+    numbers.fill(NaN, this.numbers.length);
     this.numbers = numbers;
     const textIndexes = new Uint32Array(this.#capacity * TEXT_COLUMNS);
     textIndexes.set(this.textIndexes);

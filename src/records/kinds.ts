@@ -1,6 +1,7 @@
 /**
  * The record kinds: one table that names every field of every record, the common ones and each
- * kind's own, with its type, meaning and example, who sets it, and the flags that set kinds apart.
+ * kind's own (its measurements; optional arrays such as per-cell readings; numbers the server derives
+ * from those arrays), with its type, meaning and example, who sets it, and the flags that set kinds apart.
  * Everything else is derived from it: the request and answer schemas (schemas.ts), the columnar
  * layout (columns.ts), the SQLite tables, the MongoDB documents and their validation, the CSV
  * columns, the spool's lines and the web's types (scripts read KINDS). A new field or kind is
@@ -9,14 +10,43 @@
  * This module imports nothing and does nothing when imported, so a plain script can read it.
  */
 
-export type FieldType = 'number' | 'integer' | 'string';
+/** `numbers`: an array of finite numbers (per-cell readings). */
+export type FieldType = 'number' | 'integer' | 'string' | 'numbers';
 
 export interface FieldSpec {
   readonly type: FieldType;
   readonly description: string;
-  readonly example: number | string;
+  readonly example: number | string | readonly number[];
   /** A regular expression the value matches, in input and in stored records alike. */
   readonly pattern?: string;
+}
+
+/** The most values one array field holds: a pack of up to 1,024 cells in series. */
+export const MAX_ARRAY_ITEMS = 1024;
+
+/**
+ * An optional array of numbers a producer may send (per-cell readings). A record without it is
+ * stored and answered exactly as before arrays existed; an empty array counts as absent.
+ */
+export interface ArrayFieldSpec extends FieldSpec {
+  readonly type: 'numbers';
+  readonly example: readonly number[];
+  readonly maxItems: number;
+}
+
+/** How a derived number is computed from the values of an array: the smallest, the largest, or max minus min. */
+export type Reduction = 'min' | 'max' | 'range';
+
+/**
+ * A number the server computes from an array field (`from`) when a record carries it, and stores with
+ * the record, aggregatable like a measurement. Never taken from a producer: it is no input field, so a
+ * value sent for it is ignored like any unknown field.
+ */
+export interface DerivedFieldSpec extends FieldSpec {
+  readonly type: 'number';
+  readonly example: number;
+  readonly from: string;
+  readonly reduce: Reduction;
 }
 
 /**
@@ -79,7 +109,11 @@ export interface KindSpec {
   /** The key of this kind's newest record in GET /api/dashboard, as the original service named it. */
   readonly dashboardKey: string;
   /** The kind's own measurement fields, all required on input. */
-  readonly fields: Readonly<Record<string, FieldSpec & { readonly type: 'number' | 'integer' }>>;
+  readonly fields: Readonly<Record<string, FieldSpec & { readonly type: 'number' | 'integer'; readonly example: number }>>;
+  /** Optional arrays a producer may send beside the measurements. */
+  readonly arrays?: Readonly<Record<string, ArrayFieldSpec>>;
+  /** Numbers the server derives from the arrays, present exactly when their array is. */
+  readonly derived?: Readonly<Record<string, DerivedFieldSpec>>;
 }
 
 export const KIND_NAMES = ['battery-data', 'battery-performance', 'battery-prediction'] as const;
@@ -92,6 +126,15 @@ const packCurrent = {
   example: -12.5,
 } as const;
 const cellTemp = { type: 'number', description: 'Cell temperature in °C', example: 31.2 } as const;
+const cellArray = (description: string, example: readonly number[]) =>
+  ({
+    type: 'numbers',
+    description: `${description}; at most ${MAX_ARRAY_ITEMS} values, each finite. Optional: an empty array is taken as absent`,
+    example,
+    maxItems: MAX_ARRAY_ITEMS,
+  }) as const;
+const derivedFrom = (from: string, reduce: Reduction, description: string, example: number) =>
+  ({ type: 'number', description: `${description}; computed by the server, present when ${from} is (a value sent is ignored)`, example, from, reduce }) as const;
 
 export const KINDS: Readonly<Record<KindName, KindSpec>> = {
   'battery-data': {
@@ -104,6 +147,16 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
     routingField: 'pack_voltage',
     dashboardKey: 'battery_data',
     fields: { pack_voltage: packVoltage, pack_current: packCurrent, cell_temp: cellTemp },
+    arrays: {
+      cell_voltages: cellArray('Voltage of each cell in series, in volts, in the pack\'s cell order', [3.687, 3.692, 3.688, 3.641]),
+      cell_temps: cellArray('Temperature of each cell (or cell sensor) in °C', [31.2, 31.9, 32.4]),
+    },
+    derived: {
+      cell_voltage_min: derivedFrom('cell_voltages', 'min', 'Lowest cell voltage in volts', 3.641),
+      cell_voltage_max: derivedFrom('cell_voltages', 'max', 'Highest cell voltage in volts', 3.692),
+      cell_voltage_delta: derivedFrom('cell_voltages', 'range', 'Highest minus lowest cell voltage in volts (cell imbalance)', 0.051),
+      cell_temp_max: derivedFrom('cell_temps', 'max', 'Highest cell temperature in °C', 32.4),
+    },
   },
   'battery-performance': {
     name: 'battery-performance',
@@ -143,21 +196,23 @@ export const KINDS: Readonly<Record<KindName, KindSpec>> = {
 
 export const ALL_KINDS: readonly KindSpec[] = KIND_NAMES.map((name) => KINDS[name]);
 
-export function fieldNames(kind: KindName): string[] {
-  return Object.keys(KINDS[kind].fields);
-}
-
 /** One field of a kind's records, common or its own, with what the table says about it. */
 export interface RecordField extends FieldSpec {
   readonly name: string;
   readonly setBy: SetBy;
   /**
    * One of the kind's own measurements: a number, required on input. The common fields a producer
-   * sends are optional.
+   * sends are optional, and so are the kind's arrays.
    */
   readonly measurement: boolean;
-  /** In every stored record; else only in those that came with it (device_time). */
+  /** In every stored record; else only in those that came with it (device_time, the arrays and what is derived from them). */
   readonly alwaysStored: boolean;
+  /** A number of the kind's own that aggregates answer: a measurement, or a number derived by the server. */
+  readonly aggregated: boolean;
+  /** Arrays only: the most values it may hold. */
+  readonly maxItems?: number;
+  /** Derived numbers only: computed by the server from this array field, this way. */
+  readonly derive?: { readonly from: string; readonly reduce: Reduction };
 }
 
 function recordFieldsOf(kind: KindSpec): readonly RecordField[] {
@@ -166,12 +221,26 @@ function recordFieldsOf(kind: KindSpec): readonly RecordField[] {
     if (spec.deviceClock && !kind.deviceTime) continue;
     const { deviceClock, ...field } = spec;
     const example = name === 'source' ? kind.defaultSource : field.example;
-    common.push({ ...field, name, example, measurement: false, alwaysStored: deviceClock !== true });
+    common.push({ ...field, name, example, measurement: false, alwaysStored: deviceClock !== true, aggregated: false });
   }
   const own = Object.entries(kind.fields).map(
-    ([name, field]): RecordField => ({ ...field, name, setBy: 'producer', measurement: true, alwaysStored: true }),
+    ([name, field]): RecordField => ({ ...field, name, setBy: 'producer', measurement: true, alwaysStored: true, aggregated: true }),
   );
-  return [...common, ...own];
+  const arrays = Object.entries(kind.arrays ?? {}).map(
+    ([name, field]): RecordField => ({ ...field, name, setBy: 'producer', measurement: false, alwaysStored: false, aggregated: false }),
+  );
+  const derived = Object.entries(kind.derived ?? {}).map(
+    ([name, { from, reduce, ...field }]): RecordField => ({
+      ...field,
+      name,
+      setBy: 'server',
+      measurement: false,
+      alwaysStored: false,
+      aggregated: true,
+      derive: { from, reduce },
+    }),
+  );
+  return [...common, ...own, ...arrays, ...derived];
 }
 
 /** A table with one entry per kind, each derived from the kind's spec. */
@@ -194,6 +263,43 @@ const INPUT_FIELDS = byKind((kind) => RECORD_FIELDS[kind.name].filter((field) =>
 /** The fields a producer sends for a kind, in the order of the API's input (the spool's lines alike). */
 export const inputFields = (kind: KindName): readonly RecordField[] => INPUT_FIELDS[kind];
 
+const AGGREGATED_FIELDS = byKind((kind) => RECORD_FIELDS[kind.name].filter((field) => field.aggregated));
+
+/**
+ * The numbers of a kind's own that aggregates and rollups carry: its measurements, then what the
+ * server derives. Those that are not alwaysStored are counted apart: a bucket's mean of one is over the
+ * records that have it, and a bucket with none of them leaves it out.
+ */
+export const aggregatedFields = (kind: KindName): readonly RecordField[] => AGGREGATED_FIELDS[kind];
+
+const ARRAY_FIELDS = byKind((kind) => RECORD_FIELDS[kind.name].filter((field) => field.type === 'numbers'));
+
+/** A kind's optional array fields (per-cell readings), in the table's order; none for most kinds. */
+export const arrayFields = (kind: KindName): readonly RecordField[] => ARRAY_FIELDS[kind];
+
+const REDUCE: Record<Reduction, (values: readonly number[]) => number> = {
+  min: (values) => minOf(values),
+  max: (values) => maxOf(values),
+  range: (values) => maxOf(values) - minOf(values),
+};
+
+function minOf(values: readonly number[]): number {
+  let min = Infinity;
+  for (const value of values) if (value < min) min = value;
+  return min;
+}
+
+function maxOf(values: readonly number[]): number {
+  let max = -Infinity;
+  for (const value of values) if (value > max) max = value;
+  return max;
+}
+
+/** A derived field's value from its array's values (at least one, all finite, as validation ensures). */
+export function deriveValue(field: RecordField, values: readonly number[]): number {
+  return REDUCE[field.derive!.reduce](values);
+}
+
 const batteryIdRegExp = new RegExp(BATTERY_ID_PATTERN);
 export const isBatteryId = (value: string): boolean => batteryIdRegExp.test(value);
 
@@ -204,8 +310,11 @@ export interface RecordInput {
   battery_id?: string;
   /** Kinds with a device clock only: the float32 the device sent as its timestamp. */
   device_time?: number;
-  [field: string]: number | string | undefined;
+  [field: string]: FieldValue | undefined;
 }
+
+/** What a field of a record holds: a number, a string, or (array fields) numbers. */
+export type FieldValue = number | string | readonly number[];
 
 /** A stored record, as the API answers it. */
 export interface StoredRecord {
@@ -215,7 +324,7 @@ export interface StoredRecord {
   battery_id: string;
   received_at: number;
   device_time?: number;
-  [field: string]: number | string | undefined;
+  [field: string]: FieldValue | undefined;
 }
 
 /**

@@ -52,6 +52,7 @@ const COMMON_INPUT_RULES: Partial<Record<CommonFieldName, object>> = {
 };
 
 function inputRulesOf(field: RecordField): object {
+  if (field.type === 'numbers') return { maxItems: field.maxItems, items: { minimum: -MAX_MEASUREMENT, maximum: MAX_MEASUREMENT } };
   if (!field.measurement) return COMMON_INPUT_RULES[field.name as CommonFieldName] ?? {};
   // Integers are stored and read back as IEEE doubles: past 2^53 they would come back changed
   // (2.9e27 as a float), so only safe integers are taken.
@@ -60,18 +61,33 @@ function inputRulesOf(field: RecordField): object {
     : { minimum: -MAX_MEASUREMENT, maximum: MAX_MEASUREMENT };
 }
 
-function schemaOf(field: FieldSpec, rules: object = {}): TSchema {
+function schemaOf(field: FieldSpec, rules: { items?: Parameters<typeof Type.Number>[0] } & object = {}): TSchema {
+  const { items, ...own } = rules;
   const options = {
     description: field.description,
     example: field.example,
     ...(field.pattern === undefined ? {} : { pattern: field.pattern }),
-    ...rules,
+    ...own,
   };
-  if (field.type === 'string') return Type.String(options);
-  return field.type === 'integer' ? Type.Integer(options) : Type.Number(options);
+  switch (field.type) {
+    case 'string':
+      return Type.String(options);
+    case 'integer':
+      return Type.Integer(options);
+    case 'numbers':
+      return Type.Array(Type.Number(items ?? {}), options);
+    default:
+      return Type.Number(options);
+  }
 }
 
 export const BatteryId = schemaOf(COMMON_FIELDS.battery_id);
+
+/** A `source` as reads filter by it: the limits of the field a producer sends. */
+export const Source = schemaOf(
+  { ...COMMON_FIELDS.source, description: 'Only records of this producer (source), e.g. battery_monitor_analytics' },
+  COMMON_INPUT_RULES.source,
+);
 
 /**
  * What a producer sends. Unknown properties are ignored, not refused, as the original service's

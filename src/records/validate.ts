@@ -86,6 +86,9 @@ export function validateRecord(
   return { ok: false, detail, timestampOutOfRange };
 }
 
+/** JSON Schema's type names as Pydantic v1 names them in its messages and error types. */
+const PYDANTIC_TYPES: Record<string, string> = { number: 'float', integer: 'integer', string: 'str', array: 'list' };
+
 /** Turns Ajv errors into Pydantic-style entries; `prefix` is where the data sits ('body', index…). */
 export function toDetail(errors: readonly ErrorObject[], prefix: (string | number)[]): ValidationDetail[] {
   const detail: ValidationDetail[] = [];
@@ -102,7 +105,7 @@ export function toDetail(errors: readonly ErrorObject[], prefix: (string | numbe
         break;
       case 'type': {
         const expected = String(error.params.type);
-        const pydanticName = expected === 'number' ? 'float' : expected === 'integer' ? 'integer' : expected === 'string' ? 'str' : expected;
+        const pydanticName = PYDANTIC_TYPES[expected] ?? expected;
         entry = { loc: [...prefix, ...path], msg: `value is not a valid ${pydanticName}`, type: `type_error.${pydanticName}` };
         break;
       }

@@ -164,7 +164,9 @@ function encodeLine(batch: RecordBatch, row: number): { line: string; bytes: num
       const q = quoted(value);
       ascii &&= q.ascii;
       text = q.json;
-    } else text = num(value);
+    } else if (typeof value === 'number') text = num(value);
+    // An array field (per-cell readings): finite numbers, as validation let them through.
+    else text = `[${value.map(num).join(',')}]`;
     line += `${line === '' ? '{' : ','}"${field.name}":${text}`;
   }
   line += '}\n';

@@ -11,10 +11,15 @@
  * "default"); several packs send frames when every pack has a port rule, and otherwise send their
  * readings as JSON battery-data messages carrying battery_id, which is the only way several packs on
  * one port can be told apart. `--frames binary|json` chooses explicitly.
+ *
+ * Per-cell readings (`--cells N`, cell-model.ts): each battery-data reading carries `cell_voltages`
+ * and `cell_temps`. A binary frame has a fixed 16-byte layout with no room for them, so with cells
+ * every pack sends its readings as JSON messages.
  */
 import net from 'node:net';
 import { encodeFrame, FRAME_BYTES } from '../collector/binary-decoder.js';
 import { batteryIdFor, parseBatteryMap, type BatteryMap } from '../collector/battery-map.js';
+import { CellModel, type CellReadings } from './cell-model.js';
 import { PackModel, SCENARIOS, type Reading, type Scenario } from './pack-model.js';
 
 export type FramesVia = 'auto' | 'binary' | 'json';
@@ -36,8 +41,12 @@ export interface SimulationOptions {
   seed?: number;
   /** Pack time per reading, seconds (default 1: one reading is one second of the pack's life). */
   secondsPerReading?: number;
-  /** Called with every reading sent (tests). */
-  onReading?: (batteryId: string, via: 'binary' | 'json', reading: Reading) => void;
+  /** Cells in series per pack (1-1,024): readings carry per-cell voltages and module temperatures, as JSON. */
+  cells?: number;
+  /** With cells: one weak cell this many millivolts below the others (cell-model.ts); 0 or unset for none. */
+  cellOutlierMv?: number;
+  /** Called with every reading sent (tests), with its cells when it has them. */
+  onReading?: (batteryId: string, via: 'binary' | 'json', reading: Reading, cells?: CellReadings) => void;
   /** Progress lines; default none. */
   log?: (line: string) => void;
 }
@@ -66,11 +75,14 @@ export interface SimulationHandle {
   stop(): Promise<SimulationStats>;
 }
 
-/** Decides per pack its battery id and whether its readings travel as frames or JSON. */
-export function planPacks(options: Pick<SimulationOptions, 'packs' | 'frames' | 'batteryMap' | 'binaryPort'>): PackPlan[] {
+/**
+ * Decides per pack its battery id and whether its readings travel as frames or JSON. Readings with
+ * cells travel as JSON whatever `frames` says: a frame cannot carry them.
+ */
+export function planPacks(options: Pick<SimulationOptions, 'packs' | 'frames' | 'batteryMap' | 'binaryPort' | 'cells'>): PackPlan[] {
   const map = options.batteryMap ?? parseBatteryMap('');
   const portOf = new Map([...map.byPort].map(([port, id]) => [id, port]));
-  const frames = options.frames ?? 'auto';
+  const frames = (options.cells ?? 0) > 0 ? 'json' : (options.frames ?? 'auto');
   if (options.packs === 1) {
     const ownPort = portOf.get('pack-1');
     const batteryId = ownPort !== undefined ? 'pack-1' : batteryIdFor(map, undefined, options.binaryPort);
@@ -158,6 +170,7 @@ class Link {
 interface SimPack {
   plan: PackPlan;
   model: PackModel;
+  cells: CellModel | undefined;
   frames: Link | undefined;
   json: Link;
   sent: number;
@@ -172,6 +185,7 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
   const packs: SimPack[] = plan.map((p, i) => ({
     plan: p,
     model: new PackModel(options.scenario, seed + i * 7919),
+    cells: (options.cells ?? 0) > 0 ? new CellModel({ count: options.cells!, outlierMv: options.cellOutlierMv, seed: seed + i * 7919 }) : undefined,
     frames: p.via === 'binary' ? new Link(options.host, p.framePort!, log) : undefined,
     json: new Link(options.host, options.jsonPort, log),
     sent: 0,
@@ -206,12 +220,13 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const id = pack.plan.batteryId;
     for (let i = 0; i < n; i++) {
       const reading = pack.model.next(secondsPerReading);
+      const cells = pack.cells?.readings(reading);
       pack.sent++;
-      options.onReading?.(id, pack.plan.via, reading);
+      options.onReading?.(id, pack.plan.via, reading, cells);
       if (frames !== undefined) encodeFrame(reading, frames, i * FRAME_BYTES);
       else {
         const { device_time: _deviceTime, ...values } = reading;
-        lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...values }));
+        lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...values, ...cells }));
       }
       // From the first reading on: a link silent before its first byte is closed by the collector (COLLECTOR_FIRST_BYTE_TIMEOUT).
       if (pack.sent % 10 === 1) lines.push(JSON.stringify({ timestamp: now, battery_id: id, ...pack.model.performance(reading) }));

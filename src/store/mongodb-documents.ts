@@ -8,7 +8,9 @@
  * time field, and the idempotency key when there is one:
  *   { _id: ObjectId, timestamp: 1732700000.25, time: ISODate(...), received_at: 1732700000.3,
  *     source: 'battery_monitor', battery_id: 'pack-1', device_time?: 1234.5, pack_voltage: 398.2,
- *     ..., key?: '...' }
+ *     ..., cell_voltages?: [3.687, ...], cell_temps?: [...], cell_voltage_min?: 3.641, ..., key?: '...' }
+ * A record's arrays (per-cell readings) are BSON arrays of doubles, and the numbers derived from them
+ * plain fields, both only in documents of records that came with them.
  * `timestamp` stays the float Unix seconds the original service stored and every query uses;
  * `time` is the same instant as a BSON date (milliseconds, rounded down), which time-series
  * collections need as their time field and TTL indexes need to expire documents.
@@ -19,7 +21,16 @@
 import { createHash } from 'node:crypto';
 import { ObjectId, type Document, type Filter } from 'mongodb';
 import type { RecordBatch } from '../ingest/record-batch.js';
-import { DEFAULT_BATTERY_ID, inputFields, KINDS, recordFields, type KindName, type RecordInput, type StoredRecord } from '../records/kinds.js';
+import {
+  DEFAULT_BATTERY_ID,
+  inputFields,
+  KINDS,
+  recordFields,
+  type FieldValue,
+  type KindName,
+  type RecordInput,
+  type StoredRecord,
+} from '../records/kinds.js';
 import { schemaDetail, type ValidationDetail } from '../records/validate.js';
 
 export const TIME_FIELD = 'time';
@@ -88,13 +99,26 @@ function numberOf(value: unknown): number | undefined {
   return undefined;
 }
 
+/** An array field as stored: numbers only (an array another program wrote with anything else reads as absent). */
+function numbersOf(value: unknown): number[] | undefined {
+  if (!Array.isArray(value) || value.length === 0) return undefined;
+  const numbers: number[] = [];
+  for (const item of value) {
+    const n = numberOf(item);
+    if (n === undefined || !Number.isFinite(n)) return undefined;
+    numbers.push(n);
+  }
+  return numbers;
+}
+
 export function fromDocument(kind: KindName, doc: Document): StoredRecord {
   const record = {} as StoredRecord;
   for (const field of recordFields(kind)) {
     const stored = doc[field.name];
-    let value: number | string | undefined;
+    let value: FieldValue | undefined;
     if (field.setBy === 'store') value = stored instanceof ObjectId ? stored.toHexString() : String(stored);
     else if (field.type === 'string') value = typeof stored === 'string' ? stored : undefined;
+    else if (field.type === 'numbers') value = numbersOf(stored);
     else value = numberOf(stored);
     value ??= legacyValue(kind, field.name, record, doc);
     if (value !== undefined) record[field.name] = value;
@@ -103,7 +127,7 @@ export function fromDocument(kind: KindName, doc: Document): StoredRecord {
 }
 
 /** How the original service's documents read where they lack a field (see the top of this file). */
-function legacyValue(kind: KindName, name: string, record: StoredRecord, doc: Document): number | string | undefined {
+function legacyValue(kind: KindName, name: string, record: StoredRecord, doc: Document): FieldValue | undefined {
   switch (name) {
     case 'timestamp':
       return numberOf(doc[TIME_FIELD]) ?? 0;
@@ -127,6 +151,17 @@ export function batteryFilter(batteryId: unknown): Filter<Document> {
   if (batteryId === undefined) return {};
   if (typeof batteryId !== 'string') throw new TypeError('battery_id must be a string');
   return batteryId === DEFAULT_BATTERY_ID ? { battery_id: { $in: [DEFAULT_BATTERY_ID, null] } } : { battery_id: batteryId };
+}
+
+/**
+ * The filter on a read's pack and source (RecordFilter). Strings only, as batteryFilter. The kind's
+ * default source also matches documents without one (the original service's), which read as it.
+ */
+export function recordFilter(kind: KindName, filter: { batteryId?: unknown; source?: unknown }): Filter<Document> {
+  const { source } = filter;
+  if (source === undefined) return batteryFilter(filter.batteryId);
+  if (typeof source !== 'string') throw new TypeError('source must be a string');
+  return { ...batteryFilter(filter.batteryId), source: source === KINDS[kind].defaultSource ? { $in: [source, null] } : source };
 }
 
 export function finite(name: string, value: unknown): number {

@@ -19,7 +19,7 @@
  *   background, as it may take a while on a large database).
  */
 import type { Collection, Db, Document, IndexDescription, MongoServerError } from 'mongodb';
-import { ALL_KINDS, KIND_NAMES, type KindName } from '../records/kinds.js';
+import { aggregatedFields, ALL_KINDS, KIND_NAMES, type KindName, type RecordField } from '../records/kinds.js';
 import { summaryId, TIME_FIELD, type SummaryDocument } from './mongodb-documents.js';
 
 export const SUMMARY_COLLECTION = 'battery_summary';
@@ -261,7 +261,8 @@ export async function countLegacyDocumentsOnce(
 /** Runs the bucket pipeline on no documents: a server without the expressions refuses it at parse time. */
 async function probeServerAggregation(collection: Collection<Document>, notes: string[]): Promise<boolean> {
   try {
-    await collection.aggregate([{ $match: { _id: null } }, { $group: bucketGroup(0, 60, ['pack_voltage']) }]).toArray();
+    // Every expression aggregate() uses, the count of a field a record may lack ($isNumber) among them.
+    await collection.aggregate([{ $match: { _id: null } }, { $group: bucketGroup(0, 60, aggregatedFields('battery-data')) }]).toArray();
     return true;
   } catch (error) {
     if (!isServerError(error)) throw error;
@@ -272,17 +273,19 @@ async function probeServerAggregation(collection: Collection<Document>, notes: s
 
 /**
  * The $group stage of aggregate(): bucket start = from + floor((timestamp - from) / width) * width,
- * the same double arithmetic as the raw computation, so bucket edges agree to the bit.
+ * the same double arithmetic as the raw computation, so bucket edges agree to the bit. $min, $max and
+ * $sum pass over a missing field; a field a record may lack is counted too (`n_`), for its mean.
  */
-export function bucketGroup(from: number, width: number, fields: string[]): Document {
+export function bucketGroup(from: number, width: number, fields: readonly Pick<RecordField, 'name' | 'alwaysStored'>[]): Document {
   const group: Document = {
     _id: { $add: [from, { $multiply: [{ $floor: { $divide: [{ $subtract: ['$timestamp', from] }, width] } }, width] }] },
     count: { $sum: 1 },
   };
-  for (const field of fields) {
-    group[`min_${field}`] = { $min: `$${field}` };
-    group[`max_${field}`] = { $max: `$${field}` };
-    group[`sum_${field}`] = { $sum: `$${field}` };
+  for (const { name, alwaysStored } of fields) {
+    group[`min_${name}`] = { $min: `$${name}` };
+    group[`max_${name}`] = { $max: `$${name}` };
+    group[`sum_${name}`] = { $sum: `$${name}` };
+    if (!alwaysStored) group[`n_${name}`] = { $sum: { $cond: [{ $isNumber: `$${name}` }, 1, 0] } };
   }
   return group;
 }

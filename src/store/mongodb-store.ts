@@ -26,7 +26,7 @@
  */
 import type { RecordBatch } from '../ingest/record-batch.js';
 import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Document, type Filter, type MongoClientOptions } from 'mongodb';
-import { DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, fieldNames, type KindName, type StoredRecord } from '../records/kinds.js';
+import { aggregatedFields, DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, type KindName, type RecordField, type StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import {
   batteryFilter,
@@ -35,6 +35,7 @@ import {
   fromDocument,
   idForKey,
   projectionFor,
+  recordFilter,
   recordProblem,
   summaryId,
   TIME_FIELD,
@@ -587,9 +588,9 @@ export class MongoStore implements Store {
     await this.#bounded(setup.summary.bulkWrite(updates, { ordered: false }), 'summary update');
   }
 
-  async latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null> {
+  async latest(kind: KindName, batteryId?: string, source?: string): Promise<StoredRecord | null> {
     const kc = await this.#kind(kind);
-    let filter = batteryFilter(batteryId);
+    let filter = recordFilter(kind, { batteryId, source });
     if (kc.timeseries) {
       const edge = await this.#timeEdge(kc, filter, 1);
       if (edge === undefined) return null;
@@ -623,7 +624,7 @@ export class MongoStore implements Store {
     const kc = await this.#kind(kind);
     // limit(0) means no limit to MongoDB.
     if (limit <= 0) return [];
-    let filter = { ...batteryFilter(query.batteryId), ...timeRange(kc, since, undefined) };
+    let filter = { ...recordFilter(kind, query), ...timeRange(kc, since, undefined) };
     if (kc.timeseries) {
       // Fewer than `limit` documents in the window: the window itself is the bound.
       const edge = await this.#timeEdge(kc, filter, limit);
@@ -646,8 +647,8 @@ export class MongoStore implements Store {
     if (width <= 0) throw new TypeError('bucketSeconds must be positive');
     const setup = await this.ready();
     const kc = setup.kinds[kind];
-    const fields = fieldNames(kind);
-    const filter = { ...batteryFilter(query.batteryId), ...timeRange(kc, from, to) };
+    const fields = aggregatedFields(kind);
+    const filter = { ...recordFilter(kind, query), ...timeRange(kc, from, to) };
     if (setup.serverAggregation) {
       const rows = await this.#bounded(
         kc.collection.aggregate<Document>([{ $match: filter }, { $group: bucketGroup(from, width, fields) }, { $sort: { _id: 1 } }], { allowDiskUse: true }).toArray(),
@@ -656,10 +657,12 @@ export class MongoStore implements Store {
       return rows.map((row) => {
         const count = Number(row.count);
         const bucket: AggregateBucket = { start: Number(row._id), count, min: {}, max: {}, mean: {} };
-        for (const f of fields) {
+        for (const { name: f, alwaysStored } of fields) {
+          const n = alwaysStored ? count : Number(row[`n_${f}`] ?? 0);
+          if (n === 0) continue;
           bucket.min[f] = Number(row[`min_${f}`]);
           bucket.max[f] = Number(row[`max_${f}`]);
-          bucket.mean[f] = Number(row[`sum_${f}`]) / count;
+          bucket.mean[f] = Number(row[`sum_${f}`]) / n;
         }
         return bucket;
       });
@@ -668,10 +671,10 @@ export class MongoStore implements Store {
   }
 
   /** aggregate() for servers without $group expressions: the same arithmetic over a projected cursor. */
-  async #reduce(kc: KindCollection, filter: Filter<Document>, from: number, width: number, fields: string[]): Promise<AggregateBucket[]> {
+  async #reduce(kc: KindCollection, filter: Filter<Document>, from: number, width: number, fields: readonly RecordField[]): Promise<AggregateBucket[]> {
     const projection: Document = { _id: 0, timestamp: 1 };
-    for (const f of fields) projection[f] = 1;
-    const buckets = new Map<number, { count: number; min: number[]; max: number[]; sum: number[] }>();
+    for (const { name } of fields) projection[name] = 1;
+    const buckets = new Map<number, { count: number; min: number[]; max: number[]; sum: number[]; n: number[] }>();
     const cursor = kc.collection.find(filter, { projection, batchSize: AGGREGATE_SCAN_BATCH });
     try {
       for await (const doc of cursor) {
@@ -679,16 +682,20 @@ export class MongoStore implements Store {
         const start = from + Math.floor((t - from) / width) * width;
         let bucket = buckets.get(start);
         if (bucket === undefined) {
-          bucket = { count: 0, min: fields.map(() => Infinity), max: fields.map(() => -Infinity), sum: fields.map(() => 0) };
+          bucket = { count: 0, min: fields.map(() => Infinity), max: fields.map(() => -Infinity), sum: fields.map(() => 0), n: fields.map(() => 0) };
           buckets.set(start, bucket);
         }
         bucket.count++;
         for (let i = 0; i < fields.length; i++) {
-          const v = Number(doc[fields[i]!]);
+          const stored: unknown = doc[fields[i]!.name];
+          // A field the record lacks ($min and $max pass over it too).
+          if (stored === undefined || stored === null) continue;
+          const v = Number(stored);
           if (!Number.isFinite(v)) continue;
           if (v < bucket.min[i]!) bucket.min[i] = v;
           if (v > bucket.max[i]!) bucket.max[i] = v;
           bucket.sum[i]! += v;
+          bucket.n[i]! += 1;
         }
       }
     } finally {
@@ -698,10 +705,12 @@ export class MongoStore implements Store {
       .sort(([a], [b]) => a - b)
       .map(([start, b]) => {
         const bucket: AggregateBucket = { start, count: b.count, min: {}, max: {}, mean: {} };
-        fields.forEach((f, i) => {
+        fields.forEach(({ name: f, alwaysStored }, i) => {
+          const n = alwaysStored ? b.count : b.n[i]!;
+          if (n === 0) return;
           bucket.min[f] = b.min[i]!;
           bucket.max[f] = b.max[i]!;
-          bucket.mean[f] = b.sum[i]! / b.count;
+          bucket.mean[f] = b.sum[i]! / n;
         });
         return bucket;
       });
@@ -711,7 +720,7 @@ export class MongoStore implements Store {
     const from = finite('from', query.from);
     const to = finite('to', query.to);
     const kc = await this.#kind(kind);
-    const filter = { ...batteryFilter(query.batteryId), ...timeRange(kc, from, to) };
+    const filter = { ...recordFilter(kind, query), ...timeRange(kc, from, to) };
     const cursor = kc.collection.find(filter, {
       sort: { timestamp: 1, _id: 1 },
       projection: projectionFor(kind),

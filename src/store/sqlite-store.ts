@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { RecordBatch } from '../ingest/record-batch.js';
 import { STRING_COLUMNS } from '../records/columns.js';
-import { KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
+import { aggregatedFields, arrayFields, byKind, KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import { rollupFor } from './buckets.js';
 import { configureConnection, ROLLUP_WIDTHS, rollupTable, selectList } from './sqlite-schema.js';
@@ -23,6 +23,7 @@ import {
   type BatterySummary,
   type HistoryQuery,
   type RangeQuery,
+  type RecordFilter,
   type Store,
   type StoreHealth,
   type StoreLogger,
@@ -104,7 +105,8 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #worker: Worker;
   readonly #waiting = new Map<number, { resolve(reply: WriterReply): void; reject(error: Error): void }>();
-  readonly #statements: Record<KindName, ReadStatements>;
+  /** Per kind, the reads prepared so far, by the shape of their filter (filterOf). */
+  readonly #statements: Record<KindName, Map<string, ReadStatements>>;
   #closing = false;
   #nextId = 1;
   #failure: Error | undefined;
@@ -120,10 +122,7 @@ export class SqliteStore implements Store {
     });
     worker.on('error', (error) => this.#fail(error));
     worker.on('exit', (code) => this.#closing || this.#fail(new StoreUnavailableError(`the SQLite writer stopped (exit code ${code})`)));
-    this.#statements = Object.fromEntries(KIND_NAMES.map((kind) => [kind, prepareReads(db, kind)])) as Record<
-      KindName,
-      ReadStatements
-    >;
+    this.#statements = Object.fromEntries(KIND_NAMES.map((kind) => [kind, new Map()])) as Record<KindName, Map<string, ReadStatements>>;
   }
 
   async write(batches: readonly RecordBatch[]): Promise<WriteOutcome[]> {
@@ -135,6 +134,8 @@ export class SqliteStore implements Store {
       texts: batch.texts,
       textIndexes: batch.textIndexes.slice(0, batch.length * STRING_COLUMNS.length),
       keys: batch.keys,
+      // Cloned to the writer only for batches with per-cell readings; null for every other.
+      arrays: batch.arrays,
     }));
     const reply = await this.#send(
       { type: 'write', id: 0, requests: columnar },
@@ -148,71 +149,79 @@ export class SqliteStore implements Store {
     );
   }
 
-  async latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null> {
-    const s = this.#statements[kind];
-    const row = (batteryId === undefined ? s.latest.get() : s.latestOf.get(batteryId)) as Row | undefined;
-    return row === undefined ? null : toRecord(row);
+  async latest(kind: KindName, batteryId?: string, source?: string): Promise<StoredRecord | null> {
+    const reads = this.#reads(kind, { batteryId, source });
+    const row = reads.latest.get(reads.params) as Row | undefined;
+    return row === undefined ? null : toRecord(kind, row);
   }
 
   async history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]> {
-    const s = this.#statements[kind];
-    const rows = (
-      query.batteryId === undefined
-        ? s.history.all(query.since, query.limit)
-        : s.historyOf.all(query.batteryId, query.since, query.limit)
-    ) as Row[];
-    return rows.map(toRecord);
+    const reads = this.#reads(kind, query);
+    const rows = reads.history.all({ ...reads.params, since: query.since, limit: query.limit }) as Row[];
+    return rows.map((row) => toRecord(kind, row));
   }
 
   async aggregate(kind: KindName, query: AggregateQuery): Promise<AggregateBucket[]> {
     const spec = KINDS[kind];
-    const fields = Object.keys(spec.fields);
+    const fields = aggregatedFields(kind);
     const width = query.bucketSeconds;
-    const rollup = rollupFor(width, ROLLUP_WIDTHS);
-    const where = query.batteryId === undefined ? '' : 'AND battery_id = @batteryId';
+    // Rollups are kept per pack, not per producer: a source filter is answered from the rows.
+    const rollup = query.source === undefined ? rollupFor(width, ROLLUP_WIDTHS) : undefined;
+    const { where, params } = filterOf(query);
     let sql: string;
     if (rollup === undefined) {
       // Widths under a minute cover short ranges: few raw rows.
-      const stats = fields.map((f) => `min(${f}) AS min_${f}, max(${f}) AS max_${f}, sum(${f}) AS sum_${f}`).join(', ');
+      const stats = fields
+        .map(({ name: f, alwaysStored }) => `min(${f}) AS min_${f}, max(${f}) AS max_${f}, sum(${f}) AS sum_${f}${alwaysStored ? '' : `, count(${f}) AS n_${f}`}`)
+        .join(', ');
       sql = `SELECT @from + CAST((timestamp - @from) / @width AS INTEGER) * @width AS start, count(*) AS count, ${stats}
-             FROM ${spec.collection} WHERE timestamp >= @from AND timestamp < @to ${where}
+             FROM ${spec.collection} WHERE timestamp >= @from AND timestamp < @to ${where.map((clause) => `AND ${clause}`).join(' ')}
              GROUP BY start ORDER BY start`;
     } else {
-      const stats = fields.map((f) => `min(min_${f}) AS min_${f}, max(max_${f}) AS max_${f}, sum(sum_${f}) AS sum_${f}`).join(', ');
+      const stats = fields
+        .map(({ name: f, alwaysStored }) => `min(min_${f}) AS min_${f}, max(max_${f}) AS max_${f}, sum(sum_${f}) AS sum_${f}${alwaysStored ? '' : `, sum(n_${f}) AS n_${f}`}`)
+        .join(', ');
       sql = `SELECT CAST(bucket / @width AS INTEGER) * @width AS start, sum(count) AS count, ${stats}
-             FROM ${rollupTable(spec, rollup)} WHERE bucket >= @from AND bucket < @to ${where}
+             FROM ${rollupTable(spec, rollup)} WHERE bucket >= @from AND bucket < @to ${where.map((clause) => `AND ${clause}`).join(' ')}
              GROUP BY start ORDER BY start`;
     }
-    const params: Record<string, number | string> = { from: query.from, to: query.to, width };
-    if (query.batteryId !== undefined) params.batteryId = query.batteryId;
-    const rows = this.#db.prepare(sql).all(params) as Row[];
+    const rows = this.#db.prepare(sql).all({ ...params, from: query.from, to: query.to, width }) as Row[];
     return rows.map((row) => {
       const count = row.count as number;
       const bucket: AggregateBucket = { start: row.start as number, count, min: {}, max: {}, mean: {} };
-      for (const f of fields) {
+      for (const { name: f, alwaysStored } of fields) {
+        const n = alwaysStored ? count : (row[`n_${f}`] as number | null) ?? 0;
+        if (n === 0) continue;
         bucket.min[f] = row[`min_${f}`] as number;
         bucket.max[f] = row[`max_${f}`] as number;
-        bucket.mean[f] = (row[`sum_${f}`] as number) / count;
+        bucket.mean[f] = (row[`sum_${f}`] as number) / n;
       }
       return bucket;
     });
   }
 
   async *exportRange(kind: KindName, query: RangeQuery): AsyncIterable<StoredRecord> {
-    const s = this.#statements[kind];
+    const reads = this.#reads(kind, query);
     // Keyset pages: each page is a short read, so an export never pins a snapshot or the connection.
     let after: [number, number] = [query.from, -Infinity];
     for (;;) {
-      const rows = (
-        query.batteryId === undefined
-          ? s.page.all(after[0], after[1], query.to)
-          : s.pageOf.all(query.batteryId, after[0], after[1], query.to)
-      ) as Row[];
-      for (const row of rows) yield toRecord(row);
+      const rows = reads.page.all({ ...reads.params, afterTime: after[0], afterId: after[1], to: query.to }) as Row[];
+      for (const row of rows) yield toRecord(kind, row);
       if (rows.length < EXPORT_PAGE_ROWS) return;
       const last = rows[rows.length - 1]!;
       after = [last.timestamp as number, last._id as number];
     }
+  }
+
+  /** The prepared reads for a filter's shape (pack, source, both or neither), made on first use. */
+  #reads(kind: KindName, filter: RecordFilter): { params: Record<string, string> } & ReadStatements {
+    const { where, params, shape } = filterOf(filter);
+    let statements = this.#statements[kind].get(shape);
+    if (statements === undefined) {
+      statements = prepareReads(this.#db, kind, where);
+      this.#statements[kind].set(shape, statements);
+    }
+    return { ...statements, params };
   }
 
   async batteries(): Promise<BatterySummary[]> {
@@ -284,35 +293,51 @@ export class SqliteStore implements Store {
   }
 }
 
-function prepareReads(db: Database.Database, kind: KindName) {
+/** The WHERE clauses of a filter, their parameters, and its shape (which clauses), which names its statements. */
+function filterOf(filter: RecordFilter): { where: string[]; params: Record<string, string>; shape: string } {
+  const where: string[] = [];
+  const params: Record<string, string> = {};
+  if (filter.batteryId !== undefined) {
+    where.push('battery_id = @batteryId');
+    params.batteryId = filter.batteryId;
+  }
+  if (filter.source !== undefined) {
+    where.push('source = @source');
+    params.source = filter.source;
+  }
+  return { where, params, shape: Object.keys(params).join(',') };
+}
+
+function prepareReads(db: Database.Database, kind: KindName, filter: readonly string[]) {
   const table = KINDS[kind].collection;
   const columns = selectList(kind);
+  const and = filter.map((clause) => `${clause} AND `).join('');
+  const where = filter.length === 0 ? '' : `WHERE ${filter.join(' AND ')}`;
   return {
-    latest: db.prepare(`SELECT ${columns} FROM ${table} ORDER BY timestamp DESC, id DESC LIMIT 1`),
-    latestOf: db.prepare(`SELECT ${columns} FROM ${table} WHERE battery_id = ? ORDER BY timestamp DESC, id DESC LIMIT 1`),
-    history: db.prepare(`SELECT ${columns} FROM ${table} WHERE timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?`),
-    historyOf: db.prepare(
-      `SELECT ${columns} FROM ${table} WHERE battery_id = ? AND timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?`,
-    ),
+    latest: db.prepare(`SELECT ${columns} FROM ${table} ${where} ORDER BY timestamp DESC, id DESC LIMIT 1`),
+    history: db.prepare(`SELECT ${columns} FROM ${table} WHERE ${and}timestamp >= @since ORDER BY timestamp DESC, id DESC LIMIT @limit`),
     page: db.prepare(
-      `SELECT ${columns} FROM ${table} WHERE (timestamp, id) > (?, ?) AND timestamp < ? ORDER BY timestamp, id LIMIT ${EXPORT_PAGE_ROWS}`,
-    ),
-    pageOf: db.prepare(
-      `SELECT ${columns} FROM ${table} WHERE battery_id = ? AND (timestamp, id) > (?, ?) AND timestamp < ? ORDER BY timestamp, id LIMIT ${EXPORT_PAGE_ROWS}`,
+      `SELECT ${columns} FROM ${table} WHERE ${and}(timestamp, id) > (@afterTime, @afterId) AND timestamp < @to ORDER BY timestamp, id LIMIT ${EXPORT_PAGE_ROWS}`,
     ),
   };
 }
 
 type ReadStatements = ReturnType<typeof prepareReads>;
 
-/** A row as the API answers it: the key as a string, no field for a NULL (a record that lacks it). */
-function toRecord(row: Row): StoredRecord {
+const ARRAY_COLUMNS = byKind((kind): ReadonlySet<string> => new Set(arrayFields(kind.name).map((field) => field.name)));
+
+/**
+ * A row as the API answers it: the key as a string, no field for a NULL (a record that lacks it), an
+ * array field's JSON text as the array it holds.
+ */
+function toRecord(kind: KindName, row: Row): StoredRecord {
   const record = {} as StoredRecord;
+  const arrays = ARRAY_COLUMNS[kind];
   for (const column in row) {
     const value = row[column]!;
-    if (value !== null) record[column] = value;
+    if (value === null) continue;
+    record[column] = arrays.has(column) ? (JSON.parse(value as string) as number[]) : value;
   }
   record._id = String(record._id);
   return record;
 }
-

@@ -8,8 +8,9 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { KINDS, type KindName, type KindSpec } from '../records/kinds.js';
-import { measurementsAt, numericColumns, STRING_COLUMNS } from '../records/columns.js';
+import type { RowArrays } from '../ingest/record-batch.js';
+import { aggregatedFields, arrayFields, KINDS, type KindName, type KindSpec } from '../records/kinds.js';
+import { derivedAt, measurementsAt, numericColumns, STRING_COLUMNS } from '../records/columns.js';
 import { configureConnection, createSchema, ROLLUP_WIDTHS, rollupTable } from './sqlite-schema.js';
 import type { RefusalReason } from './store.js';
 
@@ -24,6 +25,8 @@ export interface ColumnarRequest {
   textIndexes: Uint32Array;
   /** Per row idempotency key, or null when no row has one. */
   keys: (string | null)[] | null;
+  /** Per row array fields (per-cell readings), or null when no row has any. */
+  arrays: (RowArrays | undefined)[] | null;
 }
 
 export type WriterRequest =
@@ -62,7 +65,10 @@ const KEY_ARG = STRING_COLUMNS.length;
 const FIRST_NUMBER_ARG = KEY_ARG + 1;
 
 interface KindStatements {
+  /** A row without arrays: neither they nor the numbers derived from them are bound (they are NULL). */
   insert: Database.Statement;
+  /** A row with arrays: every column. */
+  insertWithArrays: Database.Statement;
   idOfKey: Database.Statement;
   rollups: { width: number; upsert: Database.Statement }[];
   deletedPerBattery: Database.Statement;
@@ -79,21 +85,40 @@ interface Rollup {
   min: number[];
   max: number[];
   sum: number[];
+  /** Per field, the records that had it (fields a record may lack are counted apart). */
+  n: number[];
+}
+
+/** An insert of these columns: only a known idempotency key is skipped. */
+function insertInto(db: Database.Database, table: string, columns: readonly string[]): Database.Statement {
+  return db.prepare(
+    // OR IGNORE would also skip NOT NULL violations silently.
+    `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})
+     ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING`,
+  );
 }
 
 function prepareKind(db: Database.Database, kind: KindSpec): KindStatements {
   const table = kind.collection;
-  const fields = Object.keys(kind.fields);
-  const columns = [...STRING_COLUMNS, 'idem_key', ...numericColumns(kind.name)];
-  const insert = db.prepare(
-    // Only a known idempotency key is skipped; OR IGNORE would also skip NOT NULL violations silently.
-    `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})
-     ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING`,
-  );
+  const fields = aggregatedFields(kind.name);
+  const numeric = numericColumns(kind.name);
+  const columns = [...STRING_COLUMNS, 'idem_key', ...numeric.slice(0, derivedAt(kind.name))];
+  const allColumns = [...STRING_COLUMNS, 'idem_key', ...numeric, ...arrayFields(kind.name).map((field) => field.name)];
   const rollups = ROLLUP_WIDTHS.map((width) => {
-    const rollupColumns = fields.flatMap((f) => [`min_${f}`, `max_${f}`, `sum_${f}`]);
+    const rollupColumns = fields.flatMap(({ name, alwaysStored }) => [`min_${name}`, `max_${name}`, `sum_${name}`, ...(alwaysStored ? [] : [`n_${name}`])]);
+    // A field a record may lack has NULL figures in a bucket none of whose records had it; the scalar
+    // min() and max() of SQLite answer NULL when either side is, hence the coalesce.
     const updates = fields
-      .flatMap((f) => [`min_${f} = min(min_${f}, excluded.min_${f})`, `max_${f} = max(max_${f}, excluded.max_${f})`, `sum_${f} = sum_${f} + excluded.sum_${f}`])
+      .flatMap(({ name: f, alwaysStored }) =>
+        alwaysStored
+          ? [`min_${f} = min(min_${f}, excluded.min_${f})`, `max_${f} = max(max_${f}, excluded.max_${f})`, `sum_${f} = sum_${f} + excluded.sum_${f}`]
+          : [
+              `min_${f} = coalesce(min(min_${f}, excluded.min_${f}), min_${f}, excluded.min_${f})`,
+              `max_${f} = coalesce(max(max_${f}, excluded.max_${f}), max_${f}, excluded.max_${f})`,
+              `sum_${f} = coalesce(sum_${f} + excluded.sum_${f}, sum_${f}, excluded.sum_${f})`,
+              `n_${f} = n_${f} + excluded.n_${f}`,
+            ],
+      )
       .join(', ');
     const upsert = db.prepare(
       `INSERT INTO ${rollupTable(kind, width)} (battery_id, bucket, count, ${rollupColumns.join(', ')})
@@ -103,7 +128,8 @@ function prepareKind(db: Database.Database, kind: KindSpec): KindStatements {
     return { width, upsert };
   });
   return {
-    insert,
+    insert: insertInto(db, table, columns),
+    insertWithArrays: insertInto(db, table, allColumns),
     idOfKey: db.prepare(`SELECT id FROM ${table} WHERE idem_key = ?`).pluck(),
     rollups,
     deletedPerBattery: db.prepare(
@@ -136,13 +162,18 @@ function startWriter(file: string): void {
    * rows were already stored under their key, so that only the rows stored here are published.
    */
   function insertRequest(request: ColumnarRequest): { ids: number[]; existing: number[] } {
-    const kind = KINDS[request.kind];
     const s = statements[request.kind];
-    const fieldCount = Object.keys(kind.fields).length;
+    const fields = aggregatedFields(request.kind);
+    const fieldCount = fields.length;
+    // The fields every record has come first (the measurements); those after them (derived from
+    // arrays) only rows with arrays have, and only they are looked at for them.
+    const alwaysCount = fields.filter((field) => field.alwaysStored).length;
     const width = numericColumns(request.kind).length;
+    const plainWidth = derivedAt(request.kind);
+    const arrayNames = arrayFields(request.kind).map((field) => field.name);
     const at = measurementsAt(request.kind);
     const timestampAt = numericColumns(request.kind).indexOf('timestamp');
-    const { numbers, texts, textIndexes, keys } = request;
+    const { numbers, texts, textIndexes, keys, arrays } = request;
     const ids: number[] = new Array(request.count);
     const existing: number[] = [];
     insertingRow = -1;
@@ -153,16 +184,26 @@ function startWriter(file: string): void {
     // Per string of the batch (its packs among them): rows stored and newest timestamp.
     const counts = new Float64Array(texts.length);
     const newest = new Float64Array(texts.length).fill(-Infinity);
-    const args: (number | string | null)[] = new Array(FIRST_NUMBER_ARG + width);
+    const plainArgs: (number | string | null)[] = new Array(FIRST_NUMBER_ARG + plainWidth);
+    const allArgs: (number | string | null)[] = new Array(FIRST_NUMBER_ARG + width + arrayNames.length);
     for (let row = 0; row < request.count; row++) {
       const base = row * width;
+      const rowArrays = arrays === null ? undefined : arrays[row];
+      const args = rowArrays === undefined ? plainArgs : allArgs;
       for (let c = 0; c < STRING_COLUMNS.length; c++) args[c] = texts[textIndexes[row * STRING_COLUMNS.length + c]!]!;
       const pack = textIndexes[row * STRING_COLUMNS.length + BATTERY_ID_STRING]!;
       args[KEY_ARG] = keys === null ? null : keys[row]!;
       // An absent optional number is NaN, which SQLite stores as NULL.
-      for (let c = 0; c < width; c++) args[FIRST_NUMBER_ARG + c] = numbers[base + c]!;
+      const numberCount = rowArrays === undefined ? plainWidth : width;
+      for (let c = 0; c < numberCount; c++) args[FIRST_NUMBER_ARG + c] = numbers[base + c]!;
+      if (rowArrays !== undefined) {
+        for (let a = 0; a < arrayNames.length; a++) {
+          const values = rowArrays[arrayNames[a]!];
+          args[FIRST_NUMBER_ARG + width + a] = values === undefined ? null : JSON.stringify(values);
+        }
+      }
       insertingRow = row;
-      const result = s.insert.run(args);
+      const result = (rowArrays === undefined ? s.insert : s.insertWithArrays).run(args);
       if (result.changes === 0) {
         // Already stored under this idempotency key: answer its id, count it once.
         ids[row] = s.idOfKey.get(args[KEY_ARG]) as number;
@@ -181,30 +222,45 @@ function startWriter(file: string): void {
           const id = `${pack}/${bucket}`;
           rollup = rollups[r]!.get(id);
           if (rollup === undefined) {
-            rollup = { pack, batteryId: texts[pack]!, bucket, count: 0, min: [], max: [], sum: [] };
+            rollup = { pack, batteryId: texts[pack]!, bucket, count: 0, min: [], max: [], sum: [], n: [] };
             for (let f = 0; f < fieldCount; f++) {
               rollup.min.push(Infinity);
               rollup.max.push(-Infinity);
               rollup.sum.push(0);
+              rollup.n.push(0);
             }
             rollups[r]!.set(id, rollup);
           }
           current[r] = rollup;
         }
         rollup.count++;
-        for (let f = 0; f < fieldCount; f++) {
+        for (let f = 0; f < alwaysCount; f++) {
           const value = numbers[base + at + f]!;
           if (value < rollup.min[f]!) rollup.min[f] = value;
           if (value > rollup.max[f]!) rollup.max[f] = value;
           rollup.sum[f]! += value;
+        }
+        if (rowArrays === undefined) continue;
+        for (let f = alwaysCount; f < fieldCount; f++) {
+          const value = numbers[base + at + f]!;
+          if (Number.isNaN(value)) continue;
+          if (value < rollup.min[f]!) rollup.min[f] = value;
+          if (value > rollup.max[f]!) rollup.max[f] = value;
+          rollup.sum[f]! += value;
+          rollup.n[f]! += 1;
         }
       }
     }
     insertingRow = -1;
     s.rollups.forEach(({ upsert }, r) => {
       for (const rollup of rollups[r]!.values()) {
-        const values: number[] = [];
-        for (let f = 0; f < fieldCount; f++) values.push(rollup.min[f]!, rollup.max[f]!, rollup.sum[f]!);
+        const values: (number | null)[] = [];
+        for (let f = 0; f < alwaysCount; f++) values.push(rollup.min[f]!, rollup.max[f]!, rollup.sum[f]!);
+        for (let f = alwaysCount; f < fieldCount; f++) {
+          const n = rollup.n[f]!;
+          if (n === 0) values.push(null, null, null, 0);
+          else values.push(rollup.min[f]!, rollup.max[f]!, rollup.sum[f]!, n);
+        }
         upsert.run(rollup.batteryId, rollup.bucket, rollup.count, ...values);
       }
     });
@@ -269,9 +325,9 @@ function startWriter(file: string): void {
         .all({ min, max }) as string[];
       if (packs.length === 0) continue;
       removed += db.prepare(`DELETE FROM ${table} WHERE timestamp < @min OR timestamp > @max`).run({ min, max }).changes;
-      const fields = Object.keys(kind.fields);
-      const rollupColumns = fields.flatMap((f) => [`min_${f}`, `max_${f}`, `sum_${f}`]);
-      const rollupValues = fields.flatMap((f) => [`min(${f})`, `max(${f})`, `sum(${f})`]);
+      const fields = aggregatedFields(kind.name);
+      const rollupColumns = fields.flatMap(({ name: f, alwaysStored }) => [`min_${f}`, `max_${f}`, `sum_${f}`, ...(alwaysStored ? [] : [`n_${f}`])]);
+      const rollupValues = fields.flatMap(({ name: f, alwaysStored }) => [`min(${f})`, `max(${f})`, `sum(${f})`, ...(alwaysStored ? [] : [`count(${f})`])]);
       for (const width of ROLLUP_WIDTHS) {
         const rollup = rollupTable(kind, width);
         const low = Math.floor(min / width) * width;

@@ -18,19 +18,24 @@ import type { KindName, StoredRecord } from '../records/kinds.js';
  */
 export type WriteOutcome = { ok: true; ids: string[]; existing: number[] } | { ok: false; error: Error };
 
-export interface HistoryQuery {
+/** Which records a read looks at: one pack's, one producer's (source), or both; all when unset. */
+export interface RecordFilter {
+  batteryId?: string;
+  /** Only records with this source (e.g. the service's own analytics, battery_monitor_analytics). */
+  source?: string;
+}
+
+export interface HistoryQuery extends RecordFilter {
   /** Unix seconds: records with timestamp >= since. */
   since: number;
   limit: number;
-  batteryId?: string;
 }
 
-export interface RangeQuery {
+export interface RangeQuery extends RecordFilter {
   /** Unix seconds, inclusive. */
   from: number;
   /** Unix seconds, exclusive. */
   to: number;
-  batteryId?: string;
 }
 
 export interface AggregateQuery extends RangeQuery {
@@ -38,7 +43,11 @@ export interface AggregateQuery extends RangeQuery {
   bucketSeconds: number;
 }
 
-/** Count, min, max and mean of each of the kind's fields over one time bucket. */
+/**
+ * Count, min, max and mean of each of the kind's aggregated fields (aggregatedFields) over one time
+ * bucket. A field a record may lack (derived from per-cell readings) is left out of a bucket none of
+ * whose records had it, and its mean is over those that had it.
+ */
 export interface AggregateBucket {
   /** Unix seconds at the start of the bucket. */
   start: number;
@@ -73,10 +82,13 @@ export interface Store {
    * and answers the stored record's id.
    */
   write(batches: readonly RecordBatch[]): Promise<WriteOutcome[]>;
-  latest(kind: KindName, batteryId?: string): Promise<StoredRecord | null>;
+  latest(kind: KindName, batteryId?: string, source?: string): Promise<StoredRecord | null>;
   /** Newest first. */
   history(kind: KindName, query: HistoryQuery): Promise<StoredRecord[]>;
-  /** Buckets that hold at least one record, oldest first. */
+  /**
+   * Buckets that hold at least one record, oldest first. From the rollups where the bucket width
+   * allows, except with a source filter: rollups are per pack, not per producer.
+   */
   aggregate(kind: KindName, query: AggregateQuery): Promise<AggregateBucket[]>;
   /** Oldest first, streamed: never holds the whole range in memory. */
   exportRange(kind: KindName, query: RangeQuery): AsyncIterable<StoredRecord>;

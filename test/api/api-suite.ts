@@ -308,9 +308,14 @@ export function apiSuite(name: string, storeSettings: () => Promise<Partial<Conf
       assert.equal(csv.status, 200);
       assert.match(csv.headers.get('content-type')!, /text\/csv/);
       const lines = (csv.body as string).trim().split('\n');
-      assert.equal(lines[0], '_id,timestamp,received_at,source,battery_id,device_time,pack_voltage,pack_current,cell_temp');
+      // The per-cell columns come last, empty for records without cells: positions of the original columns hold.
+      assert.equal(
+        lines[0],
+        '_id,timestamp,received_at,source,battery_id,device_time,pack_voltage,pack_current,cell_temp,' +
+          'cell_voltages,cell_temps,cell_voltage_min,cell_voltage_max,cell_voltage_delta,cell_temp_max',
+      );
       assert.equal(lines.length, 31);
-      assert.match(lines[1]!, /,agg-pack,,390,-12.5,31.2$/);
+      assert.match(lines[1]!, /,agg-pack,,390,-12.5,31.2,,,,,,$/);
       const ndjson = await call(app, '/api/battery-data/export?battery_id=agg-pack&hours=1&format=ndjson');
       const rows = (ndjson.body as string).trim().split('\n').map((line) => JSON.parse(line));
       assert.equal(rows.length, 30);

@@ -125,6 +125,27 @@ test('non-finite numbers (1e999) are invalid records', () => {
   assert.deepStrictEqual(decode([Buffer.from('{"pack_voltage": 1e999, "pack_current": 1, "cell_temp": 2}')]), [{ rejected: 'invalid_record' }]);
 });
 
+test('per-cell arrays are kept as sent; a derived value a producer sends is dropped; a bad array makes an invalid record naming it', () => {
+  const good = decodeMessage(
+    '{"pack_voltage": 398.2, "pack_current": -1, "cell_temp": 25, "cell_voltages": [3.7, 3.71, 3.69], "cell_temps": [], "cell_voltage_delta": 9}',
+  );
+  assert.deepStrictEqual(outcome(good), {
+    kind: 'battery-data',
+    record: { pack_voltage: 398.2, pack_current: -1, cell_temp: 25, cell_voltages: [3.7, 3.71, 3.69], cell_temps: [] },
+  });
+  const cells = (values: string) => `{"pack_voltage": 1, "pack_current": 1, "cell_temp": 1, "cell_voltages": ${values}}`;
+  for (const [values, loc] of [
+    [`[${Array(1025).fill('3.7').join(',')}]`, 'cell_voltages'],
+    ['[3.7, 1e999]', 'cell_voltages.1'],
+    ['[3.7, "3.8"]', 'cell_voltages.1'],
+    ['3.7', 'cell_voltages'],
+  ] as const) {
+    const decoded = decodeMessage(cells(values));
+    assert.ok(!decoded.ok && decoded.reason === 'invalid_record', values.slice(0, 20));
+    assert.deepStrictEqual(decoded.detail!.map((d) => d.loc.join('.')), [loc]);
+  }
+});
+
 test('a timestamp outside plausible time is rejected as timestamp_out_of_range, naming the field', () => {
   const now = 1_800_000_000;
   const clock = { maxClockSkewSeconds: 86_400, now };

@@ -5,15 +5,18 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { measurementsAt, numericColumns, optionalColumns, STRING_COLUMNS } from '../../src/records/columns.js';
+import { derivedAt, measurementsAt, numericColumns, optionalColumns, STRING_COLUMNS } from '../../src/records/columns.js';
 import {
+  aggregatedFields,
   ALL_KINDS,
+  arrayFields,
   COMMON_FIELDS,
   csvColumns,
   inputFields,
   kindOfMessage,
   KIND_NAMES,
   KINDS,
+  MAX_ARRAY_ITEMS,
   recordFields,
 } from '../../src/records/kinds.js';
 import { inputSchemas, recordSchemas } from '../../src/records/schemas.js';
@@ -46,13 +49,33 @@ test('the input schema names what a producer sends; only the kind\'s own fields 
   }
 });
 
-test('the answer schema names every field in the table\'s order; only device_time may be missing', () => {
+test('the answer schema names every field in the table\'s order; only device_time, the arrays and what is derived from them may be missing', () => {
   for (const kind of ALL_KINDS) {
     const schema = recordSchemas[kind.name];
     assert.deepEqual(Object.keys(schema.properties), csvColumns(kind.name));
     const optional = Object.keys(schema.properties).filter((name) => !schema.required?.includes(name));
-    assert.deepEqual(optional, kind.deviceTime ? ['device_time'] : []);
+    assert.deepEqual(optional, [...(kind.deviceTime ? ['device_time'] : []), ...Object.keys(kind.arrays ?? {}), ...Object.keys(kind.derived ?? {})]);
   }
+});
+
+test('battery-data has per-cell arrays, optional, of finite numbers, at most 1,024; the derived numbers are no input', () => {
+  const { properties, required } = inputSchemas['battery-data'] as unknown as { properties: Record<string, any>; required?: string[] };
+  const answered = recordSchemas['battery-data'].properties as Record<string, any>;
+  for (const name of ['cell_voltages', 'cell_temps']) {
+    assert.equal(required?.includes(name), false, name);
+    assert.equal(properties[name].type, 'array');
+    assert.equal(properties[name].maxItems, MAX_ARRAY_ITEMS);
+    assert.equal(properties[name].items.type, 'number');
+  }
+  for (const name of ['cell_voltage_min', 'cell_voltage_max', 'cell_voltage_delta', 'cell_temp_max']) {
+    assert.equal(name in properties, false, `${name} is the server's`);
+    assert.equal(answered[name].type, 'number');
+  }
+  assert.deepEqual(
+    aggregatedFields('battery-data').map((field) => field.name),
+    ['pack_voltage', 'pack_current', 'cell_temp', 'cell_voltage_min', 'cell_voltage_max', 'cell_voltage_delta', 'cell_temp_max'],
+  );
+  for (const kind of ['battery-performance', 'battery-prediction'] as const) assert.deepEqual(arrayFields(kind), []);
 });
 
 test('a JSON message goes to the kind whose routing field it carries, as the original collector routed it', () => {
@@ -75,13 +98,15 @@ test('the dashboard answers each kind under the original service\'s key', () => 
   );
 });
 
-test('the columnar layout holds every stored field once: the strings, then numbers with the measurements last', () => {
+test('the columnar layout holds every stored field once: the strings, then numbers with the measurements and derived numbers last, arrays beside', () => {
   for (const kind of ALL_KINDS) {
     const numbers = numericColumns(kind.name);
     const stored = recordFields(kind.name).filter((field) => field.setBy !== 'store').map((field) => field.name);
-    assert.deepEqual([...STRING_COLUMNS, ...numbers].sort(), [...stored].sort(), kind.name);
-    assert.deepEqual(numbers.slice(measurementsAt(kind.name)), Object.keys(kind.fields));
-    assert.deepEqual([...optionalColumns(kind.name)], kind.deviceTime ? ['device_time'] : []);
+    const arrays = arrayFields(kind.name).map((field) => field.name);
+    assert.deepEqual([...STRING_COLUMNS, ...numbers, ...arrays].sort(), [...stored].sort(), kind.name);
+    assert.deepEqual(numbers.slice(measurementsAt(kind.name)), [...Object.keys(kind.fields), ...Object.keys(kind.derived ?? {})]);
+    assert.deepEqual(numbers.slice(derivedAt(kind.name)), Object.keys(kind.derived ?? {}));
+    assert.deepEqual([...optionalColumns(kind.name)], [...(kind.deviceTime ? ['device_time'] : []), ...Object.keys(kind.derived ?? {})]);
   }
   assert.deepEqual([...STRING_COLUMNS].sort(), ['battery_id', 'source']);
 });

@@ -8,7 +8,8 @@ import { recordSchemas } from '../../src/records/schemas.js';
 import { createSchema } from '../../src/store/sqlite-schema.js';
 import { tempDir } from '../support/temp-dir.js';
 
-const SQL_TYPE_OF_SCHEMA = { number: 'REAL', integer: 'INTEGER', string: 'TEXT' } as const;
+/** An array (per-cell readings) is JSON text. */
+const SQL_TYPE_OF_SCHEMA = { number: 'REAL', integer: 'INTEGER', string: 'TEXT', array: 'TEXT' } as const;
 
 test("a kind's table has a column for each property of its answer schema, typed alike, NOT NULL where required", () => {
   const db = new Database(path.join(tempDir('sqlite-schema-'), 'kinds.sqlite'));

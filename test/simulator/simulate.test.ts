@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseBatteryMap } from '../../src/collector/battery-map.js';
+import { CellModel, CELLS_PER_MODULE, MIDDLE_WARMTH_C, NOISE_V, SPREAD_V, type CellReadings } from '../../src/simulator/cell-model.js';
 import { PackModel, SCENARIOS, type Reading } from '../../src/simulator/pack-model.js';
 import { planPacks, startSimulation } from '../../src/simulator/simulate.js';
 import { allRecords, settle, startTestCollector } from '../collector/helpers.js';
@@ -94,5 +95,60 @@ test('several packs show up apart: JSON with battery_id, or frames on mapped por
     const records = await allRecords(mapped.store, 'battery-data', id);
     assert.equal(records.length, 20, id);
     assert.ok(records.every((r) => r.device_time !== undefined && (r.pack_current as number) < 0));
+  }
+});
+
+test('the cell model: a small spread around the pack voltage shared out, one weak cell when asked, warmer middle modules', () => {
+  const pack = new PackModel('discharging', 3);
+  const even = new CellModel({ count: 96, seed: 3 });
+  const weak = new CellModel({ count: 96, outlierMv: 50, seed: 3 });
+  assert.equal(even.outlier, -1);
+  assert.ok(weak.outlier >= 0 && weak.outlier < 96);
+  for (let i = 0; i < 200; i++) {
+    const reading = pack.next(1);
+    const cells = even.readings(reading);
+    assert.equal(cells.cell_voltages.length, 96);
+    assert.equal(cells.cell_temps.length, Math.ceil(96 / CELLS_PER_MODULE));
+    const spread = Math.max(...cells.cell_voltages) - Math.min(...cells.cell_voltages);
+    // Each voltage is rounded to the millivolt.
+    assert.ok(spread <= 2 * (SPREAD_V + NOISE_V) + 0.001 + 1e-9, `spread ${spread}`);
+    const mean = cells.cell_voltages.reduce((a, b) => a + b, 0) / 96;
+    assert.ok(Math.abs(mean - reading.pack_voltage / 96) < 0.002, `mean ${mean} vs ${reading.pack_voltage / 96}`);
+    // Noise of ±0.1 °C, rounded to 0.1 °C.
+    assert.ok(cells.cell_temps.every((t) => t >= reading.cell_temp - 0.15 && t <= reading.cell_temp + MIDDLE_WARMTH_C + 0.15), `${cells.cell_temps} vs ${reading.cell_temp}`);
+    const withWeak = weak.readings(reading).cell_voltages;
+    const lowest = withWeak.indexOf(Math.min(...withWeak));
+    assert.equal(lowest, weak.outlier, 'the weak cell is the lowest');
+    const delta = Math.max(...withWeak) - Math.min(...withWeak);
+    assert.ok(delta >= 0.05 - 2 * (SPREAD_V + NOISE_V) && delta <= 0.05 * (1 + 2) + 2 * (SPREAD_V + NOISE_V), `delta ${delta}`);
+  }
+  assert.throws(() => new CellModel({ count: 1025 }), RangeError);
+});
+
+test('with cells, readings travel as JSON and are stored with their cells and what the server derives', async (t) => {
+  const tc = await startTestCollector(t);
+  assert.deepStrictEqual(planPacks({ packs: 1, binaryPort: 23456, cells: 96, frames: 'binary' }), [{ batteryId: 'pack-1', via: 'json' }]);
+  const sent: { batteryId: string; cells: CellReadings }[] = [];
+  const sim = await startSimulation({
+    host: '127.0.0.1', binaryPort: tc.collector.binaryPort, jsonPort: tc.collector.jsonPort,
+    scenario: 'discharging', packs: 2, rate: 2000, count: 25, cells: 96, cellOutlierMv: 40,
+    onReading: (batteryId, via, _reading, cells) => { assert.equal(via, 'json'); sent.push({ batteryId, cells: cells! }); },
+  });
+  assert.equal((await sim.done).frames, 0);
+  await settle(tc);
+  for (const id of ['pack-1', 'pack-2']) {
+    const stored = await allRecords(tc.store, 'battery-data', id);
+    const mine = sent.filter((s) => s.batteryId === id).map((s) => s.cells);
+    assert.equal(stored.length, 25, id);
+    // Stored oldest first by timestamp; a tick's readings share one: compare as sets of arrays.
+    const key = (voltages: unknown) => JSON.stringify(voltages);
+    assert.deepStrictEqual(new Set(stored.map((r) => key(r.cell_voltages))), new Set(mine.map((c) => key(c.cell_voltages))));
+    for (const record of stored) {
+      const voltages = record.cell_voltages as number[];
+      assert.equal(voltages.length, 96);
+      assert.equal(record.cell_voltage_delta, Math.max(...voltages) - Math.min(...voltages));
+      assert.ok((record.cell_voltage_delta as number) > 0.03, 'the weak cell shows');
+      assert.equal(record.cell_temp_max, Math.max(...(record.cell_temps as number[])));
+    }
   }
 });

@@ -9,7 +9,7 @@ import { csvColumns, KIND_NAMES, type KindName, type RecordInput } from '../../s
 import { MAX_MEASUREMENT } from '../../src/records/schemas.js';
 import { planBuckets } from '../../src/store/buckets.js';
 import type { Store } from '../../src/store/store.js';
-import { exampleInput } from '../records/examples.js';
+import { exampleInput, expectedDerived } from '../records/examples.js';
 
 export interface ConformanceOptions {
   open(): Promise<Store>;
@@ -102,7 +102,7 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
           const input = exampleInput(kind);
           const [id] = await writeOk(store, kind, [input]);
           const stored = await store.latest(kind);
-          assert.deepEqual(stored, { _id: id, received_at: RECEIVED_AT, ...input });
+          assert.deepEqual(stored, { _id: id, received_at: RECEIVED_AT, ...input, ...expectedDerived(input) });
           // The order too: it is the order of every answer's JSON and of the CSV export's columns.
           assert.deepEqual(Object.keys(stored!), csvColumns(kind));
         }
@@ -258,6 +258,132 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
         assert.deepEqual(await store.aggregate('battery-data', planBuckets(NOW + 7200, NOW + 9000, 10)), []);
       }));
 
+    it('stores per-cell readings as sent, derives min, max, delta and the hottest cell, and leaves records without cells as they were', () =>
+      withStore(options, async (store) => {
+        // Doubles that a decimal round trip could change, and the largest array the API takes.
+        const voltages = [3.7000000000000006, 3.712, 3.1, 4.2, 3.699, 1e-7];
+        const temps = [25.5, -3.25, 31.125];
+        const many = Array.from({ length: 1024 }, (_, i) => 3.6 + ((i * 37) % 101) / 1000);
+        const records = [
+          data(NOW, 'cells-1', 400, { cell_voltages: voltages, cell_temps: temps }),
+          data(NOW + 1, 'cells-1', 401, { cell_voltages: [3.3] }),
+          data(NOW + 2, 'cells-1', 402),
+          // An empty array is taken as absent: nothing to derive from.
+          data(NOW + 3, 'cells-1', 403, { cell_voltages: [], cell_temps: [] }),
+          data(NOW + 4, 'cells-1', 404, { cell_temps: many }),
+        ];
+        const ids = await writeOk(store, 'battery-data', records);
+        const common = (i: number) => ({
+          _id: ids[i],
+          timestamp: NOW + i,
+          received_at: RECEIVED_AT,
+          source: 'battery_monitor',
+          battery_id: 'cells-1',
+          pack_voltage: 400 + i,
+          pack_current: -10,
+          cell_temp: 25,
+        });
+        const expected = [
+          {
+            ...common(0),
+            cell_voltages: voltages,
+            cell_temps: temps,
+            cell_voltage_min: 1e-7,
+            cell_voltage_max: 4.2,
+            cell_voltage_delta: 4.2 - 1e-7,
+            cell_temp_max: 31.125,
+          },
+          { ...common(1), cell_voltages: [3.3], cell_voltage_min: 3.3, cell_voltage_max: 3.3, cell_voltage_delta: 0 },
+          common(2),
+          common(3),
+          { ...common(4), cell_temps: many, cell_temp_max: Math.max(...many) },
+        ];
+        const history = (await store.history('battery-data', { since: 0, limit: 10, batteryId: 'cells-1' })).reverse();
+        assert.deepEqual(history, expected);
+        // Fields in the table's order; a record without cells has exactly the fields it had before cells existed.
+        for (const record of history) assert.deepEqual(Object.keys(record), csvColumns('battery-data').filter((name) => name in record));
+        assert.deepEqual(Object.keys(history[2]!), ['_id', 'timestamp', 'received_at', 'source', 'battery_id', 'pack_voltage', 'pack_current', 'cell_temp']);
+        const exported = [];
+        for await (const record of store.exportRange('battery-data', { from: NOW, to: NOW + 10, batteryId: 'cells-1' })) exported.push(record);
+        assert.deepEqual(exported, expected);
+        assert.deepEqual(await store.latest('battery-data', 'cells-1'), expected[4]);
+        await writeOk(store, 'battery-data', [data(NOW + 5, 'cells-1', 405, { cell_voltages: voltages })]);
+        assert.equal((await store.latest('battery-data', 'cells-1'))?.cell_voltage_delta, 4.2 - 1e-7);
+      }));
+
+    it('aggregates the derived numbers over the records that have them, from rollups and raw rows alike', () =>
+      withStore(options, async (store) => {
+        // 2 hours of one reading every 20 s; every third carries cells, the others none. Written in two
+        // interleaved halves, so that a rollup bucket stored with or without cells gains the other.
+        const start = NOW - (NOW % 3600);
+        const records: TestRecord[] = [];
+        for (let i = 0; start + i * 20 < start + 2 * 3600; i++) {
+          const t = start + i * 20;
+          const cells = i % 3 === 0 ? { cell_voltages: [3.6, 3.6 + (i % 11) / 1000, 3.59 - (i % 7) / 1000], cell_temps: [20 + (i % 13)] } : {};
+          records.push(data(t, 'pack-1', 390 + (i % 17), cells));
+        }
+        await writeOk(store, 'battery-data', records.filter((_, i) => i % 2 === 0));
+        await writeOk(store, 'battery-data', records.filter((_, i) => i % 2 === 1));
+        const derived = records.map((record) => ({ ...record, ...expectedDerived(record) }));
+        for (const buckets of [1, 2, 7, 100, 2000]) {
+          const plan = planBuckets(start, start + 2 * 3600, buckets);
+          for (const source of [undefined, 'battery_monitor']) {
+            const answer = await store.aggregate('battery-data', { ...plan, batteryId: 'pack-1', source });
+            const all = rawAggregate(derived, plan.from, plan.to, plan.bucketSeconds, 'pack-1');
+            assert.equal(answer.length, all.length, `buckets=${buckets}`);
+            for (const field of ['cell_voltage_min', 'cell_voltage_max', 'cell_voltage_delta', 'cell_temp_max']) {
+              const expected = new Map(rawAggregate(derived, plan.from, plan.to, plan.bucketSeconds, 'pack-1', field).map((b) => [b.start, b]));
+              for (const bucket of answer) {
+                const want = expected.get(bucket.start);
+                const what = `buckets=${buckets} source=${source} ${field} at ${bucket.start}`;
+                if (want === undefined) {
+                  assert.equal(field in bucket.min || field in bucket.max || field in bucket.mean, false, `${what}: no record with cells`);
+                  continue;
+                }
+                assert.equal(bucket.min[field], want.min, what);
+                assert.equal(bucket.max[field], want.max, what);
+                assert.ok(Math.abs(bucket.mean[field]! - want.mean) < 1e-9, `${what}: mean ${bucket.mean[field]} vs ${want.mean}`);
+              }
+            }
+            answer.forEach((bucket, i) => assert.equal(bucket.count, all[i]!.count, 'every record counts, with cells or not'));
+          }
+        }
+      }));
+
+    it('filters latest, history, export and aggregates by source', () =>
+      withStore(options, async (store) => {
+        const analytics = 'battery_monitor_analytics';
+        const at = (t: number, battery_id: string, source?: string) => ({ ...performance(t, battery_id), ...(source === undefined ? {} : { source }) });
+        await writeOk(store, 'battery-performance', [
+          at(NOW, 'pack-1', analytics),
+          at(NOW + 1, 'pack-1', 'outside-predictor'),
+          at(NOW + 2, 'pack-1', analytics),
+          at(NOW + 3, 'pack-1', 'outside-predictor'),
+          at(NOW + 4, 'pack-2'),
+        ]);
+        const latest = async (batteryId: string | undefined, source: string) => {
+          const record = await store.latest('battery-performance', batteryId, source);
+          return record === null ? null : [record.timestamp, record.source];
+        };
+        assert.deepEqual(await latest(undefined, analytics), [NOW + 2, analytics]);
+        assert.deepEqual(await latest('pack-1', 'outside-predictor'), [NOW + 3, 'outside-predictor']);
+        assert.deepEqual(await latest(undefined, 'battery_ai_predictor'), [NOW + 4, 'battery_ai_predictor']);
+        assert.equal(await latest('pack-1', 'battery_ai_predictor'), null);
+        assert.equal(await latest(undefined, 'nobody'), null);
+        const history = await store.history('battery-performance', { since: 0, limit: 10, source: analytics });
+        assert.deepEqual(history.map((r) => r.timestamp), [NOW + 2, NOW]);
+        const ofPack = await store.history('battery-performance', { since: 0, limit: 10, batteryId: 'pack-1', source: 'outside-predictor' });
+        assert.deepEqual(ofPack.map((r) => r.timestamp), [NOW + 3, NOW + 1]);
+        const exported = [];
+        for await (const record of store.exportRange('battery-performance', { from: 0, to: NOW + 10, source: analytics })) exported.push(record.timestamp);
+        assert.deepEqual(exported, [NOW, NOW + 2]);
+        for (const plan of [planBuckets(NOW - 60, NOW + 60, 1), planBuckets(NOW - 3600, NOW + 3600, 1)]) {
+          const buckets = await store.aggregate('battery-performance', { ...plan, source: analytics });
+          assert.deepEqual(buckets.map((b) => b.count), [2]);
+          assert.deepEqual((await store.aggregate('battery-performance', plan)).map((b) => b.count), [5]);
+        }
+      }));
+
     if (options.atomicRequests) {
       it('fails a request as a whole and spares the others in the same write', () =>
         withStore(options, async (store) => {
@@ -276,14 +402,16 @@ export function storeConformance(name: string, options: ConformanceOptions): voi
   });
 }
 
-function rawAggregate(records: TestRecord[], from: number, to: number, width: number, batteryId?: string) {
+/** Buckets of one field worked out from the records themselves; records without the field are passed over. */
+function rawAggregate(records: TestRecord[], from: number, to: number, width: number, batteryId?: string, field = 'pack_voltage') {
   const buckets = new Map<number, { start: number; count: number; min: number; max: number; sum: number }>();
   for (const r of records) {
     const timestamp = r.timestamp!;
     if (timestamp < from || timestamp >= to) continue;
     if (batteryId !== undefined && r.battery_id !== batteryId) continue;
+    if (typeof r[field] !== 'number') continue;
     const start = from + Math.floor((timestamp - from) / width) * width;
-    const v = r.pack_voltage as number;
+    const v = r[field] as number;
     const b = buckets.get(start) ?? { start, count: 0, min: Infinity, max: -Infinity, sum: 0 };
     b.count++;
     b.min = Math.min(b.min, v);

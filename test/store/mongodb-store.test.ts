@@ -91,6 +91,13 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
         cell_temp: 24,
       });
       assert.equal((await store.latest('battery-prediction'))?.battery_id, 'default');
+      // A document without a source reads as the kind's default source, and a source filter finds it so.
+      assert.equal((await store.latest('battery-data', undefined, 'battery_monitor'))?._id, legacyIds[2]!.toHexString());
+      assert.deepEqual(
+        (await store.history('battery-data', { since: 0, limit: 10, batteryId: 'default', source: 'battery_monitor' })).map((r) => r.pack_voltage),
+        [392, 391.5, 390.5],
+      );
+      assert.equal(await store.latest('battery-data', 'default', 'another_source'), null);
       // The legacy documents are counted once per database, in the background after set-up.
       await store.settled();
       assert.deepEqual(await store.batteries(), [

@@ -74,7 +74,8 @@ describe('start-up repair of records stamped outside 2000-2100', { timeout: 120_
     raw.prepare(`UPDATE battery_summary SET count = count + 2, last_seen = 1e300 WHERE battery_id = 'pack-r' AND kind = 'battery-data'`).run();
     for (const [bucket, table] of [[1e300, 'battery_data_rollup_60'], [0, 'battery_data_rollup_60'], [1e300, 'battery_data_rollup_3600'], [0, 'battery_data_rollup_3600']] as const) {
       raw.prepare(
-        `INSERT INTO ${table} VALUES ('pack-r', ?, 1, 399, 399, 399, -5, -5, -5, 25, 25, 25)`,
+        `INSERT INTO ${table} (battery_id, bucket, count, min_pack_voltage, max_pack_voltage, sum_pack_voltage, min_pack_current, max_pack_current,
+           sum_pack_current, min_cell_temp, max_cell_temp, sum_cell_temp) VALUES ('pack-r', ?, 1, 399, 399, 399, -5, -5, -5, 25, 25, 25)`,
       ).run(bucket);
     }
     raw.close();

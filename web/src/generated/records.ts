@@ -52,6 +52,30 @@ export interface BatteryData {
    * Cell temperature in °C
    */
   cell_temp: number;
+  /**
+   * Voltage of each cell in series, in volts, in the pack's cell order; at most 1024 values, each finite. Optional: an empty array is taken as absent
+   */
+  cell_voltages?: number[];
+  /**
+   * Temperature of each cell (or cell sensor) in °C; at most 1024 values, each finite. Optional: an empty array is taken as absent
+   */
+  cell_temps?: number[];
+  /**
+   * Lowest cell voltage in volts; computed by the server, present when cell_voltages is (a value sent is ignored)
+   */
+  cell_voltage_min?: number;
+  /**
+   * Highest cell voltage in volts; computed by the server, present when cell_voltages is (a value sent is ignored)
+   */
+  cell_voltage_max?: number;
+  /**
+   * Highest minus lowest cell voltage in volts (cell imbalance); computed by the server, present when cell_voltages is (a value sent is ignored)
+   */
+  cell_voltage_delta?: number;
+  /**
+   * Highest cell temperature in °C; computed by the server, present when cell_temps is (a value sent is ignored)
+   */
+  cell_temp_max?: number;
 }
 export interface BatteryPerformance {
   /**

@@ -1,0 +1,3 @@
+import { cellsSuite } from './cells-suite.js';
+
+cellsSuite('sqlite', async () => ({ mongodbUri: undefined }));
