@@ -62,6 +62,46 @@ describe('C++ edge library against the collector', () => {
     assert.ok(performance.every((r: { cycle_count: number }) => Number.isInteger(r.cycle_count)));
   });
 
+  it('readings with cells: JSON messages on the JSON port, stored with every cell', async () => {
+    const collector = service.collector!;
+    const readings = 200;
+    const cells = 96;
+    const { stdout } = await run(`${CPP}build/send_readings`, [
+      '--host', '127.0.0.1',
+      '--binary-port', String(collector.binaryPort),
+      '--json-port', String(collector.jsonPort),
+      '--battery-id', 'cpp-cells',
+      '--count', String(readings),
+      '--rate', '0',
+      '--every', String(readings),
+      '--cells', String(cells),
+    ]);
+    // The readings, then one performance record and one prediction; no frames.
+    assert.match(stdout, new RegExp(`sent 0 frames, ${readings + 2} messages, dropped 0`));
+    let stored = 0;
+    for (let tries = 0; tries < 200; tries++) {
+      const { body } = await call(service.url, '/api/batteries');
+      stored = body.batteries.find((b: { battery_id: string }) => b.battery_id === 'cpp-cells')?.counts?.['battery-data'] ?? 0;
+      if (stored >= readings) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(stored, readings);
+    const history = (await call(service.url, '/api/battery-data/history?battery_id=cpp-cells&limit=10000')).body as Record<string, unknown>[];
+    assert.equal(history.length, readings);
+    for (const record of history) {
+      const volts = record.cell_voltages as number[];
+      const temps = record.cell_temps as number[];
+      assert.ok(Array.isArray(volts) && Array.isArray(temps), 'cells missing from a stored reading');
+      assert.equal(volts.length, cells);
+      assert.equal(temps.length, cells);
+      assert.ok(volts.every((v) => v > 2.5 && v < 4.5) && temps.every((t) => Number.isFinite(t)), 'implausible cells');
+      // The simulator's pack voltage is the sum of its cells, so cells that belong to another reading would not add up.
+      const sum = volts.reduce((a, b) => a + b, 0);
+      assert.ok(Math.abs(sum - (record.pack_voltage as number)) < 0.001, `cells sum to ${sum}, pack ${record.pack_voltage}`);
+      assert.equal(record.cell_voltage_delta, Math.max(...volts) - Math.min(...volts));
+    }
+  });
+
   it('the event-loop example: readings from its input, through its own poll loop, confirmed by the collector', async () => {
     const collector = service.collector!;
     const readings = 300;
