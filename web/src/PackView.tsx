@@ -1,9 +1,11 @@
 import { useEffect, useMemo, useState } from 'react';
 import { exportUrl, fetchAlarms, type Alarm, type Limits, type Specs, type Thresholds } from './api';
 import { SeverityBadge } from './AlarmsView';
+import { CellsSection } from './CellsSection';
 import { EmptyState } from './EmptyState';
 import type { PackState } from './fleet';
 import { ago, dateTime, num } from './format';
+import { HealthSection } from './HealthSection';
 import { RANGES, packHref, useAlarms, useFleet, useNow, type RangeKey } from './hooks';
 import { useReadings, useTrend, type DataField, type Readings } from './series';
 import { Sparkline } from './Sparkline';
@@ -296,6 +298,10 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
         </p>
       </section>
 
+      <CellsSection record={data} />
+
+      <HealthSection batteryId={id} />
+
       <section aria-labelledby="history-title" className="block">
         <div className="block-head">
           <h2 id="history-title">History</h2>
@@ -352,8 +358,11 @@ export function PackView({ id, rangeKey }: { id: string; rangeKey: RangeKey }) {
         </div>
       </section>
 
-      <section aria-labelledby="health-title" className="block">
-        <h2 id="health-title">Health and life</h2>
+      <section aria-labelledby="records-title" className="block">
+        <h2 id="records-title">Performance and prediction records</h2>
+        <p className="muted small-print">
+          The latest records stored, whoever wrote them: the service&apos;s analytics (source battery_monitor_analytics) or an outside predictor.
+        </p>
         <h3>Performance</h3>
         {perf ? (
           <div className="tiles">

@@ -136,9 +136,9 @@ export const fetchBatteries = (signal?: AbortSignal) =>
 export const fetchDashboard = (batteryId?: string, signal?: AbortSignal) =>
   getJson<Dashboard>('/api/dashboard', { battery_id: batteryId }, signal);
 
-/** Newest first, as the API answers. */
-export const fetchHistory = <K extends Kind>(kind: K, batteryId: string, hours: number, limit: number, signal?: AbortSignal) =>
-  getJson<RecordOf[K][]>(`/api/${kind}/history`, { battery_id: batteryId, hours, limit }, signal);
+/** Newest first, as the API answers; `source`: one producer's records only. */
+export const fetchHistory = <K extends Kind>(kind: K, batteryId: string, hours: number, limit: number, signal?: AbortSignal, source?: string) =>
+  getJson<RecordOf[K][]>(`/api/${kind}/history`, { battery_id: batteryId, hours, limit, source }, signal);
 
 export const fetchAggregate = (kind: Kind, batteryId: string, hours: number, buckets: number, signal?: AbortSignal) =>
   getJson<Aggregate>(`/api/${kind}/aggregate`, { battery_id: batteryId, hours, buckets }, signal);
@@ -147,6 +147,82 @@ export const exportUrl = (kind: Kind, batteryId: string, hours: number, format: 
   apiUrl(`/api/${kind}/export`, { hours, battery_id: batteryId, format });
 
 export const streamUrl = (query: { battery_id?: string; kind?: Kind } = {}) => apiUrl('/api/stream', query);
+
+/** The records store's longest look-back (MAX_HOURS of the API), and its largest history page. */
+export const MAX_HISTORY_HOURS = 87_600;
+export const MAX_HISTORY_LIMIT = 10_000;
+
+/** The `source` of the battery-performance and battery-prediction records the service's analytics writes. */
+export const ANALYTICS_SOURCE = 'battery_monitor_analytics';
+
+/**
+ * One estimate of GET /api/batteries/{battery_id}/health (src/analytics/schemas.ts, EstimateSchema).
+ * Hand-written until scripts/generate-web-types.ts generates the analytics schemas too.
+ */
+export interface Estimate {
+  /** null while it cannot be estimated: `reason` says why. */
+  value: number | null;
+  /** Bounds of its 95 % interval; null where it has none (for remaining life, `high` is null when no fade can be ruled out). */
+  low: number | null;
+  high: number | null;
+  unit: string;
+  /** Capacity segments behind it; null where it rests on the readings alone. */
+  segments: number | null;
+  method: string;
+  reason: string | null;
+}
+
+/** A pack's specifications for analytics (PackSpecsSchema). */
+export interface PackSpecs {
+  nominal_capacity_ah: number;
+  cell_count: number;
+  full_charge_voltage: number;
+  empty_voltage: number;
+  end_of_life_soh: number;
+}
+
+/** GET /api/batteries/{battery_id}/health (HealthSchema). */
+export interface BatteryHealth {
+  battery_id: string;
+  soh: Estimate;
+  capacity_ah: Estimate;
+  equivalent_cycles: Estimate;
+  ah_in: Estimate;
+  ah_out: Estimate;
+  wh_in: Estimate;
+  wh_out: Estimate;
+  soc: Estimate;
+  rul_cycles: Estimate;
+  rul_hours: Estimate;
+  readings: number;
+  gaps: number;
+  gap_seconds: number;
+  backfill_rows: number;
+  anchors: number;
+  rejected_segments: number;
+  /** Timestamp of the newest reading taken. */
+  data_until: number | null;
+  /** Server time the estimates last changed. */
+  updated_at: number | null;
+  specs: PackSpecs;
+}
+
+/** GET /api/batteries/{battery_id}/specs (PackSpecsAnswer). */
+export interface PackSpecsAnswer {
+  battery_id: string;
+  specs: PackSpecs;
+  /** The fields set for this pack; the others follow `defaults`. */
+  overrides: Partial<PackSpecs>;
+  defaults: PackSpecs;
+  updated_at: number | null;
+}
+
+const batteryPath = (batteryId: string, what: 'health' | 'specs') => `/api/batteries/${encodeURIComponent(batteryId)}/${what}`;
+
+/** Throws ApiError: 404 for a pack the service has no record of, 503 while analytics catches up after a start (or is off). */
+export const fetchHealth = (batteryId: string, signal?: AbortSignal) => getJson<BatteryHealth>(batteryPath(batteryId, 'health'), undefined, signal);
+
+export const fetchPackSpecs = (batteryId: string, signal?: AbortSignal) => getJson<PackSpecsAnswer>(batteryPath(batteryId, 'specs'), undefined, signal);
 
 export type AlarmStateFilter = 'open' | 'active' | 'acknowledged' | 'cleared' | 'all';
 
