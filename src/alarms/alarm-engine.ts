@@ -365,7 +365,7 @@ export class AlarmEngine {
       try {
         column = columnIndex(rule.kind, rule.field!);
       } catch {
-        // A field the kind does not carry (yet: cell_voltage_delta): the rule judges nothing until it does.
+        // A field the kind does not carry (a cell_imbalance rule on another kind): the rule judges nothing.
         continue;
       }
       const levels = [rule.warning, rule.critical].filter((band) => band !== null);

@@ -1,7 +1,7 @@
 /**
  * Judging readings against a rule's levels: pure functions over a rule, its state for one pack and a
  * reading (record time, value). No clock, no I/O: the engine (alarm-engine.ts) feeds them, and the
- * tests call them directly with values no record kind carries yet (cell_voltage_delta).
+ * tests call them directly with series of values.
  *
  * - A value is past a level when it is above `above` or below `below`; critical is judged first.
  * - Raising waits for the debounce: the condition must hold from one reading to a reading at least

@@ -6,7 +6,7 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Type, type TSchema } from 'typebox';
-import { ALL_KINDS, BATTERY_ID_PATTERN, KIND_NAMES, type KindName } from '../records/kinds.js';
+import { aggregatedFields, BATTERY_ID_PATTERN, KIND_NAMES, type KindName } from '../records/kinds.js';
 import { MAX_MEASUREMENT, MAX_TIMESTAMP } from '../records/schemas.js';
 import { toDetail, type ValidationDetail } from '../records/validate.js';
 import { ALARM_STATES, CLEAR_REASONS, EVENT_TYPES, RULE_TYPES, SEVERITIES, type RuleSettings, type RuleType } from './model.js';
@@ -21,7 +21,7 @@ export const MAX_WINDOW_SECONDS = 86_400;
 export const DEFAULT_WINDOW_SECONDS = 60;
 /** A year of silence: past it a pack is not late, it is gone. */
 export const MAX_SILENCE_SECONDS = 365 * 86_400;
-/** The field cell_imbalance rules judge by default: max minus min cell voltage, in volts (added by the analytics work). */
+/** The field cell_imbalance rules judge by default: max minus min cell voltage, in volts, derived by the server from cell_voltages. */
 export const CELL_VOLTAGE_DELTA = 'cell_voltage_delta';
 export const MAX_ACK_BY_LENGTH = 100;
 export const MAX_ACK_NOTE_LENGTH = 1000;
@@ -111,7 +111,8 @@ const scope = {
   enabled: Type.Optional(Type.Boolean({ default: true, description: 'A disabled rule judges nothing; its open alarms are cleared' })),
 };
 
-const measurementFields = (kind: KindName) => Object.keys(ALL_KINDS.find((spec) => spec.name === kind)!.fields);
+/** What a rule may judge: the kind's measurements and the numbers the server derives (cell_voltage_delta, cell_temp_max…). */
+const measurementFields = (kind: KindName) => aggregatedFields(kind).map((field) => field.name);
 
 function fieldSchema(type: RuleType, kind: KindName | undefined): TSchema {
   if (kind !== undefined) return Type.Unsafe<string>({ type: 'string', enum: measurementFields(kind), description: `A measurement of ${kind} records` });

@@ -2,7 +2,7 @@
  * The evaluator on its own (src/alarms/evaluator.ts): series of readings, in record time, through
  * `assess`, the whole of a reading's evaluation, for each rule type: what raises, escalates, steps
  * down and clears, the hysteresis against a value hovering at a level, the debounce, the rate window.
- * cell_imbalance is tested here with rows carrying cell_voltage_delta, a field no record kind has yet.
+ * cell_imbalance is tested here on values alone; test/api/cells-suite.ts raises and clears one from real records.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';

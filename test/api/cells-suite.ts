@@ -211,6 +211,21 @@ export function cellsSuite(name: string, storeSettings: () => Promise<Partial<Co
       await eventually(async () => (await alarms())[0]!.state === 'cleared', 'the alarm clears');
     });
 
+    it('a threshold rule may judge a derived field (cell_temp_max): the hottest sensor raises it', async () => {
+      const created = await call(service.url, '/api/alarm-rules', {
+        body: { name: 'hottest cell of hot-cells', type: 'threshold', kind: 'battery-data', field: 'cell_temp_max', battery_id: 'hot-cells', critical: { above: 60 } },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const now = Date.now() / 1000;
+      // The pack's own cell_temp is cool; one of its sensors is not.
+      const answer = await call(service.url, '/api/battery-data', { body: reading('hot-cells', { timestamp: now - 5, cell_temp: 30, cell_temps: [31, 64, 30] }) });
+      assert.equal(answer.status, 200);
+      await eventually(async () => {
+        const alarms = (await call(service.url, `/api/alarms?rule_id=${created.body.id}`)).body.alarms as { severity: string; value: number }[];
+        return alarms.length === 1 && alarms[0]!.severity === 'critical' && alarms[0]!.value === 64;
+      }, 'the alarm is raised at 64 °C');
+    });
+
     it('reads filter by source: latest, history, aggregate and export, with the limits of the field; the OpenAPI document says so', async () => {
       const now = Date.now() / 1000;
       const performance = (t: number, source?: string) => ({
