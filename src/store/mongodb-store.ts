@@ -98,6 +98,22 @@ const EXPORT_BATCH = 1000;
 const AGGREGATE_SCAN_BATCH = 5000;
 const SILENT: StoreLogger = { info() {}, warn() {} };
 
+/**
+ * The ids of a batch's records that have no key, made once per batch, and the batches written
+ * before: a write the server did not answer in time (a timeout, a lost connection) may have been
+ * done all the same, and when the ingest sink writes the batch again its records meet their own ids
+ * instead of being stored twice. They count as stored by this write: the write before was never
+ * acknowledged, so nobody (producer or after-commit subscriber) has heard of them.
+ */
+const unkeyedIds = new WeakMap<RecordBatch, ObjectId[]>();
+const attempted = new WeakSet<RecordBatch>();
+
+function unkeyedIdOf(batch: RecordBatch, row: number): ObjectId {
+  let ids = unkeyedIds.get(batch);
+  if (ids === undefined) unkeyedIds.set(batch, (ids = []));
+  return (ids[row] ??= new ObjectId());
+}
+
 export async function openMongoStore(options: MongoStoreOptions): Promise<MongoStore> {
   const store = new MongoStore(options);
   // One bounded attempt, so that a healthy start logs its mode before serving; a failed one is
@@ -301,7 +317,7 @@ export class MongoStore implements Store {
       for (let i = 0; i < batch.length; i++) {
         const key = batch.key(i);
         if (key === undefined) {
-          const id = new ObjectId();
+          const id = unkeyedIdOf(batch, i);
           ids[r]!.push(id);
           docs.push(toDocument(batch, i, id));
           owner.push(r);
@@ -324,12 +340,18 @@ export class MongoStore implements Store {
     let toInsert = docs;
     let toInsertOwner = owner;
     let toInsertRecord = ownerRecord;
-    if (timeseries && seenKeys.size > 0) {
-      // No unique index on a time-series collection: skip keys already stored. Two instances writing
-      // the same key at the same moment can still both store it; resends come one after another.
-      const stored = await this.#storedKeys(collection, docs.filter((doc) => doc.key !== undefined));
-      const keep = docs.map((doc) => doc.key === undefined || !stored.has(doc.key));
-      keep.forEach((kept, d) => kept || existing[owner[d]!]!.push(ownerRecord[d]!));
+    const retried = new Set(requests.filter((batch) => attempted.has(batch)));
+    for (const batch of requests) attempted.add(batch);
+    if (timeseries && (seenKeys.size > 0 || retried.size > 0)) {
+      // No unique index on a time-series collection: skip keys already stored, and the unkeyed
+      // records of a batch written before that are stored (by that write, never acknowledged). Two
+      // instances writing the same key at the same moment can still both store it; resends come one
+      // after another.
+      const stored = seenKeys.size === 0 ? new Set<string>() : await this.#storedKeys(collection, docs.filter((doc) => doc.key !== undefined));
+      const again = docs.filter((doc, d) => doc.key === undefined && retried.has(requests[owner[d]!]!)).map((doc) => doc._id);
+      const storedBefore = again.length === 0 ? new Set<string>() : await this.#storedIds(collection, again, false);
+      const keep = docs.map((doc) => (doc.key === undefined ? !storedBefore.has(doc._id.toHexString()) : !stored.has(doc.key)));
+      keep.forEach((kept, d) => kept || docs[d]!.key === undefined || existing[owner[d]!]!.push(ownerRecord[d]!));
       toInsert = docs.filter((_, i) => keep[i]);
       toInsertOwner = owner.filter((_, i) => keep[i]);
       toInsertRecord = ownerRecord.filter((_, i) => keep[i]);
@@ -344,16 +366,19 @@ export class MongoStore implements Store {
       } catch (error) {
         const writeErrors = bulkWriteErrors(error);
         if (writeErrors === undefined) throw error;
-        const keyed = writeErrors.filter(({ index, code }) => code === 11000 && toInsert[index]?.key !== undefined);
-        const stored = keyed.length === 0 ? new Set<string>() : await this.#storedIds(collection, keyed.map(({ index }) => toInsert[index]!._id));
+        const duplicates = writeErrors.filter(({ index, code }) => code === 11000 && toInsert[index] !== undefined);
+        const stored = duplicates.length === 0 ? new Set<string>() : await this.#storedIds(collection, duplicates.map(({ index }) => toInsert[index]!._id));
         for (const { index, code, message } of writeErrors) {
-          notInserted.add(index);
-          // 11000 on a keyed document whose id is stored: that key is stored already, and its id is
-          // the same. Not stored: another unique index refused it.
+          // 11000 on a document whose id is stored: a keyed one's key is stored already (its id is
+          // the same); an unkeyed one was stored by an earlier attempt of its batch (unkeyedIdOf),
+          // which counts as this write's. Not stored: another unique index refused it.
           if (code === 11000 && stored.has(toInsert[index]!._id.toHexString())) {
+            if (toInsert[index]!.key === undefined) continue;
+            notInserted.add(index);
             existing[toInsertOwner[index]!]!.push(toInsertRecord[index]!);
             continue;
           }
+          notInserted.add(index);
           const r = toInsertOwner[index]!;
           const reason = OUTAGE_CODES.has(code) ? 'outage' : refusalReasonOf(code);
           const failure = failedRequests.get(r) ?? { message: `${KINDS[kind].collection}: ${this.#redact(message)}`, reason, rows: [] };
@@ -565,12 +590,13 @@ export class MongoStore implements Store {
   }
 
   /** Which of these ids are stored (the ids of keyed documents a unique index refused). */
-  async #storedIds(collection: KindCollection['collection'], ids: ObjectId[]): Promise<Set<string>> {
+  /** The ids stored of `ids`; unanswered: all of them when `assumeStored` (a duplicate's usual reason), else the error. */
+  async #storedIds(collection: KindCollection['collection'], ids: ObjectId[], assumeStored = true): Promise<Set<string>> {
     try {
       const found = await this.#bounded(collection.find({ _id: { $in: ids } }, { projection: { _id: 1 } }).toArray(), 'key look-up');
       return new Set(found.map((doc) => (doc._id as ObjectId).toHexString()));
-    } catch {
-      // Unanswered: take them as stored under their key, the usual reason for a keyed duplicate.
+    } catch (error) {
+      if (!assumeStored) throw error;
       return new Set(ids.map((id) => id.toHexString()));
     }
   }

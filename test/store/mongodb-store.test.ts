@@ -376,6 +376,36 @@ describe(`MongoDB store specifics on ${server.description}`, () => {
       }
     });
 
+    it('writes a batch whose write timed out again without storing it twice: its records meet their own ids and count as stored', async () => {
+      const store = await open(freshDatabase(), { operationTimeoutMs: 1500 });
+      const packT = () => store.history('battery-data', { since: 0, limit: 10, batteryId: 'pack-t' });
+      try {
+        await writeOk(store, NOW);
+        const batch = batchOf('battery-data', [data(NOW + 1, 'pack-t'), data(NOW + 2, 'pack-t')]);
+        server.freeze!();
+        try {
+          const first = await store.write([batch]).then(
+            (outcomes) => outcomes[0]!,
+            (error: unknown) => ({ ok: false as const, error: error as Error }),
+          );
+          assert.equal(first.ok, false, 'no answer within the bound');
+        } finally {
+          server.thaw!();
+        }
+        // The write the store gave up on is done all the same once the server wakes.
+        await eventually('the timed-out write lands', async () => assert.equal((await packT()).length, 2));
+        // The ingest sink writes the same batch again.
+        const [again] = await store.write([batch]);
+        assert.ok(again?.ok, again?.ok === false ? again.error.message : '');
+        assert.deepEqual(again.existing, [], 'stored by this write as far as anyone heard: handed on after commit');
+        const stored = await packT();
+        assert.equal(stored.length, 2, 'not stored twice');
+        assert.deepEqual([...again.ids].sort(), stored.map((record) => record._id).sort());
+      } finally {
+        await store.close();
+      }
+    });
+
     it('starts while the server is down and sets itself up once it is back', async () => {
       await server.suspend!();
       let store: MongoStore | undefined;
