@@ -80,6 +80,12 @@ export const BENCHMARKS: Benchmark[] = [
     args: [],
     quick: ['--duration', '5', '--rounds', '1', '--packs', '200'],
   },
+  {
+    name: 'post-cpu',
+    file: 'post-cpu.ts',
+    args: [],
+    quick: ['--requests', '2000', '--rounds', '1'],
+  },
 ];
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));
