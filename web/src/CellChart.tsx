@@ -9,6 +9,7 @@
  */
 import { useEffect, useRef, useState } from 'react';
 import uPlot from 'uplot';
+import { mountPlot } from './plot';
 import 'uplot/dist/uPlot.min.css';
 import { diffText, fromMedianText, outlierRuleText, signedDiffText, valueText, type CellQuantity, type CellStats } from './cells';
 import { num } from './format';
@@ -191,18 +192,7 @@ export function CellChart({ id, stats, quantity, height = 220 }: Settings & { id
       legend: { live: true },
       hooks: { draw: [(u) => drawMarks(u, settings.current)] },
     };
-    const instance = new uPlot(options, alignedData(settings.current.stats), element);
-    plot.current = instance;
-    const observer = new ResizeObserver(() => {
-      const width = element.clientWidth;
-      if (width > 0 && width !== instance.width) instance.setSize({ width, height });
-    });
-    observer.observe(element);
-    return () => {
-      observer.disconnect();
-      instance.destroy();
-      plot.current = null;
-    };
+    return mountPlot(options, alignedData(settings.current.stats), element, height, plot);
     // Data updates go through setData below; the plot is rebuilt only when what it shows does.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [height, quantity]);

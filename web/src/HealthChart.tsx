@@ -6,6 +6,7 @@
  */
 import { useEffect, useRef, useState } from 'react';
 import uPlot from 'uplot';
+import { mountPlot } from './plot';
 import 'uplot/dist/uPlot.min.css';
 import { num } from './format';
 import type { Projection } from './health';
@@ -154,18 +155,7 @@ export function HealthChart({ id, cycles, soh, projection, endOfLife, summary, h
       legend: { live: true },
       hooks: { draw: [(u) => drawGuides(u, settings.current)] },
     };
-    const instance = new uPlot(options, alignedData(cycles, soh, projection), element);
-    plot.current = instance;
-    const observer = new ResizeObserver(() => {
-      const width = element.clientWidth;
-      if (width > 0 && width !== instance.width) instance.setSize({ width, height });
-    });
-    observer.observe(element);
-    return () => {
-      observer.disconnect();
-      instance.destroy();
-      plot.current = null;
-    };
+    return mountPlot(options, alignedData(cycles, soh, projection), element, height, plot);
     // Data updates go through setData below; the plot is rebuilt only when its size does.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [height]);

@@ -6,6 +6,7 @@
  */
 import { useEffect, useRef } from 'react';
 import uPlot from 'uplot';
+import { mountPlot } from './plot';
 import 'uplot/dist/uPlot.min.css';
 import type { Limits } from './api';
 
@@ -238,18 +239,7 @@ export function TimeChart({ id, title, unit, color, data, xRange, limits, fitLim
         ],
       },
     };
-    const instance = new uPlot(options, withGaps(data, gap), element);
-    plot.current = instance;
-    const observer = new ResizeObserver(() => {
-      const width = element.clientWidth;
-      if (width > 0 && width !== instance.width) instance.setSize({ width, height });
-    });
-    observer.observe(element);
-    return () => {
-      observer.disconnect();
-      instance.destroy();
-      plot.current = null;
-    };
+    return mountPlot(options, withGaps(data, gap), element, height, plot);
     // Data updates go through setData below; the plot is rebuilt only when its series change.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [banded, color, height, title, unit]);
