@@ -13,6 +13,7 @@ import { STRING_COLUMNS } from '../records/columns.js';
 import { aggregatedFields, arrayFields, byKind, KINDS, KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import { rollupFor } from './buckets.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { configureConnection, ROLLUP_WIDTHS, rollupTable, selectList } from './sqlite-schema.js';
 import type { ColumnarRequest, WriterData, WriterReady, WriterReply, WriterRequest } from './sqlite-writer.js';
 import {
@@ -57,7 +58,15 @@ export interface SqliteStoreOptions {
 export async function openSqliteStore(dataDir: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, SQLITE_FILE_NAME);
-  const { worker: writer, repaired } = await startWriterThread(file);
+  const lock = lockDataDir(dataDir);
+  let started: Awaited<ReturnType<typeof startWriterThread>>;
+  try {
+    started = await startWriterThread(file);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+  const { worker: writer, repaired } = started;
   if (repaired > 0) {
     options.logger?.warn(
       `SQLite store: removed ${repaired} records stamped before ${isoDate(MIN_TIMESTAMP)} or after ${isoDate(MAX_TIMESTAMP)} ` +
@@ -67,7 +76,7 @@ export async function openSqliteStore(dataDir: string, options: SqliteStoreOptio
   const db = new Database(file, { readonly: true });
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -16384');
-  return new SqliteStore(file, db, writer);
+  return new SqliteStore(file, db, writer, lock);
 }
 
 const isoDate = (seconds: number) => new Date(seconds * 1000).toISOString();
@@ -111,8 +120,17 @@ export class SqliteStore implements Store {
   #nextId = 1;
   #failure: Error | undefined;
 
-  constructor(file: string, db: Database.Database, worker: Worker) {
+  /** DATA_DIR held for this process (data-dir-lock.ts) until close. */
+  readonly #lock: { release(): void };
+
+  constructor(
+    file: string,
+    db: Database.Database,
+    worker: Worker,
+    lock: { release(): void },
+  ) {
     this.file = file;
+    this.#lock = lock;
     this.#db = db;
     this.#worker = worker;
     worker.on('message', (reply: WriterReply) => {
@@ -271,6 +289,7 @@ export class SqliteStore implements Store {
       await exited;
     }
     this.#db.close();
+    this.#lock.release();
   }
 
   #send(message: WriterRequest, transfer: ArrayBuffer[] = []): Promise<WriterReply> {
