@@ -168,7 +168,7 @@ describe('dashboard session with READ_API_KEY and API_KEY set', () => {
       assert.deepEqual(session[method].security, [], `${method} needs no key`);
     }
     assert.ok(session.post.requestBody.content['application/json'].schema);
-    assert.deepEqual(Object.keys(session.post.responses).sort(), ['204', '401', '409', '415', '422']);
+    assert.deepEqual(Object.keys(session.post.responses).sort(), ['204', '401', '409', '413', '415', '422']);
     assert.equal(session.post.responses['204'].content, undefined, '204 has no body');
     assert.ok(session.post.responses['204'].headers['set-cookie']);
     assert.ok(session.get.responses['200'].content['application/json'].schema);
