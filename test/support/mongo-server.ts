@@ -17,6 +17,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { freePort } from './free-port.js';
@@ -176,4 +177,26 @@ async function waitUntilAnswering(uri: string, kind: string, output: () => strin
       await client.close();
     }
   }
+}
+
+/**
+ * A MongoDB-wire server for one test file (call it at the file's top level), stopped after the file,
+ * and a fresh database name per call (`<prefix>_<pid>_<n>`). The databases are dropped at the end: on
+ * a server of the user's own (MONGODB_TEST_URI) nothing may be left behind.
+ */
+export async function mongoForTests(prefix: string): Promise<{ server: MongoTestServer; freshDatabase(): string }> {
+  const server = await startMongoServer();
+  const databases: string[] = [];
+  after(async () => {
+    const admin = new MongoClient(server.uri);
+    for (const name of databases) await admin.db(name).dropDatabase().catch(() => undefined);
+    await admin.close();
+    await server.stop();
+  });
+  const freshDatabase = () => {
+    const name = `${prefix}_${process.pid}_${databases.length + 1}`;
+    databases.push(name);
+    return name;
+  };
+  return { server, freshDatabase };
 }
