@@ -158,9 +158,26 @@ async function startLocal(
       if (child !== undefined) return;
       await start();
     },
-    freeze: () => child?.kill('SIGSTOP'),
+    freeze: () => {
+      if (child?.pid === undefined) throw new Error(`${kind} is not running: nothing to freeze`);
+      child.kill('SIGSTOP');
+      waitUntilStopped(child.pid);
+    },
     thaw: () => child?.kill('SIGCONT'),
   };
+}
+
+/**
+ * kill() returns before the signal has stopped every thread of the process: a request sent at once
+ * could still be answered. Waits (at most a second) until Linux says the process is stopped (state T).
+ */
+function waitUntilStopped(pid: number): void {
+  const deadline = Date.now() + 1000;
+  while (Date.now() < deadline) {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    if (state === 'T' || state === 't') return;
+  }
+  throw new Error(`process ${pid} did not stop within a second of SIGSTOP`);
 }
 
 async function waitUntilAnswering(uri: string, kind: string, output: () => string): Promise<void> {
