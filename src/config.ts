@@ -78,6 +78,7 @@ export const ConfigSchema = Type.Object({
   collectorHost: Type.String(setting({ env: 'COLLECTOR_HOST', description: 'TCP collector listen address', default: '0.0.0.0' })),
   collectorBinaryPort: port('COLLECTOR_BINARY_PORT', 23_456, 'Binary frames (16 bytes: four little-endian float32)'),
   collectorJsonPort: port('COLLECTOR_JSON_PORT', 23_457, 'JSON messages, newline-delimited or back to back'),
+  collectorV2Port: port('COLLECTOR_V2_PORT', 23_458, 'Edge protocol v2: sequenced, checksummed, acknowledged frames with pack id and device time (docs/protocol.md)'),
   collectorBatteryMap: Type.Decode(
     Type.String(
       setting({
@@ -242,6 +243,34 @@ export const ConfigSchema = Type.Object({
         must: 'must be an http:// or https:// URL',
       }),
     ),
+  ),
+  instanceId: Type.Optional(
+    Type.String(
+      setting({
+        env: 'INSTANCE_ID',
+        description: 'Name of this instance among several on one MongoDB deployment (leases, /health); unset: host name and process id',
+        pattern: '^[A-Za-z0-9._:-]{1,100}$',
+        must: 'must be 1-100 of A-Z a-z 0-9 . _ : -',
+      }),
+    ),
+  ),
+  leaseSeconds: Type.Integer(
+    setting({
+      env: 'LEASE_SECONDS',
+      description: "How long an instance's claim on a pack's alarms and analytics, or on periodic work, lasts unless renewed; a dead instance's work moves after it",
+      default: 10,
+      minimum: 2,
+      maximum: 600,
+    }),
+  ),
+  clusterPollMs: Type.Integer(
+    setting({
+      env: 'CLUSTER_POLL_MS',
+      description: 'Without change streams, how often an instance reads what the others stored (live stream, alarms, analytics), in milliseconds',
+      default: 200,
+      minimum: 20,
+      maximum: 10_000,
+    }),
   ),
   spoolMaxBytes: Type.Integer(
     setting({ env: 'SPOOL_MAX_BYTES', description: "Bound of the standalone collector's disk spool, in bytes", default: 1024 ** 3, minimum: 1024 ** 2, maximum: Number.MAX_SAFE_INTEGER }),

@@ -151,7 +151,7 @@ class Collector implements CollectorHandle {
     this.#allowed = peerAllowList(options.allow ?? []);
     this.#firstByteTimeoutMs = options.firstByteTimeoutMs ?? 10_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
-    this.#counters = { binary: listenerCounters(this.metrics, 'binary'), json: listenerCounters(this.metrics, 'json') };
+    this.#counters = { binary: listenerCounters(this.metrics, 'binary'), json: listenerCounters(this.metrics, 'json'), v2: listenerCounters(this.metrics, 'v2') };
     this.#submitter = new Submitter({
       sink: options.sink,
       counters: this.#counters,

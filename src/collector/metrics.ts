@@ -7,7 +7,7 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 
-export type ListenerName = 'binary' | 'json';
+export type ListenerName = 'binary' | 'json' | 'v2';
 
 /**
  * Why input was dropped. The first seven are bad input (timestamp_out_of_range: a JSON record valid
@@ -27,7 +27,9 @@ export type RejectReason =
   | 'spool_full'
   | 'store_failed'
   | 'store_refused'
-  | 'api_rejected';
+  | 'api_rejected'
+  | 'bad_crc'
+  | 'bad_handshake';
 
 /**
  * Why the collector closed a connection (or the peer did): first_byte_timeout, silent since it
@@ -78,6 +80,16 @@ export interface CollectorMetrics {
   readonly alarmEvents: Counter<'type'>;
   /** Webhook delivery attempts, by outcome (delivered, failed_attempt, gave_up). */
   readonly notifications: Counter<'outcome'>;
+  /** v2 frames whose (battery_id, stream, sequence) was stored already: acknowledged, not stored again. */
+  readonly v2Duplicates: Counter;
+  /** v2 frames whose device time is further than MAX_CLOCK_SKEW_SECONDS from the arrival time (stored all the same). */
+  readonly v2ClockSkewed: Counter;
+  /** v2 acknowledgements sent (each covers every frame up to its sequence number). */
+  readonly v2Acks: Counter;
+  /** Leases this instance holds, by what they are for (pack, periodic). */
+  readonly leasesHeld: Gauge<'purpose'>;
+  /** Leases this instance took over from another (expired) holder, by what they are for. */
+  readonly leasesTakenOver: Counter<'purpose'>;
 }
 
 export function createCollectorMetrics(registry: Registry = new Registry()): CollectorMetrics {
@@ -116,6 +128,11 @@ export function createCollectorMetrics(registry: Registry = new Registry()): Col
     alarmsOpen: new Gauge({ name: 'alarms_open', help: 'Open alarms (active or acknowledged), by severity', labelNames: ['severity'], registers }),
     alarmEvents: new Counter({ name: 'alarm_events_total', help: 'Alarm changes, by type', labelNames: ['type'], registers }),
     notifications: new Counter({ name: 'alarm_notifications_total', help: 'Webhook delivery attempts, by outcome', labelNames: ['outcome'], registers }),
+    v2Duplicates: new Counter({ name: 'collector_v2_duplicates_total', help: 'v2 frames stored already (acknowledged, not stored again)', registers }),
+    v2ClockSkewed: new Counter({ name: 'collector_v2_clock_skewed_total', help: 'v2 frames whose device time is off by more than MAX_CLOCK_SKEW_SECONDS', registers }),
+    v2Acks: new Counter({ name: 'collector_v2_acks_total', help: 'v2 acknowledgements sent', registers }),
+    leasesHeld: new Gauge({ name: 'cluster_leases_held', help: 'Leases this instance holds, by purpose', labelNames: ['purpose'], registers }),
+    leasesTakenOver: new Counter({ name: 'cluster_leases_taken_over_total', help: 'Leases taken over from an expired holder, by purpose', labelNames: ['purpose'], registers }),
   };
 }
 
