@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { WebhookRefusedError } from '../alarms/webhook-dispatcher.js';
+import { MAX_WEBHOOKS, WebhookRefusedError } from '../alarms/webhook-dispatcher.js';
 import { IdSchema } from '../alarms/schemas.js';
 import { CreatedWebhookSchema, DeliverySchema, MAX_DELIVERIES_LIMIT, parseWebhookInput, WebhookInput, WebhookSchema } from '../alarms/webhook-schemas.js';
 import { requireKey } from './auth.js';
@@ -60,7 +60,7 @@ export const webhookRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: WebhookInput,
         response: {
           201: { ...CreatedWebhookSchema, description: 'The webhook, with its id and secret' },
-          409: { ...ErrorDetail, description: 'Too many webhooks (100): delete one first' },
+          409: { ...ErrorDetail, description: `Too many webhooks (${MAX_WEBHOOKS}, WEBHOOK_URLS included): delete one first` },
           ...bodyErrorResponses,
         },
       },

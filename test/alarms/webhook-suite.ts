@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { verifySignature } from '../../src/alarms/notifications.js';
-import { configWebhookId } from '../../src/alarms/webhook-dispatcher.js';
+import { configWebhookId, MAX_WEBHOOKS } from '../../src/alarms/webhook-dispatcher.js';
 import type { Config } from '../../src/config.js';
 import { buildApp, call } from '../support/helper.js';
 import type { StoreSettings } from './alarm-suite.js';
@@ -210,6 +210,17 @@ export function webhookSuite(name: string, settings: StoreSettings): void {
       const configured = await call(app, `/api/webhooks/${configWebhookId(configReceiver.url)}`, { method: 'DELETE' });
       assert.equal(configured.status, 409);
       assert.match(configured.body.detail, /WEBHOOK_URLS/);
+    });
+
+    it(`/api/webhooks: at most ${MAX_WEBHOOKS}, WEBHOOK_URLS included; one more answers 409 and stores nothing`, async () => {
+      const before = (await call(app, '/api/webhooks')).body.webhooks.length;
+      const created: string[] = [];
+      for (let i = before; i < MAX_WEBHOOKS; i++) created.push((await addWebhook(app, { url: `http://127.0.0.1:9/hook-${i}`, enabled: false })).id);
+      const refused = await call(app, '/api/webhooks', { body: { url: 'http://127.0.0.1:9/one-too-many', enabled: false } });
+      assert.equal(refused.status, 409, JSON.stringify(refused.body));
+      assert.match(refused.body.detail, new RegExp(`${MAX_WEBHOOKS} webhooks`));
+      assert.equal((await call(app, '/api/webhooks')).body.webhooks.length, MAX_WEBHOOKS);
+      for (const id of created) assert.equal((await call(app, `/api/webhooks/${id}`, { method: 'DELETE' })).status, 204);
     });
   });
 }
