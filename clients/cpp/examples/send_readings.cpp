@@ -2,25 +2,43 @@
 //
 //   send_readings --host 127.0.0.1 --binary-port 23456 --json-port 23457 --battery-id pack-1
 //                 --count 100 --rate 10 [--timeout 10] [--every 10] [--buffer 10000] [--cells N]
+//   send_readings --protocol v2 --host 127.0.0.1 --port 23458 --battery-id pack-1 --queue FILE
+//                 [--queue-bytes N] [--fsync always|batch|never] [--resume] [--ack-timeout MS]
+//                 [--count --rate --timeout --every --cells]
 //
 // Sends --count readings at --rate per second (0: as fast as the collector takes them), and a
-// performance record plus a prediction (JSON, tagged with --battery-id) with the first reading
-// and every --every readings after it. Then flushes and closes. Readings go as binary frames, or
-// with --cells N as JSON messages carrying N cell voltages and N cell temperatures (a frame has no
-// room for cells), tagged with --battery-id like the other messages.
+// performance record plus a prediction (tagged with --battery-id) with the first reading and
+// every --every readings after it.
 //
-// Prints one line, "sent N frames, M messages, dropped D", and exits 0 only if every frame and
-// message was written to the collector's sockets within --timeout seconds after the last reading
-// was produced; 1 if not; 2 on a usage error. Frames carry no pack id: the collector maps the
-// connection to a battery_id by its own configuration.
+// Legacy protocol (the default): readings go as binary frames, or with --cells N as JSON
+// messages carrying N cell voltages and N cell temperatures (a frame has no room for cells); the
+// records as JSON. Then it flushes and closes. Prints one line, "sent N frames, M messages,
+// dropped D", and exits 0 only if every frame and message was written to the collector's sockets
+// within --timeout seconds after the last reading was produced; 1 if not; 2 on a usage error.
+// Frames carry no pack id: the collector maps the connection to a battery_id by its own
+// configuration.
+//
+// --protocol v2: every reading and record is a v2 frame (cells included), accepted once written
+// to the queue file --queue (created anew, a new stream, unless --resume continues the file's
+// stream and sends what it still holds). After the last reading (or SIGTERM/SIGINT, which stop
+// the readings) it waits up to --timeout seconds for the acknowledgements (a second signal stops
+// the wait), syncs the queue and prints one line:
+//   v2 accepted A, acknowledged K, dropped D, lost L, recovered R, pending P, stream S
+// (A: accepted by this run; K: acknowledged in this run, recovered ones included; D: dropped by a
+// full queue and L: unreadable after a crash, over the file's life; R: found in the file at start;
+// P: still in the file; S: the stream id in hex). Exits 0 only if nothing accepted is left
+// unacknowledged (P, D and L all 0); 1 if not, or when the queue cannot be opened; 2 on a usage
+// error. What is pending stays in the file for the next --resume.
 
 #include "battery_monitor/client.hpp"
+#include "battery_monitor/v2.hpp"
 
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <signal.h>
 #include <string>
 #include <vector>
 
@@ -37,11 +55,20 @@ struct Args {
   long every;
   long buffer;
   long cells;
+  bool v2;
+  int v2_port;
+  std::string queue;
+  long queue_bytes;
+  battery_monitor::v2::FsyncPolicy fsync;
+  bool resume;
+  long ack_timeout_ms;
 
   Args()
       : host("127.0.0.1"), binary_port(battery_monitor::kDefaultBinaryPort),
         json_port(battery_monitor::kDefaultJsonPort), battery_id("pack-1"), count(100), rate(10),
-        timeout_s(10), every(10), buffer(10000), cells(0) {}
+        timeout_s(10), every(10), buffer(10000), cells(0), v2(false), v2_port(battery_monitor::v2::kDefaultPort),
+        queue("send_readings.queue"), queue_bytes(1024 * 1024), fsync(battery_monitor::v2::kFsyncAlways), resume(false),
+        ack_timeout_ms(10000) {}
 };
 
 void usage(std::FILE* out) {
@@ -57,7 +84,15 @@ void usage(std::FILE* out) {
                "  --timeout      seconds allowed for delivery after the last reading (10)\n"
                "  --every        a performance record and a prediction every K readings (10)\n"
                "  --buffer       readings kept while the collector is unreachable (10000)\n"
-               "  --cells        send each reading with this many cells (1-1024) as JSON, not as a frame (0)\n");
+               "  --cells        send each reading with this many cells (1-1024); legacy: as JSON, not as a frame (0)\n"
+               "  --protocol     legacy (binary frames and JSON) or v2 (sequenced, acknowledged; legacy)\n"
+               "v2 only:\n"
+               "  --port         v2 port (23458)\n"
+               "  --queue        the queue file (send_readings.queue); a new stream unless --resume\n"
+               "  --queue-bytes  its size when created (1048576)\n"
+               "  --fsync        always, batch (every 64 readings or 200 ms) or never (always)\n"
+               "  --resume       continue the queue file's stream and send what it holds\n"
+               "  --ack-timeout  ms to wait for an acknowledgement before reconnecting (10000)\n");
 }
 
 bool parse_long(const char* s, long min, long max, long& out) {
@@ -84,6 +119,10 @@ int parse_args(int argc, char** argv, Args& a) {
     if (flag == "--help" || flag == "-h") {
       usage(stdout);
       std::exit(0);
+    }
+    if (flag == "--resume") {
+      a.resume = true;
+      continue;
     }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "send_readings: %s needs a value\n", flag.c_str());
@@ -115,6 +154,30 @@ int parse_args(int argc, char** argv, Args& a) {
       ok = parse_long(value, 1, 100000000L, a.buffer);
     } else if (flag == "--cells") {
       ok = parse_long(value, 0, static_cast<long>(battery_monitor::kMaxCells), a.cells);
+    } else if (flag == "--protocol") {
+      ok = std::strcmp(value, "legacy") == 0 || std::strcmp(value, "v2") == 0;
+      a.v2 = std::strcmp(value, "v2") == 0;
+    } else if (flag == "--port") {
+      ok = parse_long(value, 1, 65535, port);
+      a.v2_port = static_cast<int>(port);
+    } else if (flag == "--queue") {
+      a.queue = value;
+      ok = !a.queue.empty();
+    } else if (flag == "--queue-bytes") {
+      ok = parse_long(value, 4096, 1L << 30, a.queue_bytes);
+    } else if (flag == "--ack-timeout") {
+      ok = parse_long(value, 1, 3600000, a.ack_timeout_ms);
+    } else if (flag == "--fsync") {
+      ok = true;
+      if (std::strcmp(value, "always") == 0) {
+        a.fsync = battery_monitor::v2::kFsyncAlways;
+      } else if (std::strcmp(value, "batch") == 0) {
+        a.fsync = battery_monitor::v2::kFsyncBatch;
+      } else if (std::strcmp(value, "never") == 0) {
+        a.fsync = battery_monitor::v2::kFsyncNever;
+      } else {
+        ok = false;
+      }
     } else {
       std::fprintf(stderr, "send_readings: unknown option %s\n", flag.c_str());
       usage(stderr);
@@ -235,12 +298,138 @@ class PackSimulator {
   std::vector<double> temps_;
 };
 
+
+// SIGTERM/SIGINT: the first stops the readings, a second stops the wait for acknowledgements.
+volatile sig_atomic_t g_signals = 0;
+
+void on_signal(int) { g_signals = g_signals + 1; }
+
+void install_signal_handlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;  // no SA_RESTART: a signal ends the current poll() at once
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, 0);
+  sigaction(SIGINT, &sa, 0);
+}
+
+int run_v2(const Args& args) {
+  namespace v2 = battery_monitor::v2;
+  install_signal_handlers();
+  v2::ClientOptions options;
+  options.host = args.host;
+  options.port = args.v2_port;
+  options.battery_id = args.battery_id;
+  options.queue.path = args.queue;
+  options.queue.file_bytes = static_cast<std::size_t>(args.queue_bytes);
+  options.queue.max_cells = static_cast<std::size_t>(args.cells);
+  options.queue.fsync = args.fsync;
+  options.queue.mode = args.resume ? v2::kOpenOrCreate : v2::kCreateNew;
+  options.ack_timeout_ms = static_cast<int>(args.ack_timeout_ms);
+  const char* problem = 0;
+  if (v2::Client::validate(options, &problem) != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: invalid options: %s\n", problem);
+    return 2;
+  }
+  v2::Client client;
+  if (client.init(options) != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: %s: %s (%s)\n", args.queue.c_str(), battery_monitor::error_name(client.last_error()),
+                 std::strerror(client.last_errno()));
+    return 1;
+  }
+  const v2::QueueReport& report = client.report();
+  if (report.recreated) std::fprintf(stderr, "send_readings: %s had no readable header: started a new stream\n", args.queue.c_str());
+  if (report.lost > 0) {
+    std::fprintf(stderr, "send_readings: %s: %llu readings unreadable (torn or corrupt)\n", args.queue.c_str(),
+                 static_cast<unsigned long long>(report.lost));
+  }
+  PackSimulator pack(static_cast<std::size_t>(args.cells));
+  const int timeout_ms = static_cast<int>(args.timeout_s * 1000.0);
+  const Clock::time_point start = Clock::now();
+  battery_monitor::Error failure = battery_monitor::kOk;
+  for (long i = 0; i < args.count && g_signals == 0; ++i) {
+    if (args.rate > 0) {
+      const Clock::time_point due = start + std::chrono::microseconds(static_cast<int64_t>(i * 1e6 / args.rate));
+      while (Clock::now() < due && g_signals == 0) client.poll(ms_until(due));
+    } else {
+      // As fast as the service acknowledges: keep room for this round's three frames rather than
+      // drop the oldest, but not for ever.
+      const Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(timeout_ms);
+      while (client.pending() + 3 > client.capacity() && Clock::now() < give_up && g_signals == 0) client.poll(ms_until(give_up));
+    }
+    if (g_signals != 0) break;
+    const double dt = args.rate > 0 ? 1.0 / args.rate : 0.01;
+    const battery_monitor::Reading r = pack.next(static_cast<float>(seconds_since(start)), dt);
+    v2::DataReading reading;
+    reading.timestamp = unix_now();
+    reading.pack_voltage = r.pack_voltage;
+    reading.pack_current = r.pack_current;
+    reading.cell_temp = r.cell_temp;
+    if (args.cells > 0) {
+      const battery_monitor::CellReading c = pack.with_cells(r, args.battery_id.c_str());
+      reading.pack_voltage = c.pack_voltage;  // the sum of its cells
+      reading.cell_voltages = c.cell_voltages;
+      reading.cell_voltage_count = c.cell_voltage_count;
+      reading.cell_temps = c.cell_temps;
+      reading.cell_temp_count = c.cell_temp_count;
+    }
+    battery_monitor::Error e = client.send_reading(reading);
+    if (i % args.every == 0 && e == battery_monitor::kOk) {
+      const battery_monitor::PerformanceRecord p = pack.performance(0);
+      v2::Performance performance;
+      performance.timestamp = p.timestamp;
+      performance.pack_voltage = p.pack_voltage;
+      performance.pack_current = p.pack_current;
+      performance.cell_temp = p.cell_temp;
+      performance.capacity_remaining = p.capacity_remaining;
+      performance.cycle_count = p.cycle_count;
+      performance.age_months = p.age_months;
+      performance.health_score = p.health_score;
+      e = client.send_performance(performance);
+      const battery_monitor::Prediction q = pack.prediction(0);
+      v2::Prediction prediction;
+      prediction.timestamp = q.timestamp;
+      prediction.remaining_life_hours = q.remaining_life_hours;
+      prediction.remaining_cycles = q.remaining_cycles;
+      prediction.degradation_rate = q.degradation_rate;
+      if (e == battery_monitor::kOk) e = client.send_prediction(prediction);
+    }
+    if (e != battery_monitor::kOk) {
+      // The queue file cannot take readings (disk full, I/O error): nothing more can be accepted.
+      failure = e;
+      std::fprintf(stderr, "send_readings: reading %ld not accepted: %s (%s)\n", i, battery_monitor::error_name(e), std::strerror(client.last_errno()));
+      break;
+    }
+  }
+
+  // Wait for the acknowledgements; a second signal ends the wait.
+  client.flush(0);  // syncs the queue, so a batch policy's last readings can go
+  const Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (client.pending() > 0 && Clock::now() < give_up && g_signals < 2) client.poll(ms_until(give_up));
+  client.close(0);
+
+  const v2::Stats s = client.stats();
+  std::printf("v2 accepted %llu, acknowledged %llu, dropped %llu, lost %llu, recovered %llu, pending %llu, stream %016llx\n",
+              static_cast<unsigned long long>(s.accepted), static_cast<unsigned long long>(s.acknowledged), static_cast<unsigned long long>(s.dropped),
+              static_cast<unsigned long long>(s.lost), static_cast<unsigned long long>(s.recovered), static_cast<unsigned long long>(s.pending),
+              static_cast<unsigned long long>(client.stream_id()));
+  std::fflush(stdout);
+  if (s.pending > 0 || s.dropped > 0 || s.lost > 0 || failure != battery_monitor::kOk) {
+    std::fprintf(stderr, "send_readings: not every accepted reading was acknowledged (%llu failed connection attempts; last error: %s, errno %d, status %d)\n",
+                 static_cast<unsigned long long>(s.connect_failures), battery_monitor::error_name(client.last_error()), client.last_errno(),
+                 client.last_status());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Args args;
   const int bad = parse_args(argc, argv, args);
   if (bad) return bad;
+  if (args.v2) return run_v2(args);
 
   battery_monitor::ClientOptions options;
   options.host = args.host;

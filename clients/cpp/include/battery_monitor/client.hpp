@@ -7,6 +7,8 @@
 //     device time, pack_voltage, pack_current, cell_temp;
 //   - port 23457: newline-delimited JSON objects (performance records, predictions, and readings
 //     with per-cell values, which a frame has no room for).
+// Edge protocol v2 (port 23458: sequenced, acknowledged frames from an on-disk queue) is
+// battery_monitor/v2.hpp, which builds on this header.
 //
 // Synopsis (public API; everything in namespace detail, below the public part, is internal):
 //
@@ -200,7 +202,11 @@ enum Error {
   kErrIo,              // send() or recv() failed (ECONNRESET, EPIPE...); last_errno() says which
   kErrTimeout,         // flush()/close(): not everything written within the time
   kErrNotConfirmed,    // close(): written, but the collector did not end its side in order in time
-  kErrTooManyCells     // send_cell_reading(): an array longer than ClientOptions::max_cells: not queued
+  kErrTooManyCells,    // send_cell_reading(): an array longer than ClientOptions::max_cells: not queued
+  // Edge protocol v2 (v2.hpp) only:
+  kErrQueue,           // the on-disk queue could not be opened, written or synced; last_errno() says why
+  kErrRejected,        // the handshake was answered with a status other than 0 (v2::Client::last_status())
+  kErrProtocol         // an answer or acknowledgement failed its checks (CRC, magic, a sequence never sent)
 };
 
 inline const char* error_name(Error error);
@@ -1541,6 +1547,9 @@ inline const char* error_name(Error error) {
     case kErrTimeout: return "timed out";
     case kErrNotConfirmed: return "not confirmed";
     case kErrTooManyCells: return "too many cells";
+    case kErrQueue: return "queue file error";
+    case kErrRejected: return "rejected by the service";
+    case kErrProtocol: return "protocol error";
   }
   return "unknown";
 }
