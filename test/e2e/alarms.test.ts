@@ -5,27 +5,16 @@
  * and clears when the temperature comes back. Every view visited passes axe-core at WCAG 2.1 AA.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
+import { test } from 'node:test';
+import { browserFixture, expectAccessible, OUTPUT } from './browser.js';
 
 /** The page reloads open alarms shortly after records arrive, and on `event: alarm`; room for a loaded machine. */
 const LIVE_TIMEOUT_MS = 10_000;
 const PACK = 'alarm-pack-1';
 
-let service: { url: string; close(): Promise<void> };
-let browser: Browser;
-let page: Page;
-let dataDir: string;
-
-async function post(body: unknown): Promise<void> {
-  const response = await fetch(`${service.url}/api/battery-data`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  assert.ok(response.ok, `POST answered ${response.status}: ${await response.text()}`);
-}
+const e2e = browserFixture();
+const post = (body: unknown) => e2e.post('battery-data', body);
 
 const reading = (cell_temp: number, secondsAgo = 0) => ({
   battery_id: PACK,
@@ -35,23 +24,8 @@ const reading = (cell_temp: number, secondsAgo = 0) => ({
   cell_temp,
 });
 
-before(
-  async () => {
-    browser = await launchBrowser();
-    dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-alarms-'));
-    service = await startTestService({ dataDir });
-    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
-
 test('an alarm appears live, is acknowledged from the page, and clears', { timeout: 180_000 }, async () => {
+  const { page, service } = e2e;
   // Minutes apart: the jump to 65 °C is then no rate of rise (its window holds one reading), only the critical level.
   await post([reading(30, 600), reading(31, 300)]);
   await page.goto(`${service.url}/#/alarms`);

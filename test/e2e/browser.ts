@@ -1,16 +1,22 @@
 /**
- * What the browser tests share: Debian's Chromium (installed with apt-get when missing and running
- * as root; playwright-core drives it and never downloads a browser), a dashboard build that is not
- * older than its sources, and the checks every view must pass: axe-core at WCAG 2.1 AA, and no
- * Content-Security-Policy violation (the service's CSP must fit what its pages load).
+ * What the browser tests share: their set-up (browserFixture: Debian's Chromium, installed with
+ * apt-get when missing and running as root, playwright-core driving it and never downloading a
+ * browser; a dashboard build that is not older than its sources; the service; a page), and the
+ * checks every view must pass: axe-core at WCAG 2.1 AA, and no Content-Security-Policy violation
+ * (the service's CSP must fit what its pages load).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Config } from '../../src/config.js';
+import type { Service, ServiceOptions } from '../../src/server.js';
+import { call } from '../support/helper.js';
+import { startTestService } from '../support/service.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const OUTPUT = path.join(ROOT, 'test-output');
@@ -78,7 +84,7 @@ async function ensureWebBuild(): Promise<void> {
 }
 
 /** Chromium on a fresh, up-to-date dashboard build; the caller closes it. */
-export async function launchBrowser(): Promise<Browser> {
+async function launchBrowser(): Promise<Browser> {
   ensureChromium();
   await ensureWebBuild();
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -91,10 +97,9 @@ const cspViolations = new WeakMap<Page, string[]>();
  * A new page that records every Content-Security-Policy violation: the browser's own console error
  * ("Refused to load … because it violates the following Content Security Policy directive") and the
  * securitypolicyviolation event, reported from every document the page loads. Page errors are printed.
- * `options` apply to a page of a browser; a context's pages take the context's.
  */
-export async function newPage(from: Browser | BrowserContext, options: Parameters<Browser['newPage']>[0] = {}): Promise<Page> {
-  const page = 'newContext' in from ? await from.newPage(options) : await from.newPage();
+async function newPage(context: BrowserContext): Promise<Page> {
+  const page = await context.newPage();
   const violations: string[] = [];
   cspViolations.set(page, violations);
   page.on('pageerror', (error) => console.error('page error:', error));
@@ -114,8 +119,73 @@ export async function newPage(from: Browser | BrowserContext, options: Parameter
 /** Fails when the page has met a CSP violation so far; `view` names the page in the message. */
 export function expectNoCspViolation(page: Page, view: string): void {
   const violations = cspViolations.get(page);
-  assert.ok(violations !== undefined, 'make the page with newPage(), which watches for CSP violations');
+  assert.ok(violations !== undefined, 'use the page of browserFixture(), which watches for CSP violations');
   assert.deepEqual(violations, [], `the ${view} met Content-Security-Policy violations`);
+}
+
+/** POSTs records of `kind` (one, or an array) to a service, with its write key when given; fails unless it answers 2xx. */
+export async function postRecords(url: string, kind: string, body: unknown, apiKey?: string): Promise<void> {
+  const answer = await call(url, `/api/${kind}`, { body, headers: apiKey === undefined ? {} : { 'X-API-Key': apiKey } });
+  assert.ok(answer.status >= 200 && answer.status < 300, `POST /api/${kind} answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+}
+
+export interface BrowserFixture {
+  readonly browser: Browser;
+  /** The page's context: its cookies are the session's. */
+  readonly context: BrowserContext;
+  /** 1280×900, watched for CSP violations (expectNoCspViolation, expectAccessible). */
+  readonly page: Page;
+  readonly service: Service;
+  /** postRecords to the service, with its API_KEY when it has one. */
+  post(kind: string, body: unknown): Promise<void>;
+}
+
+/**
+ * The set-up every browser test file shares, as node:test hooks of the file (call it at the top
+ * level): Chromium on an up-to-date dashboard build, the service on free loopback ports and a fresh
+ * SQLite directory (startTestService, with `config` and `options`), and one page; all closed after the
+ * file. Its fields are set once the `before` hook has run: read them in the tests.
+ */
+export function browserFixture(config: Partial<Config> = {}, options?: ServiceOptions): BrowserFixture {
+  const fixture = {
+    post: (kind: string, body: unknown) => postRecords(fixture.service.url, kind, body, config.apiKey),
+  } as { -readonly [K in keyof BrowserFixture]: BrowserFixture[K] };
+  before(
+    async () => {
+      fixture.browser = await launchBrowser();
+      fixture.service = await startTestService(config, options);
+      fixture.context = await fixture.browser.newContext({ viewport: { width: 1280, height: 900 } });
+      fixture.page = await newPage(fixture.context);
+    },
+    { timeout: 300_000 },
+  );
+  after(async () => {
+    await fixture.browser?.close();
+    await fixture.service?.close();
+  });
+  return fixture;
+}
+
+export type Rgb = [red: number, green: number, blue: number];
+
+/**
+ * The pixels of the canvas `selector` names that are close to a colour (each channel within 24, nearly
+ * opaque): proof that the chart drew with it. -1 when there is no such canvas.
+ */
+export function canvasPixelsNear(page: Page, selector: string, rgb: Rgb): Promise<number> {
+  return page.evaluate(
+    ([selector, target]) => {
+      const canvas = document.querySelector<HTMLCanvasElement>(selector);
+      if (!canvas) return -1;
+      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+      let count = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (Math.abs(data[i]! - target[0]) < 24 && Math.abs(data[i + 1]! - target[1]) < 24 && Math.abs(data[i + 2]! - target[2]) < 24 && data[i + 3]! > 200) count++;
+      }
+      return count;
+    },
+    [selector, rgb] as const,
+  );
 }
 
 interface Violation {

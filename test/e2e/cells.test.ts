@@ -7,27 +7,15 @@
  * Every view visited must pass axe-core at WCAG 2.1 AA. Screenshots land in test-output/.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import type { Service } from '../../src/server.js';
-import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
+import { test } from 'node:test';
+import { browserFixture, canvasPixelsNear, expectAccessible, OUTPUT, type Rgb } from './browser.js';
 
 /** Live updates show within a second; leave room for a loaded machine. */
 const LIVE_TIMEOUT_MS = 10_000;
 
-let service: Service;
-let browser: Browser;
-let page: Page;
-let dataDir: string;
-
-async function post(body: unknown): Promise<void> {
-  const response = await fetch(`${service.url}/api/battery-data`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  assert.ok(response.ok, `POST /api/battery-data answered ${response.status}: ${await response.text()}`);
-}
+const e2e = browserFixture();
+const post = (body: unknown) => e2e.post('battery-data', body);
 
 const reading = (batteryId: string, cells: Record<string, number[]> = {}) => ({ battery_id: batteryId, pack_voltage: 316.8, pack_current: -12, cell_temp: 25.4, ...cells });
 
@@ -42,30 +30,17 @@ const MANY_VOLTAGES = Array.from({ length: 1024 }, (_, i) =>
   i === 99 ? 3.64 : i === 999 ? 3.745 : +(3.7 + 0.008 * Math.sin(i * 1.7) * Math.cos(i * 0.3)).toFixed(3),
 );
 
-const chart = (key: 'voltage' | 'temperature') => page.locator(`[data-cell-chart="${key}"]`);
+const chart = (key: 'voltage' | 'temperature') => e2e.page.locator(`[data-cell-chart="${key}"]`);
 const stat = (key: 'voltage' | 'temperature', name: string) => chart(key).locator(`[data-stat="${name}"]`);
 /** The number of bars uPlot holds (the chart writes it on its canvas' container after each update). */
 const bars = (key: 'voltage' | 'temperature', count: number) => chart(key).locator(`.chart-canvas[data-bars="${count}"]`).waitFor({ timeout: LIVE_TIMEOUT_MS });
 const outliers = (key: 'voltage' | 'temperature') => chart(key).locator('li[data-outlier]');
 
 /** Pixels of a chart's canvas close to a colour: proof that uPlot drew bars of it. */
-const pixelsOf = (key: 'voltage' | 'temperature', rgb: [number, number, number]) =>
-  page.evaluate(
-    ([selector, target]) => {
-      const canvas = document.querySelector<HTMLCanvasElement>(`${selector} canvas`);
-      if (!canvas) return -1;
-      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
-      let count = 0;
-      for (let i = 0; i < data.length; i += 4) {
-        if (Math.abs(data[i]! - target[0]) < 24 && Math.abs(data[i + 1]! - target[1]) < 24 && Math.abs(data[i + 2]! - target[2]) < 24 && data[i + 3]! > 200) count++;
-      }
-      return count;
-    },
-    [`[data-cell-chart="${key}"]`, rgb] as const,
-  );
+const pixelsOf = (key: 'voltage' | 'temperature', rgb: Rgb) => canvasPixelsNear(e2e.page, `[data-cell-chart="${key}"] canvas`, rgb);
 
-const BLUE: [number, number, number] = [29, 78, 216];
-const RED: [number, number, number] = [185, 28, 28];
+const BLUE: Rgb = [29, 78, 216];
+const RED: Rgb = [185, 28, 28];
 
 async function tableRows(key: 'voltage' | 'temperature') {
   const details = chart(key).locator('details');
@@ -75,23 +50,8 @@ async function tableRows(key: 'voltage' | 'temperature') {
   return rows;
 }
 
-before(
-  async () => {
-    browser = await launchBrowser();
-    dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-cells-'));
-    service = await startTestService({ dataDir });
-    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
-
 test("the pack view's Cells section", { timeout: 180_000 }, async (t) => {
+  const { page, service } = e2e;
   await post(reading('cells-1', { cell_voltages: FIRST_VOLTAGES, cell_temps: FIRST_TEMPS }));
   await post(reading('plain-1'));
 

@@ -7,59 +7,31 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import type { Service } from '../../src/server.js';
-import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
+import { test } from 'node:test';
+import { browserFixture, expectAccessible, OUTPUT } from './browser.js';
 
 const WRITE_KEY = 'write-key-0123456789';
 const READ_KEY = 'read-key-0123456789';
 /** Live updates must show within a second; leave room for a loaded CI machine. */
 const LIVE_TIMEOUT_MS = 5000;
 
-let service: Service;
-let browser: Browser;
-let context: BrowserContext;
-let page: Page;
+const e2e = browserFixture({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
+const post = e2e.post;
 
-async function post(kind: string, body: unknown): Promise<void> {
-  const response = await fetch(`${service.url}/api/${kind}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'X-API-Key': WRITE_KEY },
-    body: JSON.stringify(body),
-  });
-  assert.ok(response.ok, `POST /api/${kind} answered ${response.status}: ${await response.text()}`);
-}
-
-const signInForm = () => page.locator('[data-view="sign-in"]');
-const keyField = () => page.getByLabel('API key');
-const rowCell = (batteryId: string, field: string) => page.locator(`tr[data-pack="${batteryId}"] [data-field="${field}"]`);
-const sessionCookies = async () => (await context.cookies()).filter((cookie) => cookie.name === 'battery_session');
+const signInForm = () => e2e.page.locator('[data-view="sign-in"]');
+const keyField = () => e2e.page.getByLabel('API key');
+const rowCell = (batteryId: string, field: string) => e2e.page.locator(`tr[data-pack="${batteryId}"] [data-field="${field}"]`);
+const sessionCookies = async () => (await e2e.context.cookies()).filter((cookie) => cookie.name === 'battery_session');
 /** What the page itself gets from a read, with whatever cookie it holds. */
-const pageRead = (path: string) => page.evaluate(async (url) => (await fetch(url, { credentials: 'same-origin' })).status, path);
+const pageRead = (path: string) => e2e.page.evaluate(async (url) => (await fetch(url, { credentials: 'same-origin' })).status, path);
 
 async function signIn(key: string): Promise<void> {
   await keyField().fill(key);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await e2e.page.getByRole('button', { name: 'Sign in' }).click();
 }
 
-before(
-  async () => {
-    browser = await launchBrowser();
-    service = await startTestService({ apiKey: WRITE_KEY, readApiKey: READ_KEY });
-    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    page = await newPage(context);
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-});
-
 test('the dashboard behind READ_API_KEY: sign in, live data, sign out', { timeout: 180_000 }, async (t) => {
+  const { context, page, service } = e2e;
   const now = Date.now() / 1000;
   await post('battery-data', { battery_id: 'pack-1', timestamp: now - 2, pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2 });
   await post('battery-performance', {

@@ -6,30 +6,15 @@
  * views land in test-output/.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
+import { test } from 'node:test';
+import { browserFixture, expectAccessible, OUTPUT } from './browser.js';
 
 /** Live updates must show within a second; leave room for a loaded CI machine. */
 const LIVE_TIMEOUT_MS = 5000;
 
-let service: { url: string; close(): Promise<void> };
-let browser: Browser;
-let page: Page;
-let dataDir: string;
-
-async function post(kind: string, body: unknown): Promise<void> {
-  const response = await fetch(`${service.url}/api/${kind}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  assert.ok(response.ok, `POST /api/${kind} answered ${response.status}: ${await response.text()}`);
-}
+const e2e = browserFixture({}, { collector: true });
+const post = e2e.post;
 
 /** A gentle, realistic hour of history (one reading a minute) ending with the given reading. */
 function hourOfReadings(batteryId: string, last: { pack_voltage: number; pack_current: number; cell_temp: number }) {
@@ -49,26 +34,11 @@ function hourOfReadings(batteryId: string, last: { pack_voltage: number; pack_cu
   return readings;
 }
 
-const rowCell = (batteryId: string, field: string) => page.locator(`tr[data-pack="${batteryId}"] [data-field="${field}"]`);
-const liveTile = (field: string) => page.locator(`[data-live="${field}"]`);
-
-before(
-  async () => {
-    browser = await launchBrowser();
-    dataDir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-'));
-    service = await startTestService({ dataDir }, { collector: true });
-    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+const rowCell = (batteryId: string, field: string) => e2e.page.locator(`tr[data-pack="${batteryId}"] [data-field="${field}"]`);
+const liveTile = (field: string) => e2e.page.locator(`[data-live="${field}"]`);
 
 test('the dashboard shows the fleet and a pack, live', { timeout: 180_000 }, async (t) => {
+  const { page, service } = e2e;
   await t.test('an empty fleet says how to send the first reading', async () => {
     await page.goto(`${service.url}/`);
     await page.locator('#empty-title').waitFor();

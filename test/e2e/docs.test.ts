@@ -4,33 +4,15 @@
  * no CSP violation on the way. Swagger UI is a third-party page: axe is not run on it.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import type { Service } from '../../src/server.js';
-import { startTestService } from '../support/service.js';
-import { expectNoCspViolation, launchBrowser, newPage } from './browser.js';
+import { test } from 'node:test';
+import { browserFixture, expectNoCspViolation } from './browser.js';
 
 const UI_TIMEOUT_MS = 15_000;
 
-let service: Service;
-let browser: Browser;
-let page: Page;
-
-before(
-  async () => {
-    browser = await launchBrowser();
-    service = await startTestService();
-    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-});
+const e2e = browserFixture();
 
 test('Swagger UI renders and runs a request under the CSP', { timeout: 120_000 }, async () => {
+  const { page, service } = e2e;
   const answer = await page.goto(`${service.url}/docs`);
   assert.match(answer?.headers()['content-security-policy'] ?? '', /frame-ancestors 'none'/);
   await page.locator('.swagger-ui .info .title').filter({ hasText: 'Battery Monitoring API' }).waitFor({ timeout: UI_TIMEOUT_MS });

@@ -8,51 +8,25 @@
  * view visited must pass axe-core at WCAG 2.1 AA. Screenshots land in test-output/.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
+import { test } from 'node:test';
 import { sendJsonMessages, simulateCycling } from '../../src/simulator/cycling.js';
-import type { Service } from '../../src/server.js';
+import type { BatteryHealth } from '../../web/src/generated/records.js';
 import { startTestService } from '../support/service.js';
-import { expectAccessible, launchBrowser, newPage, OUTPUT } from './browser.js';
+import { browserFixture, canvasPixelsNear, expectAccessible, OUTPUT, postRecords, type Rgb } from './browser.js';
 
 /** The section fetches again at most every 3 s after a reading; leave room for a loaded machine. */
 const LIVE_TIMEOUT_MS = 15_000;
 
-let service: Service;
-let browser: Browser;
-let page: Page;
-const dataDirs: string[] = [];
-
-const freshDataDir = () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'battery-e2e-health-'));
-  dataDirs.push(dir);
-  return dir;
-};
-
-async function post(url: string, kind: string, body: unknown): Promise<void> {
-  const response = await fetch(`${url}/api/${kind}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  assert.ok(response.ok, `POST /api/${kind} answered ${response.status}: ${await response.text()}`);
-}
-
-interface Estimate {
-  value: number | null;
-  low: number | null;
-  high: number | null;
-  segments: number | null;
-  reason: string | null;
-}
-type Health = Record<'soh' | 'capacity_ah' | 'equivalent_cycles' | 'soc' | 'rul_cycles' | 'rul_hours' | 'ah_in', Estimate> & { readings: number; data_until: number | null };
+const e2e = browserFixture({}, { collector: true });
 
 /** Polls the API until `check` holds; fails after `ms` (every wait here is bounded). */
-async function healthWhen(url: string, batteryId: string, check: (health: Health) => boolean, what: string, ms = 120_000): Promise<Health> {
+async function healthWhen(url: string, batteryId: string, check: (health: BatteryHealth) => boolean, what: string, ms = 120_000): Promise<BatteryHealth> {
   const deadline = Date.now() + ms;
   for (;;) {
     const response = await fetch(`${url}/api/batteries/${batteryId}/health`);
     if (response.status === 200) {
-      const health = (await response.json()) as Health;
+      const health = (await response.json()) as BatteryHealth;
       if (check(health)) return health;
     }
     if (Date.now() > deadline) throw new Error(`gave up waiting: ${what}`);
@@ -60,44 +34,20 @@ async function healthWhen(url: string, batteryId: string, check: (health: Health
   }
 }
 
-const tile = (name: string) => page.locator(`[data-estimate="${name}"]`);
+const tile = (name: string) => e2e.page.locator(`[data-estimate="${name}"]`);
 const oneDecimal = (value: number) => value.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 
 /** Pixels of the chart's canvas close to a colour: proof that uPlot drew that part. */
-const pixelsOf = (rgb: [number, number, number]) =>
-  page.evaluate((target) => {
-    const canvas = document.querySelector<HTMLCanvasElement>('[data-chart="soh"] canvas');
-    if (!canvas) return -1;
-    const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
-    let count = 0;
-    for (let i = 0; i < data.length; i += 4) {
-      if (Math.abs(data[i]! - target[0]) < 24 && Math.abs(data[i + 1]! - target[1]) < 24 && Math.abs(data[i + 2]! - target[2]) < 24 && data[i + 3]! > 200) count++;
-    }
-    return count;
-  }, rgb);
-
-before(
-  async () => {
-    browser = await launchBrowser();
-    service = await startTestService({ dataDir: freshDataDir() }, { collector: true });
-    page = await newPage(browser, { viewport: { width: 1280, height: 900 } });
-  },
-  { timeout: 300_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await service?.close();
-  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
-});
+const pixelsOf = (rgb: Rgb) => canvasPixelsNear(e2e.page, '[data-chart="soh"] canvas', rgb);
 
 test("the pack view's Health section", { timeout: 300_000 }, async (t) => {
+  const { page, service } = e2e;
   const [run] = simulateCycling({ batteryIds: ['cyc-1'], cycles: 30, intervalSeconds: 50, fadePer100Cycles: 10, seed: 3 });
   await sendJsonMessages('127.0.0.1', service.collector!.jsonPort, run!.messages);
   const lastAt = run!.messages.at(-1)!.timestamp;
   const health = await healthWhen(service.url, 'cyc-1', (h) => h.data_until === lastAt && h.rul_cycles.value !== null, 'the cycled pack taken, with a remaining life');
   // An outside predictor's record keeps its source: its cycle count is not the service's, and the chart leaves it out.
-  await post(service.url, 'battery-performance', {
+  await e2e.post('battery-performance', {
     battery_id: 'cyc-1',
     source: 'outside-predictor',
     pack_voltage: 400,
@@ -110,8 +60,7 @@ test("the pack view's Health section", { timeout: 300_000 }, async (t) => {
   });
   // A pack that is never seen full or empty: counted, but no capacity, health or remaining life.
   const now = Date.now() / 1000;
-  await post(
-    service.url,
+  await e2e.post(
     'battery-data',
     [5, 4, 3, 2, 1].map((ago) => ({ battery_id: 'quiet-1', timestamp: now - ago * 10, pack_voltage: 395, pack_current: -10, cell_temp: 24 })),
   );
@@ -169,14 +118,14 @@ test("the pack view's Health section", { timeout: 300_000 }, async (t) => {
     await expectAccessible(page, 'pack view without health estimates');
 
     await page.locator('.conn-open').waitFor({ timeout: LIVE_TIMEOUT_MS });
-    await post(service.url, 'battery-data', { battery_id: 'quiet-1', pack_voltage: 395.2, pack_current: -11, cell_temp: 24.1 });
+    await e2e.post('battery-data', { battery_id: 'quiet-1', pack_voltage: 395.2, pack_current: -11, cell_temp: 24.1 });
     await page.locator('[data-health-section]').getByText('6 readings taken').waitFor({ timeout: LIVE_TIMEOUT_MS });
   });
 
   await t.test('with analytics off, the section says why and keeps retrying', async () => {
-    const off = await startTestService({ dataDir: freshDataDir(), analyticsEnabled: false });
+    const off = await startTestService({ analyticsEnabled: false });
     try {
-      await post(off.url, 'battery-data', { battery_id: 'pack-1', pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2 });
+      await postRecords(off.url, 'battery-data', { battery_id: 'pack-1', pack_voltage: 398.2, pack_current: -12.5, cell_temp: 31.2 });
       await page.goto(`${off.url}/#/pack/pack-1`);
       const status = page.locator('[data-health-phase="unavailable"]');
       await status.waitFor({ timeout: LIVE_TIMEOUT_MS });
