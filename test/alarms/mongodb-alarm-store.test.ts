@@ -3,27 +3,13 @@
  * mongod, else FerretDB on SQLite), each store on a database of its own.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import { MongoClient } from 'mongodb';
+import { describe, it } from 'node:test';
 import { ALARM_COLLECTIONS, MongoAlarmStore } from '../../src/alarms/mongodb-alarm-store.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
-import { startMongoServer } from '../support/mongo-server.js';
+import { mongoForTests } from '../support/mongo-server.js';
 import { alarm, alarmStoreConformance, event, outboxOf, pack, webhook } from './alarm-store-conformance.js';
 
-const server = await startMongoServer();
-const admin = new MongoClient(server.uri);
-const created: string[] = [];
-after(async () => {
-  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
-});
-
-const freshDatabase = () => {
-  const name = `alarm_store_test_${process.pid}_${created.length + 1}`;
-  created.push(name);
-  return name;
-};
+const { server, freshDatabase, admin } = await mongoForTests('alarm_store_test');
 const open = (databaseName: string) => new MongoAlarmStore({ uri: server.uri, databaseName });
 
 alarmStoreConformance(`mongodb on ${server.description}`, async () => {

@@ -5,11 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MongoClient } from 'mongodb';
 import { verifySignature } from '../../src/alarms/notifications.js';
 import { spawnService, type ChildService } from '../support/child-service.js';
 import { call } from '../support/helper.js';
-import { startMongoServer } from '../support/mongo-server.js';
+import { mongoForTests } from '../support/mongo-server.js';
 import { tempDir } from '../support/temp-dir.js';
 import { startReceiver, type Receiver } from './webhook-receiver.js';
 
@@ -17,18 +16,14 @@ const BASE = Math.floor(Date.now() / 1000) - 3600;
 const PACKS = ['kill-1', 'kill-2', 'kill-3', 'kill-4', 'kill-5'];
 const SECRET = 'kill-test-secret-0123456789';
 
-const server = await startMongoServer();
-const databases: string[] = [];
 const receivers: Receiver[] = [];
 const children: ChildService[] = [];
+// Registered before the server's: the services go before their database does.
 after(async () => {
   for (const child of children) if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
   for (const receiver of receivers) await receiver.close();
-  const admin = new MongoClient(server.uri);
-  for (const name of databases) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
 });
+const { server, freshDatabase } = await mongoForTests('webhooks_kill');
 
 async function receiver(path?: string): Promise<Receiver> {
   const started = await startReceiver(path);
@@ -65,11 +60,7 @@ const stores: [string, () => Record<string, string>][] = [
   ['sqlite', () => ({ DATA_DIR: tempDir() })],
   [
     'mongodb',
-    () => {
-      const name = `webhooks_kill_${process.pid}_${databases.length + 1}`;
-      databases.push(name);
-      return { MONGODB_URI: server.uri, DATABASE_NAME: name, DATA_DIR: tempDir() };
-    },
+    () => ({ MONGODB_URI: server.uri, DATABASE_NAME: freshDatabase(), DATA_DIR: tempDir() }),
   ],
 ];
 

@@ -18,13 +18,12 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { MongoClient } from 'mongodb';
 import type { Config } from '../../src/config.js';
 import type { Service } from '../../src/server.js';
 import { createSchema } from '../../src/store/sqlite-schema.js';
 import { SQLITE_FILE_NAME } from '../../src/store/sqlite-store.js';
 import { connect, eventually } from '../collector/helpers.js';
-import { startMongoServer, type MongoTestServer } from '../support/mongo-server.js';
+import { mongoForTests } from '../support/mongo-server.js';
 import { startTestService } from '../support/service.js';
 import { tempDir } from '../support/temp-dir.js';
 
@@ -62,39 +61,22 @@ function sqlite(): StoreUnderTest {
   };
 }
 
-let server: MongoTestServer | undefined;
-const databases: string[] = [];
-after(async () => {
-  if (server === undefined) return;
-  const admin = new MongoClient(server.uri);
-  for (const name of databases) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
-});
+const { server, freshDatabase, admin } = await mongoForTests('poison');
 
 function mongodb(): StoreUnderTest {
-  const store: StoreUnderTest = {
+  const hostPort = /^mongodb:\/\/([^/?]+)/.exec(server.uri)?.[1];
+  return {
     name: 'mongodb',
     reason: 'duplicate_key',
-    secrets: [],
+    secrets: hostPort === undefined ? [] : [hostPort, 'mongodb://'],
     async prepare() {
-      server ??= await startMongoServer();
-      const hostPort = /^mongodb:\/\/([^/?]+)/.exec(server.uri)?.[1];
-      if (hostPort !== undefined) store.secrets = [hostPort, 'mongodb://'];
-      const databaseName = `poison_${process.pid}_${databases.length + 1}`;
-      databases.push(databaseName);
-      const client = new MongoClient(server.uri);
-      try {
-        const collection = client.db(databaseName).collection('battery_data');
-        await collection.insertOne({ ...poison('planted'), source: 'planted', received_at: POISON_TIME, time: new Date(POISON_TIME * 1000) });
-        await collection.createIndex({ timestamp: 1 }, { unique: true, name: 'test_unique_timestamp' });
-      } finally {
-        await client.close();
-      }
+      const databaseName = freshDatabase();
+      const collection = admin.db(databaseName).collection('battery_data');
+      await collection.insertOne({ ...poison('planted'), source: 'planted', received_at: POISON_TIME, time: new Date(POISON_TIME * 1000) });
+      await collection.createIndex({ timestamp: 1 }, { unique: true, name: 'test_unique_timestamp' });
       return { mongodbUri: server.uri, databaseName };
     },
   };
-  return store;
 }
 
 async function metric(service: Service, series: string): Promise<number> {

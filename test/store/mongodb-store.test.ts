@@ -3,30 +3,16 @@
  * mongod, else FerretDB on SQLite), each store on a database of its own.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import { MongoClient, ObjectId } from 'mongodb';
+import { describe, it } from 'node:test';
+import { ObjectId } from 'mongodb';
 import { openMongoStore, type MongoStore, type MongoStoreOptions } from '../../src/store/mongodb-store.js';
 import { planBuckets } from '../../src/store/buckets.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
-import { startMongoServer } from '../support/mongo-server.js';
+import { mongoForTests, startMongoServer } from '../support/mongo-server.js';
 import { batchOf, data, performance, storeConformance } from './conformance.js';
 
 const NOW = 1_732_700_000;
-const server = await startMongoServer();
-const admin = new MongoClient(server.uri);
-const created: string[] = [];
-after(async () => {
-  // On a server of the user's own (MONGODB_TEST_URI) nothing may be left behind.
-  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
-});
-
-const freshDatabase = () => {
-  const name = `store_test_${process.pid}_${created.length + 1}`;
-  created.push(name);
-  return name;
-};
+const { server, freshDatabase, admin } = await mongoForTests('store_test');
 const open = (databaseName = freshDatabase(), options: Partial<MongoStoreOptions> = {}) =>
   openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, ...options });
 

@@ -5,31 +5,17 @@
  * where a test needs the server to be slow at exactly those.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import { MongoClient } from 'mongodb';
+import { describe, it } from 'node:test';
 import { SUMMARY_COLLECTION } from '../../src/store/mongodb-setup.js';
 import { openMongoStore, type MongoStoreOptions } from '../../src/store/mongodb-store.js';
 import { SummaryQueue, type SummaryIncrement } from '../../src/store/mongodb-summary.js';
 import { startMongoProxy, type ProxiedCommand } from '../support/mongo-proxy.js';
-import { startMongoServer } from '../support/mongo-server.js';
+import { mongoForTests } from '../support/mongo-server.js';
 import { eventually } from '../collector/helpers.js';
 import { batchOf, data } from './conformance.js';
 
 const NOW = 1_732_700_000;
-const server = await startMongoServer();
-const admin = new MongoClient(server.uri);
-const created: string[] = [];
-after(async () => {
-  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
-});
-
-const freshDatabase = () => {
-  const name = `summary_test_${process.pid}_${created.length + 1}`;
-  created.push(name);
-  return name;
-};
+const { server, freshDatabase, admin } = await mongoForTests('summary_test');
 const isSummaryUpdate = (command: ProxiedCommand) => command.name === 'update' && command.collection === SUMMARY_COLLECTION;
 const open = (options: Partial<MongoStoreOptions> = {}) =>
   openMongoStore({ uri: server.uri, databaseName: freshDatabase(), retentionDays: 30, ...options });

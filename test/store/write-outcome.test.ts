@@ -6,13 +6,12 @@
  * path (a unique _id refuses the copy) and on its time-series path (keys looked up first).
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { MongoClient } from 'mongodb';
 import { openMongoStore } from '../../src/store/mongodb-store.js';
 import { openSqliteStore, type SqliteStore } from '../../src/store/sqlite-store.js';
 import { RecordRefusedError, type Store, type WriteOutcome } from '../../src/store/store.js';
-import { startMongoServer } from '../support/mongo-server.js';
+import { mongoForTests } from '../support/mongo-server.js';
 import { tempDir } from '../support/temp-dir.js';
 import { batchOf, data, type TestRecord } from './conformance.js';
 
@@ -120,23 +119,17 @@ writeOutcomes('sqlite', () => openSqliteStore(tempDir()), async (store, timestam
   db.close();
 });
 
-const server = await startMongoServer();
-const admin = new MongoClient(server.uri);
-const created: string[] = [];
-after(async () => {
-  for (const name of created) await admin.db(name).dropDatabase().catch(() => undefined);
-  await admin.close();
-  await server.stop();
-});
+const { server, freshDatabase, admin } = await mongoForTests('outcome_test');
+/** The database of the store opened last: the one a test's refusal is planted in. */
+let databaseName = '';
 const openMongo = (timeseriesPaths: boolean) => () => {
-  const databaseName = `outcome_test_${process.pid}_${created.length + 1}`;
-  created.push(databaseName);
+  databaseName = freshDatabase();
   return openMongoStore({ uri: server.uri, databaseName, retentionDays: 30, timeseriesPaths });
 };
 // FerretDB has neither collection validators nor partial indexes: a unique index on timestamp, with
 // a document already stored at that time, makes the server refuse the record (E11000) for itself.
 const refuseInMongo: RefuseAt = async (_store, timestamp) => {
-  const collection = admin.db(created.at(-1)!).collection('battery_data');
+  const collection = admin.db(databaseName).collection('battery_data');
   await collection.insertOne({ ...data(timestamp, 'planted'), time: new Date(timestamp * 1000) });
   await collection.createIndex({ timestamp: 1 }, { unique: true, name: 'test_unique_timestamp' });
 };

@@ -6,9 +6,10 @@
  *   3. FerretDB 1.24.2 on its SQLite backend, built into .cache/bin by scripts/install-ferretdb.sh
  *      when missing (Go from the module proxy, a few minutes once).
  *
- *   const server = await startMongoServer();
- *   after(() => server.stop());
- *   ... openMongoStore({ uri: server.uri, databaseName: 'x', retentionDays: 30 }) ...
+ *   const { server, freshDatabase, admin } = await mongoForTests('my_test'); // at a test file's top level
+ *   ... openMongoStore({ uri: server.uri, databaseName: freshDatabase(), retentionDays: 30 }) ...
+ *
+ * (startMongoServer gives a server alone, which its caller stops: a second one inside a test.)
  *
  * For fault tests a local server can be suspended (the process stops, its data stays) and resumed
  * on the same port with the same data.
@@ -196,16 +197,24 @@ async function waitUntilAnswering(uri: string, kind: string, output: () => strin
   }
 }
 
+export interface MongoForTests {
+  server: MongoTestServer;
+  /** A database name of its own for each call: `<prefix>_<pid>_<n>`. */
+  freshDatabase(): string;
+  /** A client of the server for what a test reads or plants itself (documents, indexes); it connects on first use. */
+  admin: MongoClient;
+}
+
 /**
  * A MongoDB-wire server for one test file (call it at the file's top level), stopped after the file,
- * and a fresh database name per call (`<prefix>_<pid>_<n>`). The databases are dropped at the end: on
- * a server of the user's own (MONGODB_TEST_URI) nothing may be left behind.
+ * a fresh database name per call, and a client of its own. The databases are dropped at the end: on a
+ * server of the user's own (MONGODB_TEST_URI) nothing may be left behind.
  */
-export async function mongoForTests(prefix: string): Promise<{ server: MongoTestServer; freshDatabase(): string }> {
+export async function mongoForTests(prefix: string): Promise<MongoForTests> {
   const server = await startMongoServer();
+  const admin = new MongoClient(server.uri);
   const databases: string[] = [];
   after(async () => {
-    const admin = new MongoClient(server.uri);
     for (const name of databases) await admin.db(name).dropDatabase().catch(() => undefined);
     await admin.close();
     await server.stop();
@@ -215,5 +224,5 @@ export async function mongoForTests(prefix: string): Promise<{ server: MongoTest
     databases.push(name);
     return name;
   };
-  return { server, freshDatabase };
+  return { server, freshDatabase, admin };
 }
