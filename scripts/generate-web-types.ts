@@ -1,24 +1,36 @@
 /**
- * Writes web/src/generated/records.ts: the dashboard's record, specs, kind and alarm types, generated
- * from the server's own schemas (the kinds table's TypeBox schemas, the battery specs file's schema, the
- * alarm API's schemas),
- * so the two builds cannot drift. test/web/generated-types.test.ts fails when the checked-in file is
- * not what this script writes now; run `npm run generate` after changing the kinds table.
+ * Writes web/src/generated/records.ts: the dashboard's record, specs, kind, alarm and analytics types,
+ * generated from the server's own schemas (the kinds table's TypeBox schemas, the battery specs file's
+ * schema, the alarm and analytics APIs' schemas), so the two builds cannot drift.
+ * test/web/generated-types.test.ts fails when the checked-in file is not what this script writes now;
+ * run `npm run generate` after changing those schemas.
  */
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
 import { AlarmEventSchema, AlarmRuleSchema, AlarmSchema } from '../src/alarms/schemas.js';
 import { DeliverySchema, WebhookSchema } from '../src/alarms/webhook-schemas.js';
+import { EstimateSchema, HealthSchema, PackSpecsAnswer, PackSpecsSchema } from '../src/analytics/schemas.js';
 import { ALL_KINDS } from '../src/records/kinds.js';
 import { recordSchemas } from '../src/records/schemas.js';
 import { BatterySpecsFile } from '../src/specs.js';
 
 export const GENERATED_FILE = fileURLToPath(new URL('../web/src/generated/records.ts', import.meta.url));
 
-/** A plain JSON copy: TypeBox schemas carry symbols and `$id`s the compiler would try to resolve. */
+/** The definitions a schema may use by `$id` (src/analytics/schemas.ts: written once, referred to elsewhere). */
+const SHARED = ['Estimate', 'PackSpecs'];
+
+/**
+ * A plain JSON copy: TypeBox schemas carry symbols and `$id`s the compiler would try to resolve. A
+ * shared schema, where it is written out with its `$id` and where a `$ref` names that `$id`, becomes a
+ * reference to its definition (the compiler follows JSON pointers only): one type, not a copy per use.
+ */
 const plain = (schema: unknown, title: string): JSONSchema => {
-  const { $id: _id, ...rest } = JSON.parse(JSON.stringify(schema)) as JSONSchema & { $id?: string };
+  const { $id: _id, ...rest } = JSON.parse(JSON.stringify(schema), (key, value: JSONSchema) => {
+    if (key === '' || typeof value !== 'object' || value === null) return value;
+    const shared = [value.$id, value.$ref].find((name) => name !== undefined && SHARED.includes(name));
+    return shared === undefined ? value : { $ref: `#/definitions/${shared}` };
+  }) as JSONSchema & { $id?: string };
   return { ...rest, title };
 };
 
@@ -32,6 +44,10 @@ export async function generateWebTypes(): Promise<string> {
   definitions.AlarmRule = plain(AlarmRuleSchema, 'AlarmRule');
   definitions.Webhook = plain(WebhookSchema, 'Webhook');
   definitions.Delivery = plain(DeliverySchema, 'Delivery');
+  definitions.Estimate = plain(EstimateSchema, 'Estimate');
+  definitions.PackSpecs = plain(PackSpecsSchema, 'PackSpecs');
+  definitions.BatteryHealth = plain(HealthSchema, 'BatteryHealth');
+  definitions.PackSpecsAnswer = plain(PackSpecsAnswer, 'PackSpecsAnswer');
   const root: JSONSchema = { title: 'Generated', type: 'object', additionalProperties: false, definitions, properties: {} };
   const interfaces = await compile(root, 'Generated', {
     bannerComment: '',

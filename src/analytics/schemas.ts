@@ -11,6 +11,12 @@ import { effectiveSpecs, type SpecOverrides } from './pack-specs.js';
 
 const nullableNumber = (description: string) => Type.Union([Type.Number(), Type.Null()], { description });
 
+// A schema used more than once in an answer (Estimate, PackSpecs) has an `$id`: it is written out at its
+// first use and referred to by `Type.Ref` elsewhere, so the OpenAPI document holds it once (a component of
+// that name) and `npm run generate` makes one web type of it. Not written out twice (Fastify's serializer
+// refuses an `$id` that resolves to two schemas), and not in a `$defs` at the top of the answer
+// (@fastify/swagger 9.9 leaves those out of the document's components).
+
 export const EstimateSchema = Type.Object(
   {
     value: nullableNumber('The estimate; null when it cannot be made yet (see reason)'),
@@ -21,8 +27,9 @@ export const EstimateSchema = Type.Object(
     method: Type.String({ description: 'How it is computed' }),
     reason: Type.Union([Type.String(), Type.Null()], { description: 'Why the value is null' }),
   },
-  { title: 'Estimate' },
+  { $id: 'Estimate', title: 'Estimate' },
 );
+const EstimateRef = Type.Unsafe<Static<typeof EstimateSchema>>(Type.Ref('Estimate'));
 
 const SpecsProperties = {
   nominal_capacity_ah: Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000, description: 'Nominal capacity, Ah', example: 75 }),
@@ -32,7 +39,8 @@ const SpecsProperties = {
   end_of_life_soh: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 100, description: 'State of health (percent) where the pack\'s life ends', example: 80 }),
 };
 
-export const PackSpecsSchema = Type.Object(SpecsProperties, { title: 'PackSpecs' });
+export const PackSpecsSchema = Type.Object(SpecsProperties, { $id: 'PackSpecs', title: 'PackSpecs' });
+const PackSpecsRef = Type.Unsafe<Static<typeof PackSpecsSchema>>(Type.Ref('PackSpecs'));
 
 export const SpecsInput = Type.Object(
   {
@@ -54,7 +62,7 @@ export const PackSpecsAnswer = Type.Object(
     battery_id: Type.String({ example: 'pack-1' }),
     specs: PackSpecsSchema,
     overrides: Type.Object({}, { additionalProperties: true, description: 'The fields set for this pack (the others follow the defaults)' }),
-    defaults: PackSpecsSchema,
+    defaults: PackSpecsRef,
     updated_at: Type.Union([Type.Number(), Type.Null()], { description: 'Server time of the last PUT; null when the pack has none' }),
   },
   { title: 'PackSpecsAnswer' },
@@ -64,15 +72,15 @@ export const HealthSchema = Type.Object(
   {
     battery_id: Type.String({ example: 'pack-1' }),
     soh: EstimateSchema,
-    capacity_ah: EstimateSchema,
-    equivalent_cycles: EstimateSchema,
-    ah_in: EstimateSchema,
-    ah_out: EstimateSchema,
-    wh_in: EstimateSchema,
-    wh_out: EstimateSchema,
-    soc: EstimateSchema,
-    rul_cycles: EstimateSchema,
-    rul_hours: EstimateSchema,
+    capacity_ah: EstimateRef,
+    equivalent_cycles: EstimateRef,
+    ah_in: EstimateRef,
+    ah_out: EstimateRef,
+    wh_in: EstimateRef,
+    wh_out: EstimateRef,
+    soc: EstimateRef,
+    rul_cycles: EstimateRef,
+    rul_hours: EstimateRef,
     readings: Type.Integer({ description: 'Readings taken' }),
     gaps: Type.Integer({ description: 'Gaps longer than ANALYTICS_MAX_GAP_SECONDS, not integrated' }),
     gap_seconds: Type.Number({ description: 'Their total length' }),

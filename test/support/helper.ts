@@ -21,6 +21,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     collectorHost: '127.0.0.1',
     collectorBinaryPort: 0,
     collectorJsonPort: 0,
+    collectorV2Port: 0,
     logLevel: 'silent',
     ...overrides,
   };

@@ -21,3 +21,9 @@ it('declares every kind and every field of each kind', async () => {
     for (const field of Object.keys(kind.fields)) assert.match(body, new RegExp(`\\n  ${field}: number;`), `${kind.title}.${field}`);
   }
 });
+
+it('makes one type of a schema several answers share (Estimate, PackSpecs), not numbered copies', async () => {
+  const generated = await generateWebTypes();
+  assert.match(generated, /\n  soh: Estimate;/);
+  assert.doesNotMatch(generated, /export interface (Estimate|PackSpecs)\d/);
+});

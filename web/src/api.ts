@@ -3,11 +3,24 @@
  * frontend never assumes more than that contract names.
  */
 
-import type { Alarm, AlarmEvent, BatteryData, BatteryPerformance, BatteryPrediction, DashboardRecords, Kind, RecordOf, Specs, Thresholds } from './generated/records';
+import type {
+  Alarm,
+  AlarmEvent,
+  BatteryData,
+  BatteryHealth,
+  BatteryPerformance,
+  BatteryPrediction,
+  DashboardRecords,
+  Kind,
+  PackSpecsAnswer,
+  RecordOf,
+  Specs,
+  Thresholds,
+} from './generated/records';
 
-// The record, kind and specs types are generated from the server's schemas (npm run generate).
+// The record, kind, specs, alarm and analytics types are generated from the server's schemas (npm run generate).
 export { KINDS } from './generated/records';
-export type { Alarm, AlarmEvent, Kind, RecordOf, Specs, Thresholds } from './generated/records';
+export type { Alarm, AlarmEvent, BatteryHealth, Estimate, Kind, PackSpecs, PackSpecsAnswer, RecordOf, Specs, Thresholds } from './generated/records';
 export type DataRecord = BatteryData;
 export type PerformanceRecord = BatteryPerformance;
 export type PredictionRecord = BatteryPrediction;
@@ -154,68 +167,6 @@ export const MAX_HISTORY_LIMIT = 10_000;
 
 /** The `source` of the battery-performance and battery-prediction records the service's analytics writes. */
 export const ANALYTICS_SOURCE = 'battery_monitor_analytics';
-
-/**
- * One estimate of GET /api/batteries/{battery_id}/health (src/analytics/schemas.ts, EstimateSchema).
- * Hand-written until scripts/generate-web-types.ts generates the analytics schemas too.
- */
-export interface Estimate {
-  /** null while it cannot be estimated: `reason` says why. */
-  value: number | null;
-  /** Bounds of its 95 % interval; null where it has none (for remaining life, `high` is null when no fade can be ruled out). */
-  low: number | null;
-  high: number | null;
-  unit: string;
-  /** Capacity segments behind it; null where it rests on the readings alone. */
-  segments: number | null;
-  method: string;
-  reason: string | null;
-}
-
-/** A pack's specifications for analytics (PackSpecsSchema). */
-export interface PackSpecs {
-  nominal_capacity_ah: number;
-  cell_count: number;
-  full_charge_voltage: number;
-  empty_voltage: number;
-  end_of_life_soh: number;
-}
-
-/** GET /api/batteries/{battery_id}/health (HealthSchema). */
-export interface BatteryHealth {
-  battery_id: string;
-  soh: Estimate;
-  capacity_ah: Estimate;
-  equivalent_cycles: Estimate;
-  ah_in: Estimate;
-  ah_out: Estimate;
-  wh_in: Estimate;
-  wh_out: Estimate;
-  soc: Estimate;
-  rul_cycles: Estimate;
-  rul_hours: Estimate;
-  readings: number;
-  gaps: number;
-  gap_seconds: number;
-  backfill_rows: number;
-  anchors: number;
-  rejected_segments: number;
-  /** Timestamp of the newest reading taken. */
-  data_until: number | null;
-  /** Server time the estimates last changed. */
-  updated_at: number | null;
-  specs: PackSpecs;
-}
-
-/** GET /api/batteries/{battery_id}/specs (PackSpecsAnswer). */
-export interface PackSpecsAnswer {
-  battery_id: string;
-  specs: PackSpecs;
-  /** The fields set for this pack; the others follow `defaults`. */
-  overrides: Partial<PackSpecs>;
-  defaults: PackSpecs;
-  updated_at: number | null;
-}
 
 const batteryPath = (batteryId: string, what: 'health' | 'specs') => `/api/batteries/${encodeURIComponent(batteryId)}/${what}`;
 

@@ -431,3 +431,113 @@ export interface DeliveryAttempt {
   error: string | null;
   duration_ms: number;
 }
+export interface Estimate {
+  /**
+   * The estimate; null when it cannot be made yet (see reason)
+   */
+  value: number | null;
+  /**
+   * Lower bound of its 95 % interval; null where it has none
+   */
+  low: number | null;
+  /**
+   * Upper bound of its 95 % interval; null where it has none (or, for remaining life, no fade can be ruled out)
+   */
+  high: number | null;
+  unit: string;
+  /**
+   * Capacity segments behind it; null where it rests on the readings alone
+   */
+  segments: number | null;
+  /**
+   * How it is computed
+   */
+  method: string;
+  /**
+   * Why the value is null
+   */
+  reason: string | null;
+}
+export interface PackSpecs {
+  /**
+   * Nominal capacity, Ah
+   */
+  nominal_capacity_ah: number;
+  /**
+   * Cells in series
+   */
+  cell_count: number;
+  /**
+   * Pack volts at or above which, current tapered, the pack is full
+   */
+  full_charge_voltage: number;
+  /**
+   * Pack volts at or below which the pack is empty
+   */
+  empty_voltage: number;
+  /**
+   * State of health (percent) where the pack's life ends
+   */
+  end_of_life_soh: number;
+}
+export interface BatteryHealth {
+  battery_id: string;
+  soh: Estimate;
+  capacity_ah: Estimate;
+  equivalent_cycles: Estimate;
+  ah_in: Estimate;
+  ah_out: Estimate;
+  wh_in: Estimate;
+  wh_out: Estimate;
+  soc: Estimate;
+  rul_cycles: Estimate;
+  rul_hours: Estimate;
+  /**
+   * Readings taken
+   */
+  readings: number;
+  /**
+   * Gaps longer than ANALYTICS_MAX_GAP_SECONDS, not integrated
+   */
+  gaps: number;
+  /**
+   * Their total length
+   */
+  gap_seconds: number;
+  /**
+   * Rows older than the newest reading taken: stored, not integrated
+   */
+  backfill_rows: number;
+  /**
+   * Times the pack was seen full or empty
+   */
+  anchors: number;
+  /**
+   * Segments whose capacity was implausible (20-150 % of nominal) and left out
+   */
+  rejected_segments: number;
+  /**
+   * Timestamp of the newest reading taken
+   */
+  data_until: number | null;
+  /**
+   * Server time the estimates last changed
+   */
+  updated_at: number | null;
+  specs: PackSpecs;
+}
+export interface PackSpecsAnswer {
+  battery_id: string;
+  specs: PackSpecs;
+  /**
+   * The fields set for this pack (the others follow the defaults)
+   */
+  overrides: {
+    [k: string]: unknown;
+  };
+  defaults: PackSpecs;
+  /**
+   * Server time of the last PUT; null when the pack has none
+   */
+  updated_at: number | null;
+}
