@@ -81,6 +81,12 @@ export const BENCHMARKS: Benchmark[] = [
     quick: ['--duration', '5', '--rounds', '1', '--packs', '200'],
   },
   {
+    name: 'v2-ingest',
+    file: 'v2-ingest.ts',
+    args: [],
+    quick: ['--duration', '3', '--connections', '10', '--tsx'],
+  },
+  {
     name: 'post-cpu',
     file: 'post-cpu.ts',
     args: [],

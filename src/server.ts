@@ -1,14 +1,16 @@
 /**
  * The process: the logger, the Fastify instance with the app (app.ts) on it, the TCP collector
- * beside it, listening, and the signals that stop it. `startService` is what the CLI, the socket
- * tests (collector, relay, browser) and the benchmarks start; the settings come from its caller
- * (the CLI reads the environment), never from here.
+ * beside it (with the edge protocol v2 listener and its stream positions: only here, where an ack
+ * can mean "durable in the store"), listening, and the signals that stop it. `startService` is
+ * what the CLI, the socket tests (collector, relay, browser) and the benchmarks start; the settings
+ * come from its caller (the CLI reads the environment), never from here.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { appServerOptions, batteryMonitor } from './app.js';
 import { runUntilSignalled } from './cli/signals.js';
 import { collectorOptionsFromConfig, startCollector, type CollectorHandle } from './collector/collector.js';
 import { createCollectorLogger } from './collector/logger.js';
+import { openStreamPositions, type StreamPositions } from './collector/v2/stream-positions.js';
 import type { Config } from './config.js';
 import { ListenError } from './listen-error.js';
 import { closeLogger, createLogger, UNLOGGED, type Logger } from './logger.js';
@@ -33,12 +35,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const app = Fastify({ ...appServerOptions(config), loggerInstance });
   let collector: CollectorHandle | undefined;
   let collectorLogger: Logger | undefined;
+  let streamPositions: StreamPositions | undefined;
   // Closes what was started, in reverse order, also when start-up fails midway: a taken port ends
   // the process with one line instead of a store, a socket or a log file left open.
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      await collector?.close(); // stops taking frames, hands what it received to the ingest sink
+      await collector?.close(); // stops taking frames, hands what it received to the ingest sink, saves the v2 positions
+      await streamPositions?.close();
       await app.close(); // lets requests in flight finish, writes what was taken, closes the store
       await closeLogger(collectorLogger);
       await closeLogger(logger);
@@ -51,7 +55,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
     if (options.collector !== false) {
       collectorLogger = createCollectorLogger(config);
       // Logs one line per listener.
-      collector = await startCollector({ ...collectorOptionsFromConfig(config), sink: app.ingest, metrics: app.metrics, logger: collectorLogger });
+      streamPositions = openStreamPositions(config);
+      collector = await startCollector({
+        ...collectorOptionsFromConfig(config),
+        v2: { port: config.collectorV2Port, positions: streamPositions },
+        sink: app.ingest,
+        metrics: app.metrics,
+        logger: collectorLogger,
+      });
     }
     const port = await listenApi(app, config);
     const host = config.apiHost === '0.0.0.0' || config.apiHost === '::' ? '127.0.0.1' : config.apiHost;

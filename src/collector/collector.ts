@@ -1,10 +1,13 @@
 /**
  * The TCP collector: a binary listener (16-byte frames, port 23456), a JSON listener (port 23457),
- * and one more binary listener per `port:` rule of the battery map. Devices do not authenticate, so
- * what bounds a client is here: connections from peers outside COLLECTOR_ALLOW are closed at once,
- * at most COLLECTOR_MAX_CONNECTIONS are open (all listeners together) and at most
- * COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS from one address, a connection that sends nothing within
- * COLLECTOR_FIRST_BYTE_TIMEOUT is closed, and one silent for COLLECTOR_IDLE_TIMEOUT later on too.
+ * one more binary listener per `port:` rule of the battery map, and in the all-in-one process the
+ * edge protocol v2 listener (port 23458, v2/: sequenced, checksummed, acknowledged frames; the
+ * standalone relay does not open it, as its spool cannot say what is durable in the store).
+ * Devices do not authenticate, so what bounds a client is here: connections from peers outside
+ * COLLECTOR_ALLOW are closed at once, at most COLLECTOR_MAX_CONNECTIONS are open (all listeners
+ * together) and at most COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS from one address, a connection that
+ * sends nothing within COLLECTOR_FIRST_BYTE_TIMEOUT (a v2 one: that has not completed its handshake)
+ * is closed, and one silent for COLLECTOR_IDLE_TIMEOUT later on too.
  * At start-up a warning says so when the listeners are reachable from other hosts with no allow list.
  * Each connection (connection.ts) decodes what it reads
  * into record batches that go to a sink (submitter.ts): the ingest sink in the all-in-one process,
@@ -18,7 +21,8 @@
  */
 import net from 'node:net';
 import type { Config, Network } from '../config.js';
-import type { RecordSink } from '../ingest/record-sink.js';
+import type { RecordBatch } from '../ingest/record-batch.js';
+import { isRefusal, RecordsRefusedError, type RecordSink } from '../ingest/record-sink.js';
 import { listenOn } from '../listen-error.js';
 import { DEFAULT_CLOCK_BOUND, type ClockBound } from '../records/validate.js';
 import { batteryIdFor, parseBatteryMap, type BatteryMap } from './battery-map.js';
@@ -26,9 +30,30 @@ import { Connection } from './connection.js';
 import { listenerCounters, type ListenerCounters } from './listener-counters.js';
 import { LogEvery } from './log-every.js';
 import { silentLogger, type CollectorLogger } from './logger.js';
-import { createCollectorMetrics, type CollectorMetrics, type ListenerName, type RefuseReason } from './metrics.js';
+import { createCollectorMetrics, type CloseReason, type CollectorMetrics, type ListenerName, type RefuseReason } from './metrics.js';
 import { canonicalAddress, isLoopback, peerAllowList } from './peer-address.js';
 import { Submitter } from './submitter.js';
+import type { StreamPositions } from './v2/stream-positions.js';
+import { Streams } from './v2/streams.js';
+import { V2Connection } from './v2/v2-connection.js';
+
+/** The edge protocol v2 listener: only where the sink is the store (an ack says "durable in the store"). */
+export interface V2ListenerOptions {
+  /** COLLECTOR_V2_PORT. */
+  port: number;
+  /** Where each stream's acknowledged position is kept across restarts. */
+  positions: StreamPositions;
+}
+
+/** What the collector tracks of a connection of any listener. */
+interface OpenConnection {
+  readonly socket: net.Socket;
+  readonly listener: ListenerName;
+  readonly peer: string;
+  closeReason: CloseReason;
+  lastActivity: number;
+  readonly finished: Promise<void>;
+}
 
 export interface CollectorOptions {
   host: string;
@@ -51,6 +76,8 @@ export interface CollectorOptions {
   metrics?: CollectorMetrics;
   /** JSON records more than this far ahead of the server clock are rejected (MAX_CLOCK_SKEW_SECONDS). */
   maxClockSkewSeconds?: number;
+  /** The v2 listener; none without it (the standalone relay). */
+  v2?: V2ListenerOptions;
 }
 
 /** Options from the settings: COLLECTOR_HOST, ports, battery map, allow list, limits. */
@@ -87,6 +114,8 @@ export interface CollectorHandle {
   readonly host: string;
   readonly binaryPort: number;
   readonly jsonPort: number;
+  /** The v2 listener's port; undefined when there is none. */
+  readonly v2Port: number | undefined;
   /** Extra binary listeners from `port:` rules of the battery map. */
   readonly mappedPorts: readonly number[];
   readonly metrics: CollectorMetrics;
@@ -114,6 +143,7 @@ class Collector implements CollectorHandle {
   readonly host: string;
   binaryPort = 0;
   jsonPort = 0;
+  v2Port: number | undefined;
   mappedPorts: number[] = [];
   readonly metrics: CollectorMetrics;
   readonly #options: CollectorOptions;
@@ -131,7 +161,14 @@ class Collector implements CollectorHandle {
   readonly #servers: net.Server[] = [];
   /** Bound listeners, for the start-up warning. */
   readonly #bound: { listener: ListenerName; address: string; port: number }[] = [];
-  readonly #connections = new Set<Connection>();
+  readonly #connections = new Set<OpenConnection>();
+  /** v2: open streams and their positions; v2 submissions not yet settled; whether v2 reading is held back. */
+  readonly #streams: Streams | undefined;
+  readonly #v2Settling = new Set<Promise<void>>();
+  readonly #v2InFlight = new Set<Promise<boolean>>();
+  /** Aborted at close: v2 batches the sink still holds get one last attempt. */
+  readonly #v2Closing = new AbortController();
+  #v2Paused = false;
   /** Open connections per peer address (canonicalAddress). */
   readonly #perAddress = new Map<string, number>();
   readonly #refusals: Record<RefuseReason, LogEvery> = { max_connections: new LogEvery(10_000), per_address: new LogEvery(10_000), not_allowed: new LogEvery(10_000) };
@@ -152,6 +189,10 @@ class Collector implements CollectorHandle {
     this.#firstByteTimeoutMs = options.firstByteTimeoutMs ?? 10_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
     this.#counters = { binary: listenerCounters(this.metrics, 'binary'), json: listenerCounters(this.metrics, 'json'), v2: listenerCounters(this.metrics, 'v2') };
+    if (options.v2 !== undefined) {
+      this.#streams = new Streams(options.v2.positions, this.#log);
+      options.sink.on('drained', this.#resumeV2);
+    }
     this.#submitter = new Submitter({
       sink: options.sink,
       counters: this.#counters,
@@ -165,7 +206,8 @@ class Collector implements CollectorHandle {
         for (const conn of this.#connections) {
           // Time spent paused by us is not the device's silence.
           conn.lastActivity = now;
-          if (!this.#closing) conn.socket.resume();
+          // v2 connections may be held back by their own submissions too (#submitV2).
+          if (!this.#closing && !(conn.listener === 'v2' && this.#v2Paused)) conn.socket.resume();
         }
       },
     });
@@ -176,7 +218,7 @@ class Collector implements CollectorHandle {
   }
 
   get paused(): boolean {
-    return this.#submitter.paused;
+    return this.#submitter.paused || this.#v2Paused;
   }
 
   /** One "collector listening" line per listener; a port that cannot be had throws a ListenError naming its setting. */
@@ -187,6 +229,7 @@ class Collector implements CollectorHandle {
       if (port === this.binaryPort || port === this.jsonPort) continue;
       this.mappedPorts.push(await this.#listen('binary', port, 'COLLECTOR_BATTERY_MAP', { rule: `port:${port}=${batteryId}`, battery_id: batteryId }));
     }
+    if (this.#options.v2 !== undefined) this.v2Port = await this.#listen('v2', this.#options.v2.port, 'COLLECTOR_V2_PORT');
     const timeouts = [this.#firstByteTimeoutMs, this.#idleTimeoutMs].filter((ms) => ms > 0);
     if (timeouts.length > 0) {
       const every = Math.min(1000, Math.max(20, Math.floor(Math.min(...timeouts) / 4)));
@@ -245,12 +288,15 @@ class Collector implements CollectorHandle {
       return;
     }
     this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
-    const conn = new Connection(socket, listener, batteryIdFor(this.#map, socket.remoteAddress, socket.localPort), {
-      counters: this.#counters[listener],
-      log: this.#log,
-      clock: this.#clock,
-      submit: (from, batch) => this.#submitter.submit(from, batch),
-    });
+    const conn =
+      listener === 'v2'
+        ? this.#v2Connection(socket)
+        : new Connection(socket, listener, batteryIdFor(this.#map, socket.remoteAddress, socket.localPort), {
+            counters: this.#counters[listener],
+            log: this.#log,
+            clock: this.#clock,
+            submit: (from, batch) => this.#submitter.submit(from, batch),
+          });
     this.#connections.add(conn);
     void conn.finished.then(() => {
       this.#connections.delete(conn);
@@ -258,8 +304,72 @@ class Collector implements CollectorHandle {
       if (open > 0) this.#perAddress.set(address, open);
       else this.#perAddress.delete(address);
     });
-    if (this.#submitter.paused) socket.pause();
+    if (this.paused) socket.pause();
   }
+
+  #v2Connection(socket: net.Socket): V2Connection {
+    const conn = new V2Connection(socket, {
+      counters: this.#counters.v2,
+      metrics: this.metrics,
+      log: this.#log,
+      streams: this.#streams!,
+      maxClockSkewSeconds: this.#clock.maxClockSkewSeconds,
+      handshakeTimeoutMs: this.#firstByteTimeoutMs,
+      submit: (batch) => this.#submitV2(batch),
+      paused: () => this.paused,
+    });
+    const settled = conn.settled.finally(() => this.#v2Settling.delete(settled));
+    this.#v2Settling.add(settled);
+    return conn;
+  }
+
+  /**
+   * A v2 batch to the sink, as the Submitter hands the other listeners' (a device's stream: retried
+   * until the collector closes, records refused alone), but answering whether it is durable: the
+   * connection acknowledges on that. True too when the store refused records for good (counted).
+   */
+  #submitV2(batch: RecordBatch): Promise<boolean> {
+    const { sink } = this.#options;
+    const counters = this.#counters.v2;
+    const { kind, length } = batch;
+    counters.accepted(kind).inc(length);
+    const durable = sink.submit(batch, { retryUntil: this.#v2Closing.signal, atomic: false }).then(
+      () => {
+        counters.stored(kind).inc(length);
+        return true;
+      },
+      (error: unknown) => {
+        if (error instanceof RecordsRefusedError) {
+          counters.stored(kind).inc(error.stored);
+          counters.rejected('store_refused').inc(length - error.stored);
+          return true;
+        }
+        counters.rejected(isRefusal(error) ? error.reason : 'store_failed').inc(length);
+        this.#log.error({ err: error, listener: 'v2', kind, records: length }, 'v2 records not stored and not acknowledged: the device sends them again');
+        return false;
+      },
+    );
+    const tracked = durable.finally(() => this.#v2InFlight.delete(tracked));
+    this.#v2InFlight.add(tracked);
+    if (sink.full && !this.#v2Paused) {
+      this.#v2Paused = true;
+      this.metrics.backpressure.set(1);
+      for (const conn of this.#connections) if (conn.listener === 'v2') conn.socket.pause();
+    }
+    return durable;
+  }
+
+  readonly #resumeV2 = (): void => {
+    if (!this.#v2Paused) return;
+    this.#v2Paused = false;
+    if (!this.#submitter.paused) this.metrics.backpressure.set(0);
+    const now = Date.now();
+    for (const conn of this.#connections) {
+      if (conn.listener !== 'v2' || this.#closing || this.#submitter.paused) continue;
+      conn.lastActivity = now;
+      conn.socket.resume();
+    }
+  };
 
   /** Why a new connection from `address` is refused, if it is: the allow list first, then the limits. */
   #refusalOf(address: string): RefuseReason | undefined {
@@ -295,7 +405,7 @@ class Collector implements CollectorHandle {
    * timeout. Not while reading is paused: then the silence is ours.
    */
   #closeSilent(): void {
-    if (this.#submitter.paused) return;
+    if (this.paused) return;
     const now = Date.now();
     for (const conn of this.#connections) {
       if (conn.socket.destroyed) continue;
@@ -319,8 +429,9 @@ class Collector implements CollectorHandle {
     }
   }
 
-  drain(): Promise<void> {
-    return this.#submitter.drain();
+  async drain(): Promise<void> {
+    await this.#submitter.drain();
+    while (this.#v2InFlight.size > 0) await Promise.allSettled([...this.#v2InFlight]);
   }
 
   #closed: Promise<void> | undefined;
@@ -340,7 +451,12 @@ class Collector implements CollectorHandle {
     }
     // Their 'close' events count partial frames and messages and hand over the last records.
     await Promise.all([...stopped, ...finished]);
+    this.#v2Closing.abort();
     await this.#submitter.close();
+    // v2: the last batches settle, their acks (to closed sockets) move the positions, which are saved.
+    await Promise.all(this.#v2Settling);
+    this.#options.sink.off('drained', this.#resumeV2);
+    await this.#streams?.close();
     this.#log.info({}, 'collector closed');
   }
 }
