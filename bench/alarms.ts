@@ -169,6 +169,7 @@ async function main(): Promise<void> {
     COLLECTOR_HOST: '127.0.0.1',
     COLLECTOR_BINARY_PORT: String(binaryPort),
     COLLECTOR_JSON_PORT: String(await freePort()),
+    COLLECTOR_V2_PORT: '0',
     COLLECTOR_BATTERY_MAP: map,
     COLLECTOR_MAX_CONNECTIONS: String(packs + 100),
     COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS: '10',

@@ -142,6 +142,7 @@ async function startChild(command: string[], env: Record<string, string>, readyM
       COLLECTOR_HOST: '127.0.0.1',
       COLLECTOR_BINARY_PORT: String(binaryPort),
       COLLECTOR_JSON_PORT: '0',
+      COLLECTOR_V2_PORT: '0',
       LOG_LEVEL: 'info',
       RETENTION_DAYS: '0',
       BATTERY_SPECS_FILE: SPECS_FILE,

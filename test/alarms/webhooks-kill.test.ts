@@ -32,7 +32,7 @@ async function receiver(path?: string): Promise<Receiver> {
 }
 
 async function spawn(env: Record<string, string>): Promise<ChildService> {
-  const child = await spawnService(['serve'], { COLLECTOR_BINARY_PORT: '0', COLLECTOR_JSON_PORT: '0', COLLECTOR_HOST: '127.0.0.1', ...env });
+  const child = await spawnService(['serve'], { COLLECTOR_BINARY_PORT: '0', COLLECTOR_JSON_PORT: '0', COLLECTOR_V2_PORT: '0', COLLECTOR_HOST: '127.0.0.1', ...env });
   children.push(child);
   return child;
 }

@@ -73,13 +73,15 @@ describe('console log', () => {
     const api = entries.find((entry) => entry.msg === 'battery monitor API listening')!;
     const binary = entries.find((entry) => entry.setting === 'COLLECTOR_BINARY_PORT')!;
     const json = entries.find((entry) => entry.setting === 'COLLECTOR_JSON_PORT')!;
+    const v2 = entries.find((entry) => entry.setting === 'COLLECTOR_V2_PORT')!;
     assert.deepEqual(listening(entries), [
       `api API_PORT ${apiPort}`,
       `binary COLLECTOR_BATTERY_MAP ${mapped}`,
       `binary COLLECTOR_BINARY_PORT ${String(binary.port)}`,
       `json COLLECTOR_JSON_PORT ${String(json.port)}`,
+      `v2 COLLECTOR_V2_PORT ${String(v2.port)}`,
     ]);
-    for (const entry of [api, binary, json]) assert.equal(entry.host, '127.0.0.1');
+    for (const entry of [api, binary, json, v2]) assert.equal(entry.host, '127.0.0.1');
     assert.equal(api.url, service.url);
     assert.ok(!service.lines.some((line) => line.includes(API_KEY)), 'the key reached the log');
   });
@@ -118,7 +120,7 @@ describe('console log', () => {
     assert.ok(logged.length >= 3, output);
     for (const line of lines) assert.throws(() => JSON.parse(line) as unknown, SyntaxError, `a JSON line on a terminal: ${line}`);
     const listeningLines = logged.filter((line) => line.includes('listening'));
-    assert.equal(listeningLines.length, 3, listeningLines.join('\n'));
+    assert.equal(listeningLines.length, 4, listeningLines.join('\n'));
     assert.match(listeningLines.join('\n'), /INFO \(collector\): collector listening \{"listener":"binary","host":"127\.0\.0\.1","port":\d+/);
     assert.match(listeningLines.join('\n'), /INFO: battery monitor API listening \{"listener":"api"/);
 
@@ -126,7 +128,7 @@ describe('console log', () => {
     const fileEntries = file.map((line) => JSON.parse(line) as Entry);
     assert.deepEqual(
       fileEntries.map((entry) => `${String(entry.msg)} ${String(entry.setting)}`),
-      ['collector listening COLLECTOR_BINARY_PORT', 'collector listening COLLECTOR_JSON_PORT', 'collector closed undefined'],
+      ['collector listening COLLECTOR_BINARY_PORT', 'collector listening COLLECTOR_JSON_PORT', 'collector listening COLLECTOR_V2_PORT', 'collector closed undefined'],
     );
   });
 });
