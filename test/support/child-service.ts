@@ -19,8 +19,11 @@ export interface ChildService {
   lines: string[];
 }
 
-/** Runs `battery-monitor <args>` as a real child process and waits for its API to listen. */
-export async function spawnService(args: string[], env: Record<string, string>): Promise<ChildService> {
+/**
+ * Runs `battery-monitor <args>` as a real child process and waits for its API to listen; one that has
+ * not listened within `timeoutMs` (default a minute) is killed, and the call fails with its stderr.
+ */
+export async function spawnService(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<ChildService> {
   const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
     cwd: tempDir(),
     env: { ...process.env, API_HOST: '127.0.0.1', API_PORT: '0', LOG_LEVEL: 'info', ...env },
@@ -30,6 +33,7 @@ export async function spawnService(args: string[], env: Record<string, string>):
   let stderr = '';
   child.stderr!.on('data', (chunk) => (stderr += chunk));
   const lines: string[] = [];
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       lines.push(line);
@@ -40,8 +44,8 @@ export async function spawnService(args: string[], env: Record<string, string>):
         // not a log line
       }
     });
-    void exited.then((code) => reject(new Error(`service exited (${code}) before listening: ${stderr}`)));
-  });
+    void exited.then((code) => reject(new Error(`service exited (${code}) before listening (killed after ${timeoutMs} ms if it hung): ${stderr}`)));
+  }).finally(() => clearTimeout(timer));
   return { url, child, exited, lines };
 }
 
