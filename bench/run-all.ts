@@ -87,6 +87,12 @@ export const BENCHMARKS: Benchmark[] = [
     quick: ['--duration', '3', '--connections', '10', '--tsx'],
   },
   {
+    name: 'cluster',
+    file: 'cluster.ts',
+    args: [],
+    quick: ['--seconds', '3', '--rate', '100', '--warmup', '1'],
+  },
+  {
     name: 'post-cpu',
     file: 'post-cpu.ts',
     args: [],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, installing first whatever it needs that npm does not bring: Chromium for the
-# browser test (Debian package), FerretDB for the MongoDB tests (built from the Go module proxy,
-# unless MONGODB_TEST_URI is set or mongod is on PATH), schemathesis for the API contract test (PyPI,
+# browser test and HAProxy for the cluster tests (Debian packages), FerretDB for the MongoDB tests (built
+# from the Go module proxy, unless MONGODB_TEST_URI is set or mongod is on PATH), schemathesis for the API contract test (PyPI,
 # pinned, into a virtual environment in .cache/schemathesis), and for the C++ edge library's
 # variants clang, qemu-user and a big-endian cross compiler (Debian packages). Then: typecheck,
 # build (server and dashboard), the C++ library's tests under every variant, and every TypeScript test.
@@ -13,6 +13,14 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+# test/cluster: several instances behind a load balancer, as docs/deploy.md runs them.
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  echo "test: installing Debian's haproxy for the cluster tests" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq haproxy >/dev/null
 fi
 
 # The C++ variants (clients/cpp/Makefile, test-all): clang++, and a 32-bit big-endian PowerPC build

@@ -15,16 +15,20 @@
  * - A restart loads the state and first evaluates, from the records store, what was committed after
  *   the last checkpoint; commits arriving meanwhile wait in a bounded buffer. Nothing is raised twice
  *   (the stored state always matches the stored alarms) and no clear is lost.
+ * - Several instances on MongoDB (`adopted`): the engine evaluates only the packs this instance holds
+ *   the lease of (cluster/pack-ownership.ts), from every instance's records; it takes a pack over
+ *   from its stored state the same way (adopt), and reads wait until what this instance stored has
+ *   come round through the store and been evaluated (settled, bounded).
  */
 import { randomUUID } from 'node:crypto';
 import type { CollectorMetrics } from '../collector/metrics.js';
-import type { AfterCommit, CommittedRows } from '../ingest/after-commit.js';
+import { withoutIds, type AfterCommit, type CommittedRows } from '../ingest/after-commit.js';
 import { columnIndex, RecordBatch } from '../ingest/record-batch.js';
 import { KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.js';
-import { MAX_TIMESTAMP } from '../records/schemas.js';
+import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import type { BatterySpecs } from '../specs.js';
-import { type BatterySummary, StoreUnavailableError, type Store } from '../store/store.js';
-import { Backoff } from '../ingest/backoff.js';
+import { type BatterySummary, StoreUnavailableError, type Store, type WritePosition } from '../store/store.js';
+import { Backoff, untilAnswered } from '../ingest/backoff.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState, RuleChange } from './alarm-store.js';
 import { assess, severityOf, type Transition } from './evaluator.js';
 import {
@@ -81,6 +85,14 @@ export interface AlarmEngineOptions {
   clock?: () => number;
   checkpointMs?: number;
   notifications?: NotificationOutbox;
+  /**
+   * Several instances (cluster/pack-ownership.ts): the engine holds only the packs this instance
+   * owns, each taken through adopt() (its stored state, then what was stored after it) and dropped
+   * through release(); none is loaded or read back at start.
+   */
+  adopted?: boolean;
+  /** Several instances: resolves once what this instance stored so far has been evaluated (reads wait for it, bounded). */
+  settled?: () => Promise<void>;
 }
 
 /**
@@ -129,6 +141,8 @@ interface CatchUp {
   batteryId: string;
   from: number;
   after: number;
+  /** A pack adopted: only what the cluster feed had handed on before (the rest comes as commits). */
+  writtenBefore?: WritePosition | undefined;
 }
 
 interface Waiter {
@@ -220,6 +234,10 @@ export class AlarmEngine {
   #bufferedRows = 0;
   #overflowed = false;
   readonly #missed = new Map<string, { kind: KindName; batteryId: string; oldest: number }>();
+  readonly #adopted: boolean;
+  readonly #settled: (() => Promise<void>) | undefined;
+  /** Packs being adopted: their commits, held until the state is loaded and caught up. */
+  readonly #adopting = new Map<string, CommittedRows[]>();
 
   readonly #unsubscribe: () => void;
   readonly #listeners = new Set<(changes: readonly AlarmChange[]) => void>();
@@ -240,6 +258,8 @@ export class AlarmEngine {
     this.#clock = options.clock ?? (() => Date.now() / 1000);
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
     this.#notifications = options.notifications;
+    this.#adopted = options.adopted ?? false;
+    this.#settled = options.settled;
     // From the start, so that no commit goes by unseen while the state loads.
     this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
@@ -423,6 +443,10 @@ export class AlarmEngine {
   // ---- evaluation --------------------------------------------------------------------------
 
   readonly #onCommit = (commit: readonly CommittedRows[]): void => {
+    if (this.#adopting.size > 0) {
+      const held = commit.filter((rows) => this.#adopting.get(rows.batteryId)?.push(rows) === undefined);
+      if (held.length < commit.length) commit = held;
+    }
     if (this.#phase === 'live') {
       for (const rows of commit) this.#evaluate(rows.kind, rows.batteryId, rows.rows, true);
       this.#afterEvaluation();
@@ -692,14 +716,7 @@ export class AlarmEngine {
   #install(loaded: LoadedState): void {
     const now = this.#clock();
     for (const rule of loaded.rules) this.#rules.set(rule.id, rule);
-    for (const pack of loaded.packs) {
-      this.#packs.set(pack.battery_id, pack);
-      for (const [ruleId, state] of Object.entries(pack.rules)) {
-        if (state.open === null) continue;
-        this.#open.set(state.open.id, { pack, ruleId });
-        this.#openCounts[state.open.severity]++;
-      }
-    }
+    if (!this.#adopted) for (const pack of loaded.packs) this.#installPack(pack);
     for (const severity of ['warning', 'critical'] as const) this.#metrics.alarmsOpen.set({ severity }, this.#openCounts[severity]);
     this.#writtenAt = loaded.writtenAt;
     this.#notifications?.loaded(loaded.webhooks, loaded.outbox);
@@ -736,6 +753,80 @@ export class AlarmEngine {
     );
   }
 
+  /** A pack's state as stored, with its open alarms. */
+  #installPack(pack: PackState): void {
+    this.#packs.set(pack.battery_id, pack);
+    for (const [ruleId, state] of Object.entries(pack.rules)) {
+      if (state.open === null) continue;
+      this.#open.set(state.open.id, { pack, ruleId });
+      this.#openCounts[state.open.severity]++;
+    }
+  }
+
+  /**
+   * Takes a pack this instance owns from now on (cluster/pack-ownership.ts): its stored state (the
+   * previous owner's last write, alarms and state together), then its records stored after that state,
+   * then its commits, those read back left out. Nothing is raised twice: the state matches the stored
+   * alarms; nothing is missed: what the state has not seen is in the records.
+   */
+  async adopt(batteryId: string, fedUpTo: (kind: KindName) => WritePosition | undefined = () => undefined): Promise<void> {
+    if (this.#isClosed() || this.#packs.has(batteryId) || this.#adopting.has(batteryId)) return;
+    const held: CommittedRows[] = [];
+    this.#adopting.set(batteryId, held);
+    // Split by write position, taken together with the hold: what the feed handed on before is read
+    // back, what it hands on from now on is held. A read of the store alone could see a later write
+    // before an earlier one still in flight, and take the earlier one as late when it comes.
+    const before = new Map(KIND_NAMES.map((kind) => [kind, fedUpTo(kind)]));
+    await this.#live;
+    const stored = await this.#untilAnswered(() => this.#store.loadPack(batteryId), `alarms: cannot load the state of ${batteryId} yet; retrying`);
+    if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
+    const now = this.#clock();
+    if (stored !== undefined) {
+      this.#installPack(stored);
+      for (const severity of ['warning', 'critical'] as const) this.#metrics.alarmsOpen.set({ severity }, this.#openCounts[severity]);
+      // Rules deleted while another instance held the pack.
+      for (const [ruleId, state] of Object.entries(stored.rules)) {
+        if (this.#rules.has(ruleId)) continue;
+        if (state.open !== null) this.#clear(stored, state, now, null, 'rule_deleted', now);
+        delete stored.rules[ruleId];
+        this.#dirty.add(batteryId);
+      }
+    }
+    // A pack with no stored state: its records since the last write anyone made (all of them on a new store).
+    const horizon = this.#writtenAt === undefined ? MIN_TIMESTAMP : this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+    const seen = new Set<string>();
+    await this.#readBack(
+      KIND_NAMES.map((kind) => {
+        const newest = stored?.kinds[kind]?.newest;
+        const writtenBefore = before.get(kind);
+        return newest === undefined ? { kind, batteryId, from: horizon, after: -Infinity, writtenBefore } : { kind, batteryId, from: newest, after: newest, writtenBefore };
+      }),
+      seen,
+    );
+    if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
+    // In one go, with no await: the pack's next commits are evaluated as they come.
+    this.#adopting.delete(batteryId);
+    for (const commit of held) {
+      const rows = withoutIds(commit, seen);
+      if (rows.length > 0) this.#evaluate(commit.kind, batteryId, rows, true);
+    }
+    this.#afterEvaluation();
+  }
+
+  /** Another instance owns the pack now: its state and open alarms are dropped here, unwritten. */
+  release(batteryId: string): void {
+    this.#adopting.delete(batteryId);
+    const pack = this.#packs.get(batteryId);
+    if (pack === undefined) return;
+    for (const state of Object.values(pack.rules)) {
+      if (state.open === null) continue;
+      this.#open.delete(state.open.id);
+      this.#count(state.open.severity, -1);
+    }
+    this.#packs.delete(batteryId);
+    this.#dirty.delete(batteryId);
+  }
+
   /**
    * Evaluates what was committed while the engine was not running (after its last write) or loading,
    * then what came meanwhile, in order, and goes live.
@@ -749,7 +840,10 @@ export class AlarmEngine {
         targets.set(`${kind}\u0000${pack.battery_id}`, { kind, batteryId: pack.battery_id, from: progress.newest, after: progress.newest });
       }
     }
-    if (this.#writtenAt !== undefined) {
+    if (this.#adopted) {
+      // Packs come through adopt().
+      targets.clear();
+    } else if (this.#writtenAt !== undefined) {
       // Packs first seen after the last write have no state here: the store's summary names them.
       // Packs with state are read back whatever it says: on MongoDB its figures are eventually right
       // only (mongodb-summary.ts), and a pack it showed as up to date would miss what came after.
@@ -808,19 +902,11 @@ export class AlarmEngine {
 
   /** The store's packs, asked until it answers (warned once); none once closed. */
   async #packsInStore(): Promise<BatterySummary[]> {
-    const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
-    let warned = false;
-    while (!this.#isClosed()) {
-      try {
-        return await this.#records.batteries();
-      } catch (error) {
-        if (this.#isClosed()) break;
-        if (!warned) this.#log?.warn({ err: (error as Error).message }, 'alarms: cannot list the packs to catch up yet; retrying');
-        warned = true;
-        await Promise.race([sleep(backoff.next()), this.#closedSignal]);
-      }
-    }
-    return [];
+    return (await this.#untilAnswered(() => this.#records.batteries(), 'alarms: cannot list the packs to catch up yet; retrying')) ?? [];
+  }
+
+  #untilAnswered<T>(attempt: () => Promise<T>, warning: string): Promise<T | undefined> {
+    return untilAnswered(attempt, { warning, log: this.#log, closed: () => this.#isClosed(), closing: this.#closedSignal });
   }
 
   /**
@@ -829,41 +915,35 @@ export class AlarmEngine {
    * write before an earlier one still in flight). A read that fails is retried from the newest
    * record evaluated, never skipped: a raise or a clear in the records would be lost for good.
    */
-  async #readBack(targets: readonly CatchUp[]): Promise<void> {
+  async #readBack(targets: readonly CatchUp[], seen?: Set<string>): Promise<void> {
     let rows = 0;
     for (const target of targets) {
       const { kind, batteryId } = target;
-      const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
-      let warned = false;
-      for (;;) {
-        if (this.#isClosed()) return;
+      await this.#untilAnswered(async () => {
         // An attempt before this one may have evaluated some: go on from the newest.
         const newest = this.#packs.get(batteryId)?.kinds[kind]?.newest;
         const after = newest === undefined ? target.after : Math.max(target.after, newest);
         const from = newest === undefined ? target.from : Math.max(target.from, newest);
-        try {
-          rows += await this.#readBackPack(kind, batteryId, from, after);
-          break;
-        } catch (error) {
-          if (this.#isClosed()) return;
-          if (!warned) {
-            this.#log?.warn({ err: (error as Error).message, kind, battery_id: batteryId }, 'alarms: cannot read back records stored before the start yet; retrying');
-          }
-          warned = true;
-          await Promise.race([sleep(backoff.next()), this.#closedSignal]);
-        }
-      }
+        rows += await this.#readBackPack(kind, batteryId, from, after, seen, target.writtenBefore);
+      }, `alarms: cannot read back the ${kind} records of ${batteryId} stored before the start yet; retrying`);
+      if (this.#isClosed()) return;
     }
     if (rows > 0) this.#log?.info({ records: rows }, 'alarms: evaluated records stored before the start');
   }
 
-  /** One attempt of #readBack for one pack: answers how many records it evaluated. */
-  async #readBackPack(kind: KindName, batteryId: string, from: number, after: number): Promise<number> {
+  /**
+   * One attempt of #readBack for one pack: answers how many records it evaluated. With `seen` (a pack
+   * adopted), every record is taken and its id noted: the commits held meanwhile leave those out.
+   */
+  async #readBackPack(kind: KindName, batteryId: string, from: number, after: number, seen?: Set<string>, writtenBefore?: WritePosition): Promise<number> {
     let rows = 0;
     let chunk: StoredRecord[] = [];
-    for await (const record of this.#records.exportRange(kind, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
+    const range = { from, to: MAX_TIMESTAMP + 1, batteryId, ...(writtenBefore === undefined ? {} : { writtenBefore }) };
+    for await (const record of this.#records.exportRange(kind, range)) {
       if (this.#isClosed()) return rows;
-      if (record.timestamp <= after || record.received_at >= this.#subscribedAt) continue;
+      if (record.timestamp <= after) continue;
+      if (seen === undefined ? record.received_at >= this.#subscribedAt : seen.has(record._id)) continue;
+      seen?.add(record._id);
       chunk.push(record);
       if (chunk.length >= REPLAY_CHUNK) {
         this.#evaluate(kind, batteryId, batchOf(kind, chunk), false);
@@ -983,6 +1063,8 @@ export class AlarmEngine {
 
   /** Lets queued alarm changes reach the store before a read (bounded: a read answers even while the store is slow). */
   async #caughtUpWrites(): Promise<void> {
+    // Several instances: what this instance stored reaches evaluation through the store, a poll later.
+    if (this.#settled !== undefined) await Promise.race([this.#settled().catch(() => undefined), sleep(READ_WAIT_MS)]);
     if (this.#queue.changes.length === 0 && this.#queue.rules.size === 0 && this.#writing === undefined) return;
     await Promise.race([this.#stored().catch(() => undefined), sleep(READ_WAIT_MS)]);
   }

@@ -65,6 +65,11 @@ export interface AlarmStore {
   readonly name: 'sqlite' | 'mongodb';
   /** Everything the engine starts from. Finishes what an interrupted `apply` left half done first. */
   load(): Promise<LoadedState>;
+  /**
+   * One pack's state as stored, finishing what an interrupted `apply` left half done for it; undefined
+   * when none is stored. An instance taking the pack over from another (cluster/pack-ownership.ts) starts from it.
+   */
+  loadPack(batteryId: string): Promise<PackState | undefined>;
   apply(changes: ChangeSet): Promise<void>;
   /** Newest raised first. */
   alarms(query: AlarmQuery): Promise<Alarm[]>;

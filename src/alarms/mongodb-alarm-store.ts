@@ -14,6 +14,7 @@
  * the server is away; nothing logged or thrown holds the URI's credentials.
  */
 import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter } from 'mongodb';
+import type { WriteFloor } from '../cluster/write-floor.js';
 import { isReplicaSet } from '../store/mongodb-setup.js';
 import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
 import { StoreUnavailableError } from '../store/store.js';
@@ -92,6 +93,11 @@ function withoutId<T>(doc: WithId<T>): T {
 
 export class MongoAlarmStore implements AlarmStore {
   readonly name = 'mongodb';
+  /**
+   * The records store's write positions (cluster/write-floor.ts), set by the alarms plugin: events
+   * carry `written_at`, by which the cluster feed hands every instance's alarm events on.
+   */
+  writeFloor: WriteFloor | undefined;
   readonly #client: MongoClient;
   readonly #databaseName: string;
   readonly #log: AlarmStoreLogger;
@@ -143,6 +149,8 @@ export class MongoAlarmStore implements AlarmStore {
       [collections.alarms, { state: 1 }, 'state'],
       [collections.alarms, { cleared_at: 1 }, 'cleared'],
       [collections.events, { alarm_id: 1, seq: 1 }, 'alarm_seq'],
+      // The cluster feed reads every instance's events in write order.
+      [collections.events, { written_at: 1, _id: 1 }, 'write_order'],
       [collections.outbox, { state: 1, created_at: 1, seq: 1 }, 'state_created'],
       [collections.outbox, { webhook_id: 1, created_at: -1 }, 'webhook_created'],
     ];
@@ -180,6 +188,17 @@ export class MongoAlarmStore implements AlarmStore {
       outbox: outbox.map(withoutId),
       ...(meta?.written_at === undefined ? {} : { writtenAt: meta.written_at }),
     };
+  }
+
+  async loadPack(batteryId: string): Promise<PackState | undefined> {
+    const c = await this.#ready();
+    const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');
+    if (doc === null) return undefined;
+    if (doc.pending !== undefined) {
+      await this.#deliver(c, [doc.pending]);
+      await this.#settle(c, [{ batteryId, token: doc.pending.token }]);
+    }
+    return doc.state;
   }
 
   async apply(changes: ChangeSet): Promise<void> {
@@ -240,7 +259,19 @@ export class MongoAlarmStore implements AlarmStore {
       }));
       await this.#bounded(c.alarms.bulkWrite(ops, { ordered: false }), 'alarm write');
     }
-    await this.#insertOnce(c.events, pending.flatMap((entry) => entry.events).map(withId));
+    const events = pending.flatMap((entry) => entry.events).map(withId);
+    if (events.length > 0 && this.writeFloor !== undefined) {
+      // Held until inserted: the cluster feed reads no event past a position still being written.
+      const position = this.writeFloor.stamp();
+      let doubtful = true;
+      try {
+        for (const event of events) (event as Document).written_at = position;
+        await this.#insertOnce(c.events, events);
+        doubtful = false;
+      } finally {
+        this.writeFloor.release(position, doubtful);
+      }
+    } else await this.#insertOnce(c.events, events);
     // Inserted, never replaced: a notification stored by a write cut short may have been delivered since.
     await this.#insertOnce(c.outbox, pending.flatMap((entry) => entry.outbox ?? []).map(withId));
   }
@@ -284,7 +315,7 @@ export class MongoAlarmStore implements AlarmStore {
     const c = await this.#ready();
     const doc = await this.#bounded(c.alarms.findOne({ _id: id }), 'read');
     if (doc === null) return null;
-    const events = await this.#bounded(c.events.find({ alarm_id: id }).sort({ seq: 1 }).toArray(), 'read');
+    const events = await this.#bounded(c.events.find({ alarm_id: id }, { projection: { written_at: 0 } }).sort({ seq: 1 }).toArray(), 'read');
     return { ...withoutId(doc), events: events.map(withoutId) };
   }
 

@@ -93,6 +93,7 @@ export class SqliteAlarmStore implements AlarmStore {
       rules: db.prepare('SELECT rule FROM alarm_rules ORDER BY created_at, id').pluck(),
       putPack: db.prepare('INSERT OR REPLACE INTO alarm_packs (battery_id, state) VALUES (?, ?)'),
       packs: db.prepare('SELECT state FROM alarm_packs').pluck(),
+      pack: db.prepare('SELECT state FROM alarm_packs WHERE battery_id = ?').pluck(),
       putAlarm: db.prepare(
         'INSERT OR REPLACE INTO battery_alarms (id, rule_id, battery_id, state, severity, raised_at, cleared_at, alarm) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
@@ -129,6 +130,13 @@ export class SqliteAlarmStore implements AlarmStore {
       if (changes.seeded !== undefined) s.putMeta.run('seeded', JSON.stringify(changes.seeded));
       // Where a restart looks back from for packs with no stored state: moved once every part is in.
       if (last) s.putMeta.run('written_at', JSON.stringify(changes.writtenAt));
+    });
+  }
+
+  async loadPack(batteryId: string): Promise<PackState | undefined> {
+    return this.#run(() => {
+      const text = this.#statements.pack.get(batteryId) as string | undefined;
+      return text === undefined ? undefined : (JSON.parse(text) as PackState);
     });
   }
 

@@ -15,16 +15,19 @@
  *   order, whereas a read of the store can see a later write before an earlier one still in flight
  *   (MongoDB) and would take the earlier one as late. A read-back that fails is retried, not
  *   skipped; the estimates answer 503 until it is done (live()). Each reading is integrated once.
+ * - Several instances on MongoDB (`adopted`): the engine takes only the packs this instance holds the
+ *   lease of (cluster/pack-ownership.ts), from every instance's records; it takes a pack over from
+ *   its saved state the same way (adopt), and answers another instance's pack from its saved state.
  * - Records it writes carry idempotency keys made of the pack, the kind and the count of segments
  *   and cycles behind them: a restart that takes again readings whose records were written stores
  *   nothing twice.
  */
-import type { AfterCommit, CommittedRows } from '../ingest/after-commit.js';
+import { withoutIds, type AfterCommit, type CommittedRows } from '../ingest/after-commit.js';
 import { columnIndex, RecordBatch } from '../ingest/record-batch.js';
 import type { KindName, RecordInput, StoredRecord } from '../records/kinds.js';
-import { MAX_TIMESTAMP } from '../records/schemas.js';
-import { StoreUnavailableError, type Store } from '../store/store.js';
-import { Backoff } from '../ingest/backoff.js';
+import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
+import { StoreUnavailableError, type Store, type WritePosition } from '../store/store.js';
+import { Backoff, untilAnswered } from '../ingest/backoff.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import { healthOf, type Health } from './estimates.js';
 import { advance, lineOf, newPackAnalytics, type AnalyticsSettings, type PackAnalytics, type PackSpecs, type Reading } from './pack-state.js';
@@ -47,6 +50,8 @@ const MAX_CATCH_UP_ROUNDS = 10;
 /** A pack with no state whose records arrived after the last save is taken from records this much older than it. */
 export const REPLAY_LOOKBACK_SECONDS = 3600;
 const WAIT_MS = 10_000;
+/** How long an estimate waits for what this instance stored to reach the engine (several instances). */
+const SETTLE_WAIT_MS = WAIT_MS;
 const MONTH_SECONDS = 30.4375 * 86_400;
 
 const VOLTAGE = columnIndex(KIND, 'pack_voltage');
@@ -75,12 +80,22 @@ export interface AnalyticsEngineOptions {
   /** Server clock, Unix seconds (tests). */
   clock?: () => number;
   checkpointMs?: number;
+  /**
+   * Several instances (cluster/pack-ownership.ts): the engine holds only the packs this instance
+   * owns, each taken through adopt() and dropped through release(); none is loaded or read back at
+   * start, and the estimates of a pack another instance holds are answered from its saved state.
+   */
+  adopted?: boolean;
+  /** Several instances: resolves once what this instance stored so far has been taken (estimates wait for it, bounded). */
+  settled?: () => Promise<void>;
 }
 
 interface CatchUp {
   batteryId: string;
   /** Rows newer than this are taken. */
   after: number;
+  /** A pack adopted: only what the cluster feed had handed on before (the rest comes as commits). */
+  writtenBefore?: WritePosition | undefined;
 }
 
 interface Output {
@@ -116,6 +131,10 @@ export class AnalyticsEngine {
   #bufferedRows = 0;
   #overflowed = false;
   readonly #missed = new Set<string>();
+  readonly #adopted: boolean;
+  readonly #settled: (() => Promise<void>) | undefined;
+  /** Packs being adopted: their commits, held until the state is loaded and caught up. */
+  readonly #adopting = new Map<string, CommittedRows[]>();
 
   #outbox: Output[] = [];
   #submitting: Promise<void> | undefined;
@@ -142,6 +161,8 @@ export class AnalyticsEngine {
     this.#log = options.logger;
     this.#clock = options.clock ?? (() => Date.now() / 1000);
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
+    this.#adopted = options.adopted ?? false;
+    this.#settled = options.settled;
     // From the start, so that no commit goes by unseen while the state loads.
     this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
@@ -170,7 +191,17 @@ export class AnalyticsEngine {
   /** A pack's estimates; null when the engine has taken no reading of it. */
   async health(batteryId: string): Promise<Health | null> {
     await this.#whenLive();
-    const state = this.#packs.get(batteryId);
+    // Several instances: what this instance stored reaches the engine through the store, a poll later.
+    if (this.#settled !== undefined) await Promise.race([this.#settled().catch(() => undefined), sleep(SETTLE_WAIT_MS)]);
+    let state = this.#packs.get(batteryId);
+    // Another instance holds the pack: its state as last saved (at most a checkpoint old).
+    if (state === undefined && this.#adopted) {
+      try {
+        state = await this.#store.loadPack(batteryId);
+      } catch {
+        throw new AnalyticsUnavailableError('The analytics store is not reachable; try again shortly');
+      }
+    }
     return state === undefined ? null : healthOf(state, this.specsOf(batteryId));
   }
 
@@ -205,6 +236,10 @@ export class AnalyticsEngine {
   // ---- readings ----------------------------------------------------------------------------
 
   readonly #onCommit = (commit: readonly CommittedRows[]): void => {
+    if (this.#adopting.size > 0) {
+      const held = commit.filter((rows) => rows.kind !== KIND || this.#adopting.get(rows.batteryId)?.push(rows) === undefined);
+      if (held.length < commit.length) commit = held;
+    }
     if (this.#phase === 'live') {
       for (const rows of commit) if (rows.kind === KIND) this.#take(rows.batteryId, rows.rows);
       this.#afterTaking();
@@ -403,7 +438,7 @@ export class AnalyticsEngine {
   }
 
   #install(loaded: LoadedAnalytics): void {
-    for (const pack of loaded.packs) this.#packs.set(pack.battery_id, pack);
+    if (!this.#adopted) for (const pack of loaded.packs) this.#packs.set(pack.battery_id, pack);
     for (const entry of loaded.specs) this.#overrides.set(entry.battery_id, entry);
     this.#writtenAt = loaded.writtenAt;
     this.#log?.info({ store: this.#store.name, packs: this.#packs.size }, 'analytics: state loaded');
@@ -441,6 +476,8 @@ export class AnalyticsEngine {
    * lose the readings committed after the last save. batteries() only finds the packs with no state yet.
    */
   async #catchUpTargets(): Promise<CatchUp[]> {
+    // Packs come through adopt().
+    if (this.#adopted) return [];
     const targets = new Map<string, CatchUp>();
     for (const pack of this.#packs.values()) if (pack.newest !== null) targets.set(pack.battery_id, { batteryId: pack.battery_id, after: pack.newest });
     // A store never written to: analytics starts with the next commits (docs/analytics.md).
@@ -461,19 +498,21 @@ export class AnalyticsEngine {
    * answer) is retried from the pack's newest reading taken, never skipped: going live without them
    * would leave a hole in the integrals for good. Meanwhile the estimates answer 503 and commits wait.
    */
-  async #readBack(targets: readonly CatchUp[]): Promise<void> {
+  async #readBack(targets: readonly CatchUp[], seen?: Set<string>): Promise<void> {
     let rows = 0;
-    for (const { batteryId, after } of targets) {
+    for (const { batteryId, after, writtenBefore } of targets) {
       const pack = this.#packOf(batteryId);
       const specs = this.specsOf(batteryId);
       const reading: Reading = { timestamp: 0, pack_voltage: 0, pack_current: 0, cell_temp: NaN };
       await this.#untilAnswered(async () => {
         // Readings at or before the newest taken were taken by an attempt before this one.
         const from = Math.max(after, pack.newest ?? after);
-        for await (const record of this.#records.exportRange(KIND, { from, to: MAX_TIMESTAMP + 1, batteryId })) {
+        const range = { from, to: MAX_TIMESTAMP + 1, batteryId, ...(writtenBefore === undefined ? {} : { writtenBefore }) };
+        for await (const record of this.#records.exportRange(KIND, range)) {
           if (this.#isClosed()) return;
           if (record.timestamp <= after || (pack.newest !== null && record.timestamp <= pack.newest)) continue;
-          if (record.received_at >= this.#subscribedAt) continue;
+          if (seen === undefined ? record.received_at >= this.#subscribedAt : seen.has(record._id)) continue;
+          seen?.add(record._id);
           readingOf(record, reading);
           this.#advance(pack, reading, specs, this.#clock());
           this.#dirty.add(batteryId);
@@ -485,21 +524,41 @@ export class AnalyticsEngine {
     if (rows > 0) this.#log?.info({ records: rows }, 'analytics: took readings stored before the start');
   }
 
-  /** Runs `attempt` until it answers, waiting longer after each failure (warned once); undefined once closed. */
-  async #untilAnswered<T>(attempt: () => Promise<T>, warning: string): Promise<T | undefined> {
-    const backoff = new Backoff({ minMs: 500, maxMs: 10_000 });
-    let warned = false;
-    while (!this.#isClosed()) {
-      try {
-        return await attempt();
-      } catch (error) {
-        if (this.#isClosed()) return undefined;
-        if (!warned) this.#log?.warn({ err: (error as Error).message }, `analytics: ${warning}`);
-        warned = true;
-        await Promise.race([sleep(backoff.next()), this.#closedSignal]);
-      }
-    }
-    return undefined;
+  /**
+   * Takes a pack this instance owns from now on (cluster/pack-ownership.ts): its saved state, then its
+   * readings stored after it, then its commits, those read back left out. Each reading is integrated
+   * once: the state says how far it got.
+   */
+  async adopt(batteryId: string, fedUpTo: (kind: KindName) => WritePosition | undefined = () => undefined): Promise<void> {
+    if (this.#isClosed() || this.#packs.has(batteryId) || this.#adopting.has(batteryId)) return;
+    const held: CommittedRows[] = [];
+    this.#adopting.set(batteryId, held);
+    // Split by write position, taken together with the hold (see the alarm engine's adopt).
+    const writtenBefore = fedUpTo(KIND);
+    await this.#live.catch(() => undefined);
+    const stored = await this.#untilAnswered(() => this.#store.loadPack(batteryId), `cannot load the state of ${batteryId} yet; retrying`);
+    if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
+    if (stored !== undefined) this.#packs.set(batteryId, stored);
+    // A pack with no saved state: its readings since the last save anyone made (all of them on a new store).
+    const horizon = this.#writtenAt === undefined ? MIN_TIMESTAMP - 1 : this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+    const seen = new Set<string>();
+    await this.#readBack([{ batteryId, after: stored?.newest ?? horizon, writtenBefore }], seen);
+    if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
+    // In one go, with no await: the pack's next commits are taken as they come.
+    this.#adopting.delete(batteryId);
+    for (const commit of held) this.#take(batteryId, withoutIds(commit, seen));
+    this.#afterTaking();
+  }
+
+  /** Another instance owns the pack now: its state is dropped here, unsaved. */
+  release(batteryId: string): void {
+    this.#adopting.delete(batteryId);
+    this.#packs.delete(batteryId);
+    this.#dirty.delete(batteryId);
+  }
+
+  #untilAnswered<T>(attempt: () => Promise<T>, warning: string): Promise<T | undefined> {
+    return untilAnswered(attempt, { warning: `analytics: ${warning}`, log: this.#log, closed: () => this.#isClosed(), closing: this.#closedSignal });
   }
 
   // ---- saving ------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ export interface LoadedAnalytics {
 export interface AnalyticsStore {
   readonly name: 'sqlite' | 'mongodb';
   load(): Promise<LoadedAnalytics>;
+  /** One pack's state as stored; undefined when none is (an instance taking the pack over starts from it). */
+  loadPack(batteryId: string): Promise<PackAnalytics | undefined>;
   /** Stores these packs' states, each replacing the one stored, and the time of the save. */
   savePacks(packs: readonly PackAnalytics[], writtenAt: number): Promise<void>;
   /** Replaces a pack's overrides; none left (all defaults) removes them. */

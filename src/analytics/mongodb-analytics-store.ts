@@ -105,6 +105,12 @@ export class MongoAnalyticsStore implements AnalyticsStore {
     };
   }
 
+  async loadPack(batteryId: string): Promise<PackAnalytics | undefined> {
+    const c = await this.#ready();
+    const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');
+    return doc?.state;
+  }
+
   async savePacks(packs: readonly PackAnalytics[], writtenAt: number): Promise<void> {
     const c = await this.#ready();
     if (packs.length > 0) {

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT 
     const s = {
       putPack: db.prepare('INSERT OR REPLACE INTO analytics_packs (battery_id, state) VALUES (?, ?)'),
       packs: db.prepare('SELECT state FROM analytics_packs').pluck(),
+      pack: db.prepare('SELECT state FROM analytics_packs WHERE battery_id = ?').pluck(),
       putSpecs: db.prepare('INSERT OR REPLACE INTO analytics_specs (battery_id, specs) VALUES (?, ?)'),
       deleteSpecs: db.prepare('DELETE FROM analytics_specs WHERE battery_id = ?'),
       specs: db.prepare('SELECT specs FROM analytics_specs').pluck(),
@@ -65,6 +66,13 @@ CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT 
         specs: (s.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides),
         ...(written === undefined ? {} : { writtenAt: JSON.parse(written) as number }),
       };
+    });
+  }
+
+  async loadPack(batteryId: string): Promise<PackAnalytics | undefined> {
+    return this.#run(() => {
+      const text = this.#statements.pack.get(batteryId) as string | undefined;
+      return text === undefined ? undefined : (JSON.parse(text) as PackAnalytics);
     });
   }
 

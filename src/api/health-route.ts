@@ -1,7 +1,8 @@
 /**
  * GET /health: 200 while the store answers, 503 when it does not. Open to anyone (load balancers),
  * so a failure is answered in generic words: the store's own reason (which for MongoDB names the
- * host and port) goes to the log, once each time it changes.
+ * host and port) goes to the log, once each time it changes. It names the instance and how its live
+ * stream hears of other instances' records (docs/deploy.md).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -15,6 +16,12 @@ const Health = Type.Object({
   store: Type.String({ example: 'sqlite', description: 'sqlite or mongodb' }),
   mode: Type.Optional(Type.String({ example: 'wal', description: 'sqlite: wal; mongodb: timeseries or plain' })),
   error: Type.Optional(Type.String({ example: UNREACHABLE, description: 'When the store does not answer; the details are in the service log' })),
+  instance: Type.String({ example: 'api-1', description: 'This instance (INSTANCE_ID, else host name and process id)' }),
+  feed: Type.String({
+    example: 'poll',
+    description: "How /api/stream gets other instances' records: local (SQLite: one process), poll (MongoDB: read by write position every CLUSTER_POLL_MS)",
+  }),
+  change_streams: Type.Optional(Type.Boolean({ description: 'MongoDB: whether the server offers change streams (detected at start; not used yet)' })),
   timestamp: Type.Number({ description: 'Server time, Unix seconds' }),
 });
 
@@ -49,6 +56,9 @@ export const healthRoute: FastifyPluginAsyncTypebox = async (app) => {
         store: health.store,
         mode: health.mode,
         error: health.ok ? undefined : UNREACHABLE,
+        instance: app.instanceId,
+        feed: app.cluster === undefined ? 'local' : app.cluster.status.mode,
+        change_streams: app.cluster?.status.changeStreams,
         timestamp: Date.now() / 1000,
       };
       return reply.code(health.ok ? 200 : 503).send(body);

@@ -1,5 +1,6 @@
 /**
- * GET /api/stream: each stored record once, as it is stored, as Server-Sent Events.
+ * GET /api/stream: each stored record once, as it is stored, as Server-Sent Events; on MongoDB every
+ * instance's records (app.liveFeed reads the cluster feed, docs/deploy.md).
  *
  * A subscription holds a socket and a place in every commit's fan-out for as long as the client
  * likes, so they are counted: at most STREAM_MAX_SUBSCRIBERS in all (more answer 503) and
@@ -41,7 +42,8 @@ export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
         security: securityOf(config, 'read'),
         summary: 'Live records as Server-Sent Events',
         description:
-          'Each stored record once, as it is stored, from the HTTP API and the collector alike: `event: <kind>`, ' +
+          'Each stored record once, as it is stored, from the HTTP API and the collector alike (with several instances ' +
+          'on MongoDB, from every instance, a poll of CLUSTER_POLL_MS later): `event: <kind>`, ' +
           '`id: <record id>`, `data: <record JSON>`. A comment every 15 s (or half API_IDLE_TIMEOUT, if shorter) keeps ' +
           `proxies from closing the stream. A client still ${MAX_QUEUED_BYTES / 1024} KiB behind when new records come is ` +
           'disconnected; EventSource reconnects by itself. Subscriptions are limited in all (503) and per client address ' +
@@ -104,7 +106,10 @@ export const streamRoute: FastifyPluginAsyncTypebox = async (app) => {
         },
         drop: () => raw.destroy(),
       });
-      const stopAlarms = subscribeAlarmEvents(app.alarms, {
+      // On MongoDB every instance's alarm changes (each pack is evaluated on one of them), else this process's.
+      const cluster = app.cluster;
+      const alarmChanges = cluster === undefined ? app.alarms : { onChange: cluster.onAlarmChange.bind(cluster) };
+      const stopAlarms = subscribeAlarmEvents(alarmChanges, {
         batteryId: request.query.battery_id,
         kind: request.query.kind,
         write: (text) => {

@@ -189,3 +189,12 @@ function inOrder(batch: RecordBatch, rows: readonly number[]): boolean {
   for (let i = 1; i < rows.length; i++) if (batch.timestamp(rows[i]!) < batch.timestamp(rows[i - 1]!)) return false;
   return true;
 }
+
+/** The rows of a commit whose ids are not in `seen`, in the same order (the commit itself when none is). */
+export function withoutIds(commit: CommittedRows, seen: ReadonlySet<string>): RecordBatch {
+  const { rows, ids } = commit;
+  if (seen.size === 0 || !ids.some((id) => seen.has(id))) return rows;
+  const kept = new RecordBatch(rows.kind, rows.length);
+  for (let row = 0; row < rows.length; row++) if (!seen.has(ids[row]!)) kept.appendRowOf(rows, row);
+  return kept;
+}

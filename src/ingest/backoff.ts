@@ -36,3 +36,38 @@ export class Backoff {
     this.#next = this.#minMs;
   }
 }
+
+export interface UntilAnsweredOptions {
+  /** Logged once, at the first failure (with the error's message), not at every retry. */
+  warning: string;
+  log?: { warn(obj: object, msg?: string): void };
+  /** True once the caller is closed: no more attempts, and the answer is undefined. */
+  closed(): boolean;
+  /** Resolves when the caller closes: cuts a wait between attempts short. */
+  closing: Promise<void>;
+  minMs?: number;
+  maxMs?: number;
+}
+
+/**
+ * Runs `attempt` until it answers, waiting with a Backoff between failures (500 ms to 10 s unless
+ * told) and warning once; undefined once closed. The engines' start (a store that is not there
+ * yet) waits this way.
+ */
+export async function untilAnswered<T>(attempt: () => Promise<T>, options: UntilAnsweredOptions): Promise<T | undefined> {
+  const backoff = new Backoff({ minMs: options.minMs ?? 500, maxMs: options.maxMs ?? 10_000 });
+  let warned = false;
+  while (!options.closed()) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (options.closed()) return undefined;
+      if (!warned) options.log?.warn({ err: (error as Error).message }, options.warning);
+      warned = true;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, backoff.next()))), options.closing]);
+      clearTimeout(timer);
+    }
+  }
+  return undefined;
+}

@@ -1,16 +1,19 @@
 /**
  * The alarm system, as `app.alarms`: rules, evaluation after commit, persisted alarms (docs/alarms.md).
  * Its store sits beside the records' (alarms.sqlite in DATA_DIR, or the MongoDB database); cleared
- * alarms older than RETENTION_DAYS are removed at start-up and hourly, as records are. Closed before
- * the ingest sink and the store (plugins close in reverse order): it writes what it evaluated, and what
- * is committed after that is evaluated at the next start.
+ * alarms older than RETENTION_DAYS are removed at start-up and hourly, as records are (once per hour
+ * across instances on MongoDB). Closed before the ingest sink and the store (plugins close in reverse
+ * order): it writes what it evaluated, and what is committed after that is evaluated at the next start.
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { AlarmEngine } from '../alarms/alarm-engine.js';
+import { MongoAlarmStore } from '../alarms/mongodb-alarm-store.js';
 import { openAlarmStore } from '../alarms/open-alarm-store.js';
+import { MongoStore } from '../store/mongodb-store.js';
 import { WebhookDispatcher, type RetryOptions } from '../alarms/webhook-dispatcher.js';
+import { startPeriodic } from '../cluster/periodic.js';
 import { retentionCutoff } from '../store/retention.js';
 
 declare module 'fastify' {
@@ -50,6 +53,8 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
   async (app, options) => {
     const { config } = app;
     const store = openAlarmStore(config, { info: (message) => app.log.info(message), warn: (message) => app.log.warn(message) });
+    // Several instances: events carry write positions, by which every instance's stream gets them (the cluster feed).
+    if (store instanceof MongoAlarmStore && app.store instanceof MongoStore) store.writeFloor = app.store.writeFloor;
     const publicUrl = options.publicUrl ?? config.publicUrl;
     const webhookSecret = options.webhookSecret ?? config.webhookSecret;
     const webhooks = new WebhookDispatcher({
@@ -65,35 +70,40 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
     const engine = new AlarmEngine({
       store,
       records: app.store,
-      afterCommit: app.ingest.afterCommit,
+      // Several instances: the packs this one owns, from every instance's records.
+      afterCommit: app.ownership ?? app.ingest.afterCommit,
+      adopted: app.ownership !== undefined,
+      ...(app.ownership === undefined ? {} : { settled: () => app.ownership!.settled() }),
       specs: app.specs,
       noDataSeconds: config.noDataSeconds,
       metrics: app.metrics,
       logger: app.log,
       notifications: webhooks,
     });
+    app.ownership?.attach(engine);
     app.decorate('alarms', engine);
     app.decorate('webhooks', webhooks);
 
-    let retention: NodeJS.Timeout | undefined;
-    let removing: Promise<void> = Promise.resolve();
-    if (config.retentionDays > 0) {
-      const removeOld = async () => {
-        try {
-          const deleted = await engine.deleteClosedBefore(retentionCutoff(Date.now() / 1000, config.retentionDays));
-          if (deleted > 0) app.log.info({ deleted, retention_days: config.retentionDays }, 'retention: removed old cleared alarms');
-        } catch (error) {
-          app.log.warn({ err: (error as Error).message }, 'retention: could not remove old cleared alarms; will retry in an hour');
-        }
-      };
-      removing = removeOld();
-      retention = setInterval(() => (removing = removeOld()), HOUR_MS);
-      retention.unref();
-    }
+    const retention =
+      config.retentionDays > 0
+        ? startPeriodic({
+            name: 'periodic:alarm-retention',
+            periodMs: HOUR_MS,
+            leases: app.leases,
+            logger: app.log,
+            run: async () => {
+              try {
+                const deleted = await engine.deleteClosedBefore(retentionCutoff(Date.now() / 1000, config.retentionDays));
+                if (deleted > 0) app.log.info({ deleted, retention_days: config.retentionDays }, 'retention: removed old cleared alarms');
+              } catch (error) {
+                app.log.warn({ err: (error as Error).message }, 'retention: could not remove old cleared alarms; will retry in an hour');
+              }
+            },
+          })
+        : undefined;
 
     app.addHook('onClose', async () => {
-      clearInterval(retention);
-      await removing;
+      await retention?.stop();
       // Deliveries first: those cut short stay in the outbox, sent at the next start.
       await webhooks.close();
       await engine.close();

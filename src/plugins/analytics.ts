@@ -37,13 +37,17 @@ export const analyticsPlugin = fp<AnalyticsPluginOptions>(
     const engine = new AnalyticsEngine({
       store,
       records: app.store,
-      afterCommit: app.ingest.afterCommit,
+      // Several instances: the packs this one owns, from every instance's records.
+      afterCommit: app.ownership ?? app.ingest.afterCommit,
+      adopted: app.ownership !== undefined,
+      ...(app.ownership === undefined ? {} : { settled: () => app.ownership!.settled() }),
       ingest: app.ingest,
       defaults: defaultSpecs(app.specs, options.endOfLifeSoh ?? config.analyticsEndOfLife),
       settings: { maxGapSeconds: config.analyticsMaxGapSeconds, taperC: options.taperC ?? config.analyticsTaperC },
       logger: app.log,
       ...(options.checkpointMs === undefined ? {} : { checkpointMs: options.checkpointMs }),
     });
+    app.ownership?.attach(engine);
     app.decorate('analytics', engine);
     // Start-up does not wait for the catch-up: commits meanwhile are kept in order, and /health waits for it
     // (bounded). Waiting here would add to the app's start, which Fastify bounds as a whole (pluginTimeout).

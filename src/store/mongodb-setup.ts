@@ -13,7 +13,7 @@
  *   hourly delete, which keeps the per-pack counts right, normally gets there first; expiry is the
  *   backstop for when no instance runs.
  * - Indexes: (battery_id, timestamp, _id) for a pack's latest, history and export, (timestamp, _id)
- *   across packs.
+ *   across packs, (written_at, written_row, _id) for the cluster feed.
  * - The per-pack summary behind batteries(): the original service's documents are counted into it
  *   once per database (countLegacyDocumentsOnce, which the store runs after set-up, in the
  *   background, as it may take a while on a large database).
@@ -202,10 +202,13 @@ async function createIndexes(collection: Collection<Document>, timeseries: boole
         { key: { timestamp: 1 }, name: 'time_order' },
         // No unique index on a time-series collection: keys are looked up before inserting.
         { key: { key: 1 }, name: 'idempotency_key', partialFilterExpression: { key: { $exists: true } } },
+        { key: { written_at: 1, written_row: 1 }, name: 'write_order' },
       ]
     : [
         { key: { battery_id: 1, timestamp: 1, _id: 1 }, name: 'battery_time' },
         { key: { timestamp: 1, _id: 1 }, name: 'time_order' },
+        // The cluster feed reads other instances' records in write order (cluster/cluster-feed.ts).
+        { key: { written_at: 1, written_row: 1, _id: 1 }, name: 'write_order' },
       ];
   for (const spec of specs) {
     try {

@@ -25,7 +25,7 @@
  * the server answers again (#recountAll).
  */
 import type { RecordBatch } from '../ingest/record-batch.js';
-import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Document, type Filter, type MongoClientOptions } from 'mongodb';
+import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Db, type Document, type Filter, type MongoClientOptions } from 'mongodb';
 import { aggregatedFields, DEFAULT_BATTERY_ID, KIND_NAMES, KINDS, type KindName, type RecordField, type StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import {
@@ -46,6 +46,7 @@ import {
 import { bucketGroup, countLegacyDocumentsOnce, isReplicaSet, serverRefused, setUp, type KindCollection, type Setup } from './mongodb-setup.js';
 import { SummaryQueue, type SummaryIncrement } from './mongodb-summary.js';
 import { maskMongoUri, redactor, uriOptionNames } from './mongodb-uri.js';
+import { WriteFloor } from '../cluster/write-floor.js';
 import {
   RecordRefusedError,
   StoreUnavailableError,
@@ -124,6 +125,13 @@ export async function openMongoStore(options: MongoStoreOptions): Promise<MongoS
 
 export class MongoStore implements Store {
   readonly name = 'mongodb';
+  /** The write positions of this instance's inserts, for the cluster feed. */
+  readonly writeFloor = new WriteFloor();
+  /**
+   * Told the documents each insert stored (in row order, with their position), before the insert's
+   * position is released: the cluster feed hands this instance's own records on from memory.
+   */
+  onWritten: ((kind: KindName, docs: readonly RecordDocument[]) => void) | undefined;
   readonly #client: MongoClient;
   readonly #databaseName: string;
   readonly #retentionDays: number;
@@ -209,6 +217,12 @@ export class MongoStore implements Store {
       },
     );
     return this.#bounded(this.#settingUp, 'set-up');
+  }
+
+  /** The database and the kinds' collections, once set up: for the cluster feed and leases (src/cluster). */
+  async cluster(): Promise<{ db: Db; kinds: Setup['kinds'] }> {
+    const setup = await this.ready();
+    return { db: this.#client.db(this.#databaseName), kinds: setup.kinds };
   }
 
   /** Resolves when the background work after set-up is done: for tests. */
@@ -303,7 +317,23 @@ export class MongoStore implements Store {
     return outcomes as WriteOutcome[];
   }
 
+  /**
+   * One kind's insert, at a write position (`written_at`, cluster/write-floor.ts) held until it
+   * answers: the cluster feed reads other instances' records by it.
+   */
   async #writeKind(setup: Setup, kind: KindName, requests: RecordBatch[]): Promise<WriteOutcome[]> {
+    const position = this.writeFloor.stamp();
+    let doubtful = true;
+    try {
+      const outcomes = await this.#writeKindAt(setup, kind, requests, position);
+      doubtful = outcomes.some((outcome) => !outcome.ok && outcome.error instanceof StoreUnavailableError);
+      return outcomes;
+    } finally {
+      this.writeFloor.release(position, doubtful);
+    }
+  }
+
+  async #writeKindAt(setup: Setup, kind: KindName, requests: RecordBatch[], position: number): Promise<WriteOutcome[]> {
     const { collection, timeseries } = setup.kinds[kind];
     const ids: ObjectId[][] = requests.map(() => []);
     // Per request, the records this write does not store because their key is stored already.
@@ -336,6 +366,11 @@ export class MongoStore implements Store {
         owner.push(r);
         ownerRecord.push(i);
       }
+    });
+    // Its rows in the order they were submitted: the feed hands on equal timestamps in that order.
+    docs.forEach((doc, row) => {
+      doc.written_at = position;
+      doc.written_row = row;
     });
     let toInsert = docs;
     let toInsertOwner = owner;
@@ -409,6 +444,10 @@ export class MongoStore implements Store {
         if (doc.timestamp > seen.lastSeen) seen.lastSeen = doc.timestamp;
       }
     });
+    if (this.onWritten !== undefined) {
+      const written = toInsert.filter((_, i) => !notInserted.has(i) && !failedRequests.has(toInsertOwner[i]!));
+      if (written.length > 0) this.onWritten(kind, written);
+    }
     // The records are durable: answer now. The counts follow, coalesced (mongodb-summary.ts).
     if (counts.size > 0) this.#summary.add(kind, counts);
 
@@ -746,7 +785,11 @@ export class MongoStore implements Store {
     const from = finite('from', query.from);
     const to = finite('to', query.to);
     const kc = await this.#kind(kind);
-    const filter = { ...recordFilter(kind, query), ...timeRange(kc, from, to) };
+    const filter: Filter<Document> = { ...recordFilter(kind, query), ...timeRange(kc, from, to) };
+    if (query.writtenBefore !== undefined) {
+      const { position, inclusive } = query.writtenBefore;
+      filter.written_at = { $not: { [inclusive ? '$gt' : '$gte']: position } };
+    }
     const cursor = kc.collection.find(filter, {
       sort: { timestamp: 1, _id: 1 },
       projection: projectionFor(kind),

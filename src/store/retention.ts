@@ -1,5 +1,11 @@
-/** Removes records older than RETENTION_DAYS at start-up and then hourly; 0 keeps everything. */
+/**
+ * Removes records older than RETENTION_DAYS at start-up and then hourly; 0 keeps everything. On
+ * MongoDB with several instances, once per hour across them all: the holder of its lease runs it
+ * (cluster/periodic.ts).
+ */
 import type { FastifyBaseLogger } from 'fastify';
+import type { Leases } from '../cluster/leases.js';
+import { startPeriodic } from '../cluster/periodic.js';
 import type { Store } from './store.js';
 
 const HOUR = 3600;
@@ -12,8 +18,13 @@ export function retentionCutoff(nowSeconds: number, days: number): number {
   return Math.floor((nowSeconds - days * 86_400) / HOUR) * HOUR;
 }
 
-/** Runs now and then hourly; `stop()` resolves once a run in progress has finished (the store can then close). */
-export function startRetention(store: Pick<Store, 'deleteOlderThan'>, days: number, log: FastifyBaseLogger): { stop(): Promise<void> } {
+/** Runs now (or when due, with leases) and then hourly; `stop()` resolves once a run in progress has finished (the store can then close). */
+export function startRetention(
+  store: Pick<Store, 'deleteOlderThan'>,
+  days: number,
+  log: FastifyBaseLogger,
+  leases?: Leases,
+): { stop(): Promise<void> } {
   if (days === 0) {
     log.info('retention off (RETENTION_DAYS=0): records are kept forever');
     return { stop: async () => {} };
@@ -27,13 +38,5 @@ export function startRetention(store: Pick<Store, 'deleteOlderThan'>, days: numb
       log.warn({ err: (error as Error).message }, 'retention: could not remove old records; will retry in an hour');
     }
   };
-  let running = run();
-  const timer = setInterval(() => (running = run()), HOUR * 1000);
-  timer.unref();
-  return {
-    stop: () => {
-      clearInterval(timer);
-      return running;
-    },
-  };
+  return startPeriodic({ name: 'periodic:retention', periodMs: HOUR * 1000, run, leases, logger: log });
 }

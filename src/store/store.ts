@@ -36,6 +36,17 @@ export interface RangeQuery extends RecordFilter {
   from: number;
   /** Unix seconds, exclusive. */
   to: number;
+  /**
+   * MongoDB, several instances: only records inserted below this write position (at it too when
+   * `inclusive`), what the cluster feed had handed on (cluster/cluster-feed.ts: readPosition); records
+   * of no position (written by the original service) count as below. SQLite ignores it (one process).
+   */
+  writtenBefore?: WritePosition;
+}
+
+export interface WritePosition {
+  position: number;
+  inclusive: boolean;
 }
 
 export interface AggregateQuery extends RangeQuery {

@@ -40,6 +40,16 @@ const reading = (timestamp: number, battery_id: string, fields: Partial<Reading>
 async function post(app: FastifyInstance, records: Reading | Reading[]): Promise<void> {
   const answer = await call(app, '/api/battery-data', { body: records });
   assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  await evaluated(app);
+}
+
+/**
+ * Waits until what the app stored has been evaluated: a read of alarms does (bounded). On MongoDB the
+ * records reach evaluation through the store (the cluster feed), a poll after the write; the metrics
+ * read next do not wait by themselves.
+ */
+async function evaluated(app: FastifyInstance): Promise<void> {
+  await alarmsOf(app, 'state=all&limit=1');
 }
 
 /** Voltage readings of a pack: [seconds after t0, volts]. */
@@ -412,6 +422,8 @@ export function alarmSuite(name: string, settings: StoreSettings): void {
 
       const second = await buildApp(store);
       try {
+        // On MongoDB the pack is taken over at start (cluster/pack-ownership.ts): counted once adopted.
+        await evaluated(second);
         assert.equal(await metric(second, 'alarms_open{severity="critical"}'), 1);
         // Still past critical after the restart: the same alarm, no new event.
         await post(second, volts('rs-1', BASE, [[2, 436]]));
