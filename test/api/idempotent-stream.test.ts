@@ -31,8 +31,10 @@ async function readEvents(response: Response, last: (event: StreamEvent) => bool
       text = text.slice(end + 2);
       const lines = block.split('\n');
       const data = lines.find((line) => line.startsWith('data: '));
-      if (data === undefined) continue; // the greeting, keep-alives
-      const event = { id: lines.find((line) => line.startsWith('id: '))!.slice(4), record: JSON.parse(data.slice(6)) };
+      const id = lines.find((line) => line.startsWith('id: '));
+      // The greeting and keep-alives have no data; alarm events (event: alarm) have no record id.
+      if (data === undefined || id === undefined) continue;
+      const event = { id: id.slice(4), record: JSON.parse(data.slice(6)) };
       events.push(event);
       if (last(event)) return events;
     }
