@@ -16,12 +16,10 @@
  *
  *   node --import tsx bench/cluster.ts [--seconds 10] [--rate 200] [--batch 10] [--poll-ms 200] [--warmup 2]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { startMongoServer } from '../test/support/mongo-server.js';
-import { writeResults } from './support.js';
+import { spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,32 +38,8 @@ const WARMUP_SECONDS = Number(values.warmup);
 const PACKS = 10;
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
-async function startInstance(id: string, env: Record<string, string>): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...process.env, API_HOST: '127.0.0.1', API_PORT: '0', LOG_LEVEL: 'warn', INSTANCE_ID: id, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'battery monitor API listening' && entry.url) resolve(entry.url);
-      } catch {
-        // not a log line
-      }
-    });
-    void exited.then(() => reject(new Error(`${id} exited before listening`)));
-  });
-  return {
-    url,
-    child,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
+/** One instance, named `id` in its leases and /health. */
+const startInstance = (id: string, env: Record<string, string>) => spawnServer(CLI, ['serve'], { LOG_LEVEL: 'warn', INSTANCE_ID: id, ...env });
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
