@@ -333,7 +333,9 @@ class Collector implements CollectorHandle {
     const counters = this.#counters.v2;
     const { kind, length } = batch;
     counters.accepted(kind).inc(length);
-    const durable = sink.submit(batch, { retryUntil: this.#v2Closing.signal, atomic: false }).then(
+    // A frame sent again is counted when the store says its key was held, whenever it was stored (before a crash too).
+    const existing = (rows: readonly number[]) => this.metrics.v2Duplicates.inc(rows.length);
+    const durable = sink.submit(batch, { retryUntil: this.#v2Closing.signal, atomic: false, existing }).then(
       () => {
         counters.stored(kind).inc(length);
         return true;

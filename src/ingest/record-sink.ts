@@ -23,6 +23,12 @@ export interface SubmitOptions {
    * for itself is then refused alone, and the batch's other records are stored.
    */
   atomic?: boolean;
+  /**
+   * Told the rows of the submitted batch (ascending) that the store held already by their
+   * idempotency keys, so did not store again; called before the submission resolves, and only when
+   * there are some. A sink that cannot tell (the spool) does not call it.
+   */
+  existing?: (rows: readonly number[]) => void;
 }
 
 export interface RecordSink {

@@ -24,11 +24,12 @@
  *   Each refused record is counted (ingest_records_refused_total, by kind and reason) and logged at
  *   most once a minute per reason. None of this costs anything until a write fails.
  * - After commit: stored batches are handed to the after-commit stage (after-commit.ts) in the order
- *   they were submitted, and only then are their producers answered: whoever hears "stored" can count
- *   on subscribers (the live feed, alarms, analytics) having seen it. A batch stored while an earlier
- *   one waits to be written again (held through an outage while a later write went through, or a
- *   part of a refused batch) waits for it: subscribers that integrate a pack's timeline never see a
- *   device's readings out of the order it sent them.
+ *   they were submitted, and only then are their producers answered (those that asked, through
+ *   SubmitOptions.existing, first hear which rows the store held already by their keys): whoever
+ *   hears "stored" can count on subscribers (the live feed, alarms, analytics) having seen it. A
+ *   batch stored while an earlier one waits to be written again (held through an outage while a
+ *   later write went through, or a part of a refused batch) waits for it: subscribers that integrate
+ *   a pack's timeline never see a device's readings out of the order it sent them.
  */
 import { EventEmitter } from 'node:events';
 import { LogEvery } from '../collector/log-every.js';
@@ -89,6 +90,8 @@ interface Pending {
   readonly batch: RecordBatch;
   readonly retryUntil: AbortSignal | undefined;
   readonly atomic: boolean;
+  /** SubmitOptions.existing; a part's maps its rows back to the submitted batch's. */
+  readonly existing: ((rows: readonly number[]) => void) | undefined;
   /** Goes in a write of its own: it failed in a write shared with others, and the store did not say which records it refused. */
   alone: boolean;
   /** A part of a submission a refusal split: the submission, and its row of each of this batch's rows. */
@@ -216,10 +219,10 @@ export class StoreSink extends EventEmitter implements RecordSink {
   submit(batch: RecordBatch, options: SubmitOptions = {}): Promise<string[]> {
     if (this.#closed) return Promise.reject(new Error('the ingest sink is closed'));
     if (batch.length === 0) return Promise.resolve([]);
-    const { retryUntil, atomic = true } = options;
+    const { retryUntil, atomic = true, existing } = options;
     if (retryUntil === undefined && this.full) return Promise.reject(this.#fullError());
     return new Promise((resolve, reject) => {
-      this.#queue.push({ seq: this.#nextSeq++, first: 0, batch, retryUntil, atomic, alone: false, resolve, reject });
+      this.#queue.push({ seq: this.#nextSeq++, first: 0, batch, retryUntil, atomic, existing, alone: false, resolve, reject });
       this.#pendingRecords += batch.length;
       this.#bound.update(this.#pendingRecords, this.#held.size > 0);
       this.#schedule();
@@ -352,6 +355,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
     this.afterCommit.publish(published.map((entry) => entry.stored));
     for (const { pending, stored } of published) {
       this.#pendingRecords -= pending.batch.length;
+      if (stored.existing.length > 0) pending.existing?.(stored.existing);
       pending.resolve(stored.ids as string[]);
     }
   }
@@ -417,6 +421,7 @@ export class StoreSink extends EventEmitter implements RecordSink {
     if (refused.length > 0) this.#countRefused(batch.kind, refusal, refused.length);
     this.#pendingRecords -= refused.length;
     const alone = named.length === 0;
+    const { existing } = pending;
     const replacements = parts.map((rows): Pending => {
       const split = { whole, rows: rows.map(rowOf) };
       return {
@@ -425,6 +430,8 @@ export class StoreSink extends EventEmitter implements RecordSink {
         batch: rowsOf(batch, rows),
         retryUntil: pending.retryUntil,
         atomic: false,
+        // A part's rows are rows of `pending`, whose callback takes them back to the submitted batch's.
+        existing: existing && ((found) => existing(found.map((row) => rows[row]!))),
         alone,
         split,
         resolve: (ids) => whole.stored(split.rows, ids),

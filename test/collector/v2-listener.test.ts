@@ -1,13 +1,15 @@
 /**
  * The edge protocol v2 listener inside the all-in-one service (SQLite), through real sockets:
  * handshake answers, frames stored with their device time, cumulative acks, exactly once through a
- * lost ack and a cut mid-frame, a bad CRC, clock skew, and a stream's newer connection closing its
- * older one.
+ * lost ack and a cut mid-frame, a bad CRC, a sequence gap with and without the device's skipped
+ * flag, duplicates counted by the store's keys, clock skew, and a stream's newer connection closing
+ * its older one.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { StoredRecord } from '../../src/records/kinds.js';
-import { ACK_BYTES, ANSWER_BYTES, encodeAck, encodeFrame, encodeHandshake, parseAnswer } from '../../src/collector/v2/wire.js';
+import { ACK_BYTES, ANSWER_BYTES, encodeAck, encodeFrame, encodeHandshake, FLAG_SKIPPED, parseAnswer, recordKey } from '../../src/collector/v2/wire.js';
+import { RecordBatch } from '../../src/ingest/record-batch.js';
 import { loadConfig } from '../../src/config.js';
 import { randomStreamId, V2Device } from '../support/v2-device.js';
 import { closed, eventually, within } from './helpers.js';
@@ -17,6 +19,8 @@ import { exchange, rawConnection, rejected, startV2Service, stored, v2Metric } f
 const now = () => Math.round(Date.now()) / 1000;
 const reading = (sequence: number, timestamp = now()) => ({ type: 1, timestamp, fields: { pack_voltage: 300 + sequence, pack_current: -1, cell_temp: 25 } });
 const frame = (sequence: number, timestamp = now()) => encodeFrame({ ...reading(sequence, timestamp), sequence: BigInt(sequence) });
+/** A frame after sequences the device dropped itself. */
+const skipping = (sequence: number) => encodeFrame({ ...reading(sequence), sequence: BigInt(sequence), flags: FLAG_SKIPPED });
 const voltages = (records: readonly StoredRecord[]) => records.map((r) => Number(r.pack_voltage) - 300).sort((a, b) => a - b);
 
 describe('edge protocol v2 listener', () => {
@@ -155,10 +159,82 @@ describe('edge protocol v2 listener', () => {
     assert.ok(received.subarray(ANSWER_BYTES).equals(encodeAck(2n)), received.subarray(ANSWER_BYTES).toString('hex'));
     assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-crc')), [1, 2]);
     assert.equal(await rejected(service, 'bad_crc'), 1);
-    // A sequence that does not grow closes it too.
-    const backwards = await exchange(service.v2Port, Buffer.concat([encodeHandshake('pack-crc', 6n), frame(5), frame(5)]), 'a repeated sequence');
+    // A sequence that does not grow closes it too (the device flags its skip of 1-4: no gap).
+    const backwards = await exchange(service.v2Port, Buffer.concat([encodeHandshake('pack-crc', 6n), skipping(5), skipping(5)]), 'a repeated sequence');
     assert.ok(backwards.subarray(ANSWER_BYTES).equals(encodeAck(5n)));
     assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-crc')), [1, 2, 5]);
+  });
+
+  it('a sequence gap without the skipped flag (a frame lost on the way) closes the connection: the frames before it acknowledged, nothing from it on stored; the device sends again from resume_after + 1', async (t) => {
+    const service = await startV2Service(t);
+    // Frame 3 went missing between the device and the service.
+    const received = await exchange(service.v2Port, Buffer.concat([encodeHandshake('pack-gap', 21n), frame(1), frame(2), frame(4), frame(5)]), 'a gap');
+    assert.equal(parseAnswer(received)?.status, 0);
+    assert.ok(received.subarray(ANSWER_BYTES).equals(encodeAck(2n)), received.subarray(ANSWER_BYTES).toString('hex'));
+    assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-gap')), [1, 2]);
+    assert.equal(await rejected(service, 'invalid_record'), 1);
+
+    const again = await rawConnection(service.v2Port);
+    again.socket.write(encodeHandshake('pack-gap', 21n));
+    assert.equal(parseAnswer(await again.bytes(ANSWER_BYTES, 'the answer'))?.resumeAfter, 2n);
+    again.socket.write(Buffer.concat([frame(3), frame(4), frame(5)]));
+    await eventually(() => again.received().subarray(-ACK_BYTES).equals(encodeAck(5n)), 'ack 5');
+    again.socket.destroy();
+    assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-gap')), [1, 2, 3, 4, 5]);
+  });
+
+  it('the same gap flagged as the device\'s own skip is stored and acknowledged, on the first frame after resume_after too', async (t) => {
+    const service = await startV2Service(t);
+    // Unflagged, 6 after 2 is a gap: refused.
+    const refused = await exchange(service.v2Port, Buffer.concat([encodeHandshake('pack-skip', 22n), frame(1), frame(2), frame(6)]), 'a gap');
+    assert.ok(refused.subarray(ANSWER_BYTES).equals(encodeAck(2n)), refused.subarray(ANSWER_BYTES).toString('hex'));
+    // The device's full queue dropped 3-5, then 8: flagged, they are taken, 6 as the first frame after resume_after 2.
+    const first = await rawConnection(service.v2Port);
+    first.socket.write(encodeHandshake('pack-skip', 22n));
+    assert.equal(parseAnswer(await first.bytes(ANSWER_BYTES, 'the answer'))?.resumeAfter, 2n);
+    first.socket.write(Buffer.concat([skipping(6), frame(7), skipping(9)]));
+    await eventually(() => first.received().subarray(-ACK_BYTES).equals(encodeAck(9n)), 'ack 9');
+    // Within a connection too: 10-11 dropped after 9 was sent.
+    first.socket.write(Buffer.concat([skipping(12), frame(13)]));
+    await eventually(() => first.received().subarray(-ACK_BYTES).equals(encodeAck(13n)), 'ack 13');
+    first.socket.destroy();
+    assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-skip')), [1, 2, 6, 7, 9, 12, 13]);
+    assert.equal(await rejected(service, 'invalid_record'), 1);
+  });
+
+  it('the first frame of a connection past resume_after + 1 without the flag is refused: nothing stored, the connection closed', async (t) => {
+    const service = await startV2Service(t);
+    const device = new V2Device('pack-resume-gap');
+    await device.connect(service.v2Port);
+    device.push(reading(1));
+    device.push(reading(2));
+    await device.allAcked();
+    device.disconnect();
+    const again = await rawConnection(service.v2Port);
+    again.socket.write(encodeHandshake('pack-resume-gap', device.streamId));
+    assert.equal(parseAnswer(await again.bytes(ANSWER_BYTES, 'the answer'))?.resumeAfter, 2n);
+    again.socket.write(frame(4));
+    await within(closed(again.socket), 'the connection closed');
+    assert.equal(again.received().length, ANSWER_BYTES, 'no ack');
+    assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-resume-gap')), [1, 2]);
+    assert.equal(await rejected(service, 'invalid_record'), 1);
+  });
+
+  it('collector_v2_duplicates_total counts the frames whose key the store held, whatever the stream position says', async (t) => {
+    const service = await startV2Service(t);
+    const streamId = randomStreamId();
+    // Sequence 1 stored before (say, just before a crash that kept the position from being saved).
+    const earlier = new RecordBatch('battery-data');
+    earlier.append({ ...reading(1).fields, timestamp: now(), battery_id: 'pack-dup' }, now(), recordKey('pack-dup', streamId, 1n));
+    await service.app.ingest.submit(earlier);
+    const device = new V2Device('pack-dup', streamId);
+    assert.equal((await device.connect(service.v2Port)).resumeAfter, 0n);
+    device.push(reading(1));
+    device.push(reading(2));
+    await device.allAcked();
+    device.disconnect();
+    assert.deepEqual(voltages(await stored(service, 'battery-data', 'pack-dup')), [1, 2]);
+    assert.equal(await v2Metric(service, 'v2Duplicates'), 1);
   });
 
   it('clock skew: a device time off by more than MAX_CLOCK_SKEW_SECONDS is counted; stored as it is when plausible, else at the arrival time', async (t) => {

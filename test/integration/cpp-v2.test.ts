@@ -2,8 +2,8 @@
  * Edge protocol v2 end to end with real processes and sockets (issue 12): the C++ example program
  * (`send_readings --protocol v2`) against the service as a child process on SQLite, through kill -9
  * of either side, connections cut mid-frame, corrupted and dropped bytes, and the service down for
- * a while. In each case every reading the device accepted is stored exactly once, with its device
- * timestamp, and nothing else is.
+ * a while, and a proxy that removes one whole frame from the stream. In each case every reading the
+ * device accepted is stored exactly once, with its device timestamp, and nothing else is.
  *
  * How that is read back, through the HTTP API: send_readings stamps each frame with its clock as it
  * accepts it, in sequence order, so the device times order the stored records of all three kinds as
@@ -310,13 +310,14 @@ function flipAt(target: () => number | undefined, bit: number, applied: () => vo
   };
 }
 
-/** Drops `length` bytes from `target` on. */
-function dropAt(target: () => number | undefined, length: number, applied: () => void): Tamper {
+/** Drops `length` bytes from `target` on (a length not yet known: nothing). */
+function dropAt(target: () => number | undefined, length: () => number | undefined, applied: () => void): Tamper {
   return (chunk, offset) => {
     const at = target();
-    if (at === undefined) return { bytes: chunk };
+    const dropped = length();
+    if (at === undefined || dropped === undefined) return { bytes: chunk };
     const from = Math.max(at - offset, 0);
-    const to = Math.min(at + length - offset, chunk.length);
+    const to = Math.min(at + dropped - offset, chunk.length);
     if (from >= to) return { bytes: chunk };
     if (at >= offset) applied();
     return { bytes: Buffer.concat([chunk.subarray(0, from), chunk.subarray(to)]) };
@@ -437,7 +438,8 @@ describe('the C++ device on edge protocol v2 against the service (child processe
       }
       // Past a frame's length field: a length changed or cut short would be another fault (a partial frame, or one out of range).
       const target = inFrame(() => proxy.fromClient[connection]!, Math.floor(rand() * 10), (length) => 2 + Math.floor(rand() * (length - 2)));
-      return { toTarget: fault === 'flip' ? flipAt(target, bit, done) : dropAt(target, 1 + Math.floor(rand() * 100), done) };
+      const dropped = 1 + Math.floor(rand() * 100);
+      return { toTarget: fault === 'flip' ? flipAt(target, bit, done) : dropAt(target, () => dropped, done) };
     });
     t.after(() => proxy.close());
     const since = nowSeconds();
@@ -452,6 +454,31 @@ describe('the C++ device on edge protocol v2 against the service (child processe
     // One per corrupted connection: the service closed it at the first bad frame.
     assert.equal(await rejected(service.url, 'bad_crc'), corruptFrames, `faults applied: ${applied.join(', ')} (seed ${seed})`);
     await assertStoredOnce(service.url, { total: summary.accepted, since, sent: framesSent(proxy) });
+    await stopService(service, 'SIGTERM');
+  });
+
+  it('a proxy that removes one whole frame: the service refuses the gap it leaves, the device sends again from resume_after, every reading stored once', { timeout: 240_000 }, async (t) => {
+    const v2Port = await freePort();
+    const service = await startService(v2Port, tempDir());
+    let removed = 0;
+    // The 5th frame of the first connection, length field to CRC: what follows lines up as a good frame.
+    const proxy: TcpProxy = await TcpProxy.start(v2Port, (connection) => {
+      if (connection > 0) return {};
+      const span = () => frameSpans(proxy.fromClient[0]!)[4];
+      return { toTarget: dropAt(() => span()?.at, () => span()?.length, () => removed++) };
+    });
+    t.after(() => proxy.close());
+    const since = nowSeconds();
+    const readings = 200;
+    const summary = await delivered(startDevice(proxy.port, path.join(tempDir(), 'device.queue'), ['--count', String(readings), '--rate', '100']));
+
+    assert.equal(summary.accepted, framesOf(readings));
+    assert.equal(removed, 1, 'the frame was not removed');
+    await assertStoredOnce(service.url, { total: summary.accepted, since, sent: framesSent(proxy) });
+    t.diagnostic(`${proxy.connections} connections`);
+    // The frame after the gap closed the first connection (counted once); the device sent the removed one again on the next.
+    assert.equal(await rejected(service.url, 'invalid_record'), 1);
+    assert.ok(proxy.connections >= 2, 'the device did not reconnect');
     await stopService(service, 'SIGTERM');
   });
 

@@ -1,18 +1,21 @@
 /**
  * A small edge protocol v2 device for the tests (docs/protocol.md), as the C++ client behaves: every
  * frame is queued until acknowledged; after a (re)connect and handshake it drops what the answer's
- * resume_after covers and sends the rest again, in order. The queue lives in memory: it stands for
- * the device's on-disk ring, which outlives a crash of the service (not of the device).
+ * resume_after covers and sends the rest again, in order, each frame that does not follow the one
+ * sent before it on the connection (or resume_after) flagged as skipping (FLAG_SKIPPED: after a
+ * crash of the service, resume_after may lag behind the acks the device had). The queue lives in
+ * memory: it stands for the device's on-disk ring, which outlives a crash of the service (not of
+ * the device).
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { ACK_BYTES, ANSWER_BYTES, encodeFrame, encodeHandshake, parseAck, parseAnswer, type Answer, type FrameContent } from '../../src/collector/v2/wire.js';
+import { ACK_BYTES, ANSWER_BYTES, encodeFrame, encodeHandshake, FLAG_SKIPPED, parseAck, parseAnswer, type Answer, type FrameContent } from '../../src/collector/v2/wire.js';
 
 export const randomStreamId = (): bigint => randomBytes(8).readBigUInt64LE(0) | 1n;
 
 export interface DeviceFrame {
   sequence: bigint;
-  bytes: Buffer;
+  content: FrameContent;
 }
 
 export class V2Device {
@@ -27,6 +30,8 @@ export class V2Device {
   /** Answers of the handshakes so far. */
   readonly answers: Answer[] = [];
   #next = 1n;
+  /** The last frame sent on this connection, or its resume_after. */
+  #lastSent = 0n;
   #socket: net.Socket | undefined;
   #waiters: (() => void)[] = [];
 
@@ -47,10 +52,16 @@ export class V2Device {
   /** Queues a frame (the next sequence) and sends it if connected; answers its sequence. */
   push(content: Omit<FrameContent, 'sequence'>): bigint {
     const sequence = this.#next++;
-    const frame = { sequence, bytes: encodeFrame({ ...content, sequence }) };
+    const frame = { sequence, content: { ...content, sequence } };
     this.unacked.push(frame);
-    if (this.connected && this.#ready) this.#socket!.write(frame.bytes);
+    if (this.connected && this.#ready) this.#send(frame);
     return sequence;
+  }
+
+  #send(frame: DeviceFrame): void {
+    const flags = frame.sequence === this.#lastSent + 1n ? 0 : FLAG_SKIPPED;
+    this.#lastSent = frame.sequence;
+    this.#socket!.write(encodeFrame({ ...frame.content, flags }));
   }
 
   #ready = false;
@@ -108,7 +119,8 @@ export class V2Device {
     socket.on('data', onAcks);
     if (pending.length > 0) onAcks(Buffer.alloc(0));
     this.#ready = true;
-    for (const frame of this.unacked) socket.write(frame.bytes);
+    this.#lastSent = answer.resumeAfter;
+    for (const frame of this.unacked) this.#send(frame);
     return answer;
   }
 

@@ -11,6 +11,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   crc32cOf,
+  FLAG_SKIPPED,
   decodeFrame,
   encodeAck,
   encodeAnswer,
@@ -34,6 +35,8 @@ interface Vectors {
     valid: boolean;
     kind?: string;
     sequence?: string;
+    /** The flags byte; absent: 0. */
+    flags?: number;
     timestamp?: number;
     fields?: Record<string, number>;
     cell_voltages?: number[];
@@ -119,6 +122,8 @@ describe('edge protocol v2 vectors', () => {
           assert.ok(typeof outcome === 'object' && outcome.ok, `${readSize}-byte reads: ${show(outcome)}`);
           assert.equal(outcome.kind, vector.kind);
           assert.equal(outcome.sequence, BigInt(vector.sequence!));
+          // Bit 0 says the device skipped sequences before it; the other bits are reserved and ignored.
+          assert.equal(outcome.skipped, ((vector.flags ?? 0) & FLAG_SKIPPED) !== 0);
           assert.equal(outcome.timestamp, vector.timestamp);
           assert.equal(outcome.record.timestamp, vector.timestamp);
           for (const [field, value] of Object.entries(vector.fields!)) assert.equal(outcome.record[field], value, field);
@@ -127,7 +132,7 @@ describe('edge protocol v2 vectors', () => {
           if (vector.kind === 'battery-data') assert.equal(outcome.record.device_time, vector.timestamp);
           // The service's encoder (the test device's) writes the same bytes.
           const type = { 'battery-data': 1, 'battery-performance': 2, 'battery-prediction': 3 }[vector.kind!]!;
-          const encoded = encodeFrame({ type, sequence: BigInt(vector.sequence!), timestamp: vector.timestamp!, fields: vector.fields!, ...cells(vector) });
+          const encoded = encodeFrame({ type, sequence: BigInt(vector.sequence!), flags: vector.flags, timestamp: vector.timestamp!, fields: vector.fields!, ...cells(vector) });
           assert.equal(encoded.toString('hex'), vector.hex);
         } else if (vector.error === 'partial_frame') {
           assert.equal(outcome, 'partial_frame');

@@ -63,12 +63,13 @@ void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL, 0) | O_
 // The service's side, reduced to what the protocol promises: one connection at a time; the
 // handshake answered with `status`, or with resume_after = the highest sequence acknowledged
 // for the stream; frames checked, stored by sequence (a second copy counted as a duplicate, not
-// stored), acknowledged cumulatively after each batch read (when `acking`).
+// stored), acknowledged cumulatively after each batch read (when `acking`). A gap in the sequence
+// without kFlagSkipped closes the connection, as the service does.
 class Peer {
  public:
   Peer()
       : status(v2::kStatusOk), acking(true), cut_after_bytes(-1), corrupt_next_ack(false), connections(0), handshakes(0), duplicates(0), bad_frames(0),
-        lfd_(-1), cfd_(-1), port_(0), conn_bytes_(0), handshaken_(false), last_seq_(0) {
+        gaps(0), lfd_(-1), cfd_(-1), port_(0), conn_bytes_(0), handshaken_(false), last_seq_(0), resume_after_(0) {
     lfd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     ::setsockopt(lfd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -100,6 +101,8 @@ class Peer {
   int handshakes;
   int duplicates;
   int bad_frames;
+  int gaps;                        // frames refused for an unflagged gap
+  std::map<uint64_t, int> flagged;  // sequence -> how many times it came with kFlagSkipped
   std::string battery_id;
 
   bool has_connection() const { return cfd_ >= 0; }
@@ -167,6 +170,7 @@ class Peer {
       stream_ = h.stream_id;
       battery_id = h.battery_id;
       a.resume_after = acked_through[stream_];
+      resume_after_ = a.resume_after;
       uint8_t out[v2::kAnswerBytes];
       v2::encode_answer(a, out);
       send_(out, sizeof out);
@@ -188,6 +192,13 @@ class Peer {
         drop();
         return false;
       }
+      const uint64_t due = (last_seq_ > resume_after_ ? last_seq_ : resume_after_) + 1;
+      if (f.sequence > due && !(f.flags & v2::kFlagSkipped)) {
+        ++gaps;
+        drop();
+        return false;
+      }
+      if (f.flags & v2::kFlagSkipped) ++flagged[f.sequence];
       last_seq_ = f.sequence;
       if (stored.count(f.sequence)) {
         ++duplicates;
@@ -226,6 +237,7 @@ class Peer {
   long conn_bytes_;
   bool handshaken_;
   uint64_t last_seq_;
+  uint64_t resume_after_;
   uint64_t stream_;
 };
 
@@ -391,6 +403,46 @@ void test_cut_mid_frame_resends() {
         static_cast<unsigned long long>(c.stats().resent));
   CHECK(peer.bad_frames == 0, "the peer saw %d bad frames (a torn frame was continued?)", peer.bad_frames);
   std::printf("v2 client: a connection cut mid-frame; the unacknowledged went again whole, stored once\n");
+}
+
+// A full queue drops its oldest readings: the first frame sent after each skip carries
+// kFlagSkipped (the service would otherwise take the gap for a frame lost on the way), no other;
+// so does the first after a resume_after below what was acknowledged.
+void test_skips_flagged() {
+  Peer peer;
+  v2::ClientOptions o = options_for(peer.port(), fresh_path());
+  o.queue.file_bytes = 1024 + 4 * 80;  // four slots
+  v2::Client c;
+  CHECK(c.init(o) == bm::kOk, "init");
+  // Offline: 1-6 went to make room, 7-10 wait.
+  for (uint64_t n = 1; n <= 10; ++n) c.send_reading(reading(n));
+  CHECK(c.stats().dropped == 6 && c.pending() == 4, "dropped %llu", static_cast<unsigned long long>(c.stats().dropped));
+  CHECK(deliver(c, peer, 5000), "flush: %s", bm::error_name(c.last_error()));
+  CHECK(stored_exactly(peer, 7, 10), "stored %lu from %llu", static_cast<unsigned long>(peer.stored.size()),
+        peer.stored.empty() ? 0ull : static_cast<unsigned long long>(peer.stored.begin()->first));
+  CHECK(peer.flagged.size() == 1 && peer.flagged.count(7), "flagged %lu, the first %llu", static_cast<unsigned long>(peer.flagged.size()),
+        peer.flagged.empty() ? 0ull : static_cast<unsigned long long>(peer.flagged.begin()->first));
+  // Connected, with 10 the last frame sent: 11-12 dropped before they were sent, then 13-16 follow.
+  for (uint64_t n = 11; n <= 16; ++n) c.send_reading(reading(n));
+  CHECK(deliver(c, peer, 5000), "flush: %s", bm::error_name(c.last_error()));
+  for (uint64_t n = 13; n <= 16; ++n) CHECK(peer.stored.count(n) == 1, "%llu not stored", static_cast<unsigned long long>(n));
+  CHECK(peer.stored.size() == 8 && peer.flagged.size() == 2 && peer.flagged.count(13), "flagged %lu", static_cast<unsigned long>(peer.flagged.size()));
+  // And no flag without a skip.
+  c.send_reading(reading(17));
+  CHECK(deliver(c, peer, 5000), "flush: %s", bm::error_name(c.last_error()));
+  CHECK(peer.stored.count(17) == 1 && peer.flagged.size() == 2, "17: stored %lu, flagged %lu", static_cast<unsigned long>(peer.stored.count(17)),
+        static_cast<unsigned long>(peer.flagged.size()));
+  CHECK(peer.gaps == 0 && peer.bad_frames == 0 && peer.connections == 1, "gaps %d, bad frames %d, connections %d", peer.gaps, peer.bad_frames,
+        peer.connections);
+  // A service that lost its position in a crash answers resume_after 14 after 17 was acknowledged:
+  // the client no longer holds 15-17, so 18 comes flagged.
+  peer.acked_through[c.stream_id()] = 14;
+  peer.drop();
+  c.send_reading(reading(18));
+  CHECK(deliver(c, peer, 5000), "flush: %s", bm::error_name(c.last_error()));
+  CHECK(peer.connections == 2 && peer.stored.count(18) == 1 && peer.flagged.count(18) == 1 && peer.flagged.size() == 3 && peer.gaps == 0,
+        "connections %d, flagged %lu, gaps %d", peer.connections, static_cast<unsigned long>(peer.flagged.size()), peer.gaps);
+  std::printf("v2 client: the first frame sent after a skip carries kFlagSkipped (7 and 13 after a full queue, 18 after a lagging resume_after), no other\n");
 }
 
 void on_event(void* context, const v2::Event& e) {
@@ -724,6 +776,7 @@ int main(int argc, char** argv) {
   test_handshake_and_resume();
   test_cumulative_acks_free_the_queue();
   test_cut_mid_frame_resends();
+  test_skips_flagged();
   test_bad_status();
   test_corrupt_ack_and_ack_timeout();
   test_cells_and_refusals();

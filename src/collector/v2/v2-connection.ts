@@ -7,8 +7,11 @@
  * counted and acknowledged like the others: sending it again would not help.
  *
  * A frame that fails its CRC, has a length out of range or a payload of the wrong size for its type,
- * or a sequence not above the previous one closes the connection: nothing of it is stored, the
- * frames before it are acknowledged once durable, and the device resumes after reconnecting.
+ * a sequence not above the previous one, or a gap in the sequence that the device did not flag as
+ * its own skip (FLAG_SKIPPED) closes the connection: nothing of it is stored, the frames before it
+ * are acknowledged once durable, and the device resumes after reconnecting. The gap rule is what
+ * tells a frame lost on the way (a middlebox that removed it) from readings the device dropped:
+ * without it the frames around a lost one would be stored and acknowledged past it.
  */
 import type net from 'node:net';
 import { RecordBatch } from '../../ingest/record-batch.js';
@@ -22,7 +25,7 @@ import { decodeFrame, encodeAck, encodeAnswer, FrameReader, HandshakeStatus, MAX
 
 export interface V2Context {
   readonly counters: ListenerCounters;
-  readonly metrics: Pick<CollectorMetrics, 'v2Duplicates' | 'v2ClockSkewed' | 'v2Acks'>;
+  readonly metrics: Pick<CollectorMetrics, 'v2ClockSkewed' | 'v2Acks'>;
   readonly log: CollectorLogger;
   readonly streams: Streams;
   readonly maxClockSkewSeconds: number;
@@ -59,6 +62,8 @@ export class V2Connection {
   #stream: Stream | undefined;
   /** Highest sequence read on this connection (0: none yet). */
   #lastSequence = 0n;
+  /** The handshake's answer: every sequence up to it is durable. */
+  #resumeAfter = 0n;
   /** The acks, one after the other. */
   #acks: Promise<void> = Promise.resolve();
   #frames = 0;
@@ -134,6 +139,7 @@ export class V2Connection {
         }
         this.#stream = stream;
         this.#lastSequence = 0n;
+        this.#resumeAfter = stream.acked;
         this.socket.write(encodeAnswer(HandshakeStatus.ok, stream.acked));
         this.#context.log.debug({ listener: this.listener, peer: this.peer, ...this.#ids(), resume_after: String(stream.acked) }, 'v2 stream resumed');
         this.#state = 'frames';
@@ -176,9 +182,17 @@ export class V2Connection {
         fatal = { reason: 'invalid_record', why: `sequence ${decoded.sequence} after ${this.#lastSequence}`, excerpt: frame.subarray(0, 32).toString('hex') };
         return false;
       }
+      // The next sequence not yet durable; a frame at or below resume_after is one sent again (its key drops it).
+      const next = (this.#lastSequence > this.#resumeAfter ? this.#lastSequence : this.#resumeAfter) + 1n;
+      if (decoded.sequence > next && !decoded.skipped) {
+        fatal = {
+          reason: 'invalid_record',
+          why: `sequence ${decoded.sequence} where ${next} was due, without the skipped flag: a frame lost on the way`,
+          excerpt: frame.subarray(0, 32).toString('hex'),
+        };
+        return false;
+      }
       this.#lastSequence = decoded.sequence;
-      // Stored already, as far as this process knows (see the report on Store.write's `existing`).
-      if (decoded.sequence <= stream.acked) metrics.v2Duplicates.inc();
       if (!decoded.ok) {
         this.#reject(decoded.reason, frame.subarray(0, 32).toString('hex'), `sequence ${decoded.sequence}: ${decoded.why}`);
         return true;

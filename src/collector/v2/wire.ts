@@ -24,6 +24,14 @@ export const ACK_TYPE = 0x81;
 /** Header (length, type, flags, sequence, timestamp) before the payload. */
 export const FRAME_HEADER_BYTES = 20;
 export const MIN_FRAME_BYTES = FRAME_HEADER_BYTES + 4;
+/**
+ * Frame flags bit 0: the device does not send the sequences between the previous frame it sent on
+ * this connection (for the first frame of a connection: the handshake's resume_after) and this one,
+ * as it no longer holds them (dropped by its full queue, or acknowledged before a resume_after that
+ * lags). Without it a frame must follow directly: a missing number is a frame lost on the way, not a
+ * skip. The other bits are reserved and ignored.
+ */
+export const FLAG_SKIPPED = 0x01;
 /** The largest frame: a battery-data frame with 1024 cell voltages and 1024 cell temperatures. */
 export const MAX_FRAME_BYTES = FRAME_HEADER_BYTES + 28 + 8 * 2 * MAX_ARRAY_ITEMS + 4;
 const BATTERY_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -146,6 +154,8 @@ export interface FrameContent {
   /** A frame type: 1-3 for the kinds, others reserved. */
   type: number;
   sequence: bigint;
+  /** The flags byte (FLAG_SKIPPED); 0 when absent. */
+  flags?: number;
   /** Unix seconds from the device clock. */
   timestamp: number;
   /** The kind's measurements by name (the kinds table's order is the wire order). */
@@ -162,6 +172,7 @@ export function encodeFrame(content: FrameContent): Buffer {
   const bytes = Buffer.alloc(FRAME_HEADER_BYTES + payload.length + 4);
   bytes.writeUInt16LE(bytes.length, 0);
   bytes[2] = content.type;
+  bytes[3] = content.flags ?? 0;
   bytes.writeBigUInt64LE(content.sequence, 4);
   bytes.writeDoubleLE(content.timestamp, 12);
   payload.copy(bytes, FRAME_HEADER_BYTES);
@@ -193,10 +204,11 @@ function encodePayload(content: FrameContent): Buffer {
 /**
  * A frame checked for length and CRC, read: a record, or a frame refused for good (acknowledged:
  * sending it again would not help), or one that ends the connection (nothing of it is stored).
+ * `skipped`: the frame carries FLAG_SKIPPED.
  */
 export type DecodedFrame =
-  | { ok: true; kind: KindName; sequence: bigint; timestamp: number; record: RecordInput }
-  | { ok: false; fatal: false; reason: 'unknown_kind' | 'non_finite' | 'invalid_record'; sequence: bigint; why: string }
+  | { ok: true; kind: KindName; sequence: bigint; skipped: boolean; timestamp: number; record: RecordInput }
+  | { ok: false; fatal: false; reason: 'unknown_kind' | 'non_finite' | 'invalid_record'; sequence: bigint; skipped: boolean; why: string }
   | { ok: false; fatal: true; reason: 'bad_crc' | 'malformed'; why: string };
 
 const NUMBERS = Object.fromEntries(
@@ -213,10 +225,11 @@ export function decodeFrame(frame: Buffer): DecodedFrame {
   if (length < MIN_FRAME_BYTES || length > MAX_FRAME_BYTES || frame.readUInt16LE(0) !== length) return { ok: false, fatal: true, reason: 'malformed', why: `length ${length}` };
   if (!crcHolds(frame, length - 4)) return { ok: false, fatal: true, reason: 'bad_crc', why: 'bad CRC' };
   const type = frame[2]!;
+  const skipped = (frame[3]! & FLAG_SKIPPED) !== 0;
   const sequence = frame.readBigUInt64LE(4);
   const timestamp = frame.readDoubleLE(12);
   const kind = FRAME_KINDS[type];
-  if (kind === undefined) return { ok: false, fatal: false, reason: 'unknown_kind', sequence, why: `frame type ${type}` };
+  if (kind === undefined) return { ok: false, fatal: false, reason: 'unknown_kind', sequence, skipped, why: `frame type ${type}` };
   const payload = length - FRAME_HEADER_BYTES - 4;
   const numbers = NUMBERS[kind];
   const fixed = numbers.length * 8;
@@ -233,16 +246,16 @@ export function decodeFrame(frame: Buffer): DecodedFrame {
   } else if (payload !== fixed) {
     return { ok: false, fatal: true, reason: 'malformed', why: `${payload}-byte payload for ${kind}, not ${fixed}` };
   }
-  if (!Number.isFinite(timestamp)) return { ok: false, fatal: false, reason: 'non_finite', sequence, why: 'timestamp' };
+  if (!Number.isFinite(timestamp)) return { ok: false, fatal: false, reason: 'non_finite', sequence, skipped, why: 'timestamp' };
   const record: RecordInput = { timestamp };
   if (KINDS[kind].deviceTime) record.device_time = timestamp;
   let at = FRAME_HEADER_BYTES;
   for (const { name, integer } of numbers) {
     const value = frame.readDoubleLE(at);
     at += 8;
-    if (!Number.isFinite(value)) return { ok: false, fatal: false, reason: 'non_finite', sequence, why: name };
+    if (!Number.isFinite(value)) return { ok: false, fatal: false, reason: 'non_finite', sequence, skipped, why: name };
     if (integer ? !Number.isSafeInteger(value) : Math.abs(value) > MAX_MEASUREMENT) {
-      return { ok: false, fatal: false, reason: 'invalid_record', sequence, why: `${name} ${value}` };
+      return { ok: false, fatal: false, reason: 'invalid_record', sequence, skipped, why: `${name} ${value}` };
     }
     record[name] = value;
   }
@@ -252,13 +265,13 @@ export function decodeFrame(frame: Buffer): DecodedFrame {
     const values = new Array<number>(count);
     for (let i = 0; i < count; i++, at += 8) {
       const value = frame.readDoubleLE(at);
-      if (!Number.isFinite(value)) return { ok: false, fatal: false, reason: 'non_finite', sequence, why: `${name}[${i}]` };
-      if (Math.abs(value) > MAX_MEASUREMENT) return { ok: false, fatal: false, reason: 'invalid_record', sequence, why: `${name}[${i}] ${value}` };
+      if (!Number.isFinite(value)) return { ok: false, fatal: false, reason: 'non_finite', sequence, skipped, why: `${name}[${i}]` };
+      if (Math.abs(value) > MAX_MEASUREMENT) return { ok: false, fatal: false, reason: 'invalid_record', sequence, skipped, why: `${name}[${i}] ${value}` };
       values[i] = value;
     }
     record[name] = values;
   }
-  return { ok: true, kind, sequence, timestamp, record };
+  return { ok: true, kind, sequence, skipped, timestamp, record };
 }
 
 /**

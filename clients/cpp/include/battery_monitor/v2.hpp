@@ -4,8 +4,8 @@
 // Transport and Clock seams, the Error codes and the POSIX transport of client.hpp (the legacy
 // client), which it includes. The wire format is docs/protocol.md ("Edge protocol v2"):
 // a handshake (magic "BMV2", battery_id, stream_id) answered with resume_after, then frames
-// (length, type, sequence, float64 device timestamp, payload, CRC-32C) answered with cumulative
-// acknowledgements once the service has stored them durably.
+// (length, type, flags, sequence, float64 device timestamp, payload, CRC-32C) answered with
+// cumulative acknowledgements once the service has stored them durably.
 //
 // Synopsis (public API; everything in namespace v2::detail, below the public part, is internal):
 //
@@ -50,6 +50,12 @@ const uint8_t kAckType = 0x81;
 const std::size_t kFrameHeaderBytes = 20;                           // length, type, flags, sequence, timestamp
 const std::size_t kMinFrameBytes = 24;
 const std::size_t kMaxFrameBytes = 16436;                           // a battery-data frame with 1,024 + 1,024 cells
+// Frame flags (byte 3). kFlagSkipped: the device does not send the sequences between the previous
+// frame it sent on this connection (the first frame: the handshake's resume_after) and this one, as
+// it no longer holds them (dropped by a full queue, lost to a corrupt slot, or acknowledged before
+// a resume_after that lags after a crash of the service). The service refuses a gap without it as
+// a frame lost on the way. The other bits are reserved.
+const uint8_t kFlagSkipped = 0x01;
 
 enum FrameType { kBatteryData = 1, kBatteryPerformance = 2, kBatteryPrediction = 3 };
 
@@ -107,6 +113,8 @@ inline std::size_t data_frame_bytes(std::size_t cell_voltages, std::size_t cell_
 inline std::size_t encode_data(uint64_t sequence, const DataReading& reading, uint8_t* out, std::size_t capacity);
 inline std::size_t encode_performance(uint64_t sequence, const Performance& record, uint8_t* out, std::size_t capacity);
 inline std::size_t encode_prediction(uint64_t sequence, const Prediction& prediction, uint8_t* out, std::size_t capacity);
+// Rewrites the flags byte of a whole encoded frame, and its CRC (encoders write flags 0).
+inline void set_frame_flags(uint8_t* frame, uint8_t flags);
 
 // What decode_frame() found, named as the service counts it (frame_check_name()).
 enum FrameCheck { kFrameOk, kFramePartial, kFrameBadCrc, kFrameMalformed, kFrameUnknownKind, kFrameNonFinite, kFrameInvalidRecord };
@@ -492,6 +500,12 @@ inline std::size_t encode_performance(uint64_t sequence, const Performance& r, u
 inline std::size_t encode_prediction(uint64_t sequence, const Prediction& p, uint8_t* out, std::size_t capacity) {
   const double values[3] = {p.remaining_life_hours, p.remaining_cycles, p.degradation_rate};
   return detail::encode_fixed(kBatteryPrediction, sequence, p.timestamp, values, 3, out, capacity);
+}
+
+inline void set_frame_flags(uint8_t* frame, uint8_t flags) {
+  if (frame[3] == flags) return;
+  frame[3] = flags;
+  detail::seal(frame, detail::get_u16(frame));
 }
 
 inline const char* frame_check_name(FrameCheck check) {
@@ -1094,7 +1108,7 @@ class Engine {
       : initialized_(false), owned_(0), transport_(0), clock_(0), buffer_(0), buffer_bytes_(0), frame_(0), frame_bytes_(0), addr_count_(0),
         addr_index_(0), failures_in_row_(0), numeric_host_(false), need_resolve_(true), fd_(-1), phase_(kIdle), blocked_(false),
         ever_connected_(false), next_attempt_ms_(0), deadline_ms_(0), connected_at_ms_(0), awaiting_since_ms_(0), backoff_ms_(0), used_(0),
-        written_(0), cursor_(0), rx_len_(0), send_seq_(0), started_seq_(0), written_seq_(0), highest_sent_(0), accepted_(0), refused_(0),
+        written_(0), cursor_(0), rx_len_(0), send_seq_(0), buffered_seq_(0), started_seq_(0), written_seq_(0), highest_sent_(0), accepted_(0), refused_(0),
         frames_sent_(0), resent_(0), reconnects_(0), connect_failures_(0), rejected_(0), stalls_(0), writes_(0), last_error_(kOk),
         last_errno_(0), last_status_(0), rng_(1) {}
 
@@ -1491,6 +1505,7 @@ class Engine {
     if (ever_connected_) ++reconnects_;
     ever_connected_ = true;
     send_seq_ = queue_.head();
+    buffered_seq_ = a.resume_after;
     started_seq_ = 0;
     written_seq_ = a.resume_after;
     used_ = written_ = cursor_ = 0;
@@ -1515,6 +1530,7 @@ class Engine {
         }
         send_seq_ = next_from;
         used_ = static_cast<std::size_t>(n);
+        flag_skips_();
         if (used_ == 0) {
           blocked_ = false;
           return;
@@ -1544,6 +1560,19 @@ class Engine {
         lost_(kErrIo, err);
       }
       return;
+    }
+  }
+
+  // Sets kFlagSkipped on each frame just read into the buffer whose sequence does not follow the
+  // previous one placed on this connection (or resume_after): the readings between went to a full
+  // queue or a corrupt slot, or were acknowledged past a resume_after that lags, and the flag tells
+  // the service so. Decided here, per connection (after another resume_after the same frame may
+  // follow directly); the queue keeps frames as encoded.
+  void flag_skips_() {
+    for (std::size_t at = 0; at < used_; at += get_u16(buffer_ + at)) {
+      const uint64_t seq = get_u64(buffer_ + at + 4);
+      set_frame_flags(buffer_ + at, seq == buffered_seq_ + 1 ? 0 : kFlagSkipped);
+      buffered_seq_ = seq;
     }
   }
 
@@ -1649,6 +1678,7 @@ class Engine {
   uint8_t rx_[64];
   std::size_t rx_len_;
   uint64_t send_seq_;     // the next sequence to read from the queue
+  uint64_t buffered_seq_;  // the last frame read into buffer_ on this connection (or resume_after)
   uint64_t started_seq_;  // the last frame with a byte written on this connection (0: none)
   uint64_t written_seq_;  // the last frame written whole on this connection (or resume_after)
   uint64_t highest_sent_;
