@@ -18,7 +18,9 @@
  * - Several instances on MongoDB (`adopted`): the engine evaluates only the packs this instance holds
  *   the lease of (cluster/pack-ownership.ts), from every instance's records; it takes a pack over
  *   from its stored state the same way (adopt), and reads wait until what this instance stored has
- *   come round through the store and been evaluated (settled, bounded).
+ *   come round through the store and been evaluated (settled, bounded). Rules changed through
+ *   another instance are reloaded (reloadRules, cluster/cluster-sync.ts), and an open alarm of a pack
+ *   another instance holds is acknowledged there (forwardAcknowledge).
  */
 import { randomUUID } from 'node:crypto';
 import type { CollectorMetrics } from '../collector/metrics.js';
@@ -93,6 +95,13 @@ export interface AlarmEngineOptions {
   adopted?: boolean;
   /** Several instances: resolves once what this instance stored so far has been evaluated (reads wait for it, bounded). */
   settled?: () => Promise<void>;
+  /** Several instances: called once rule changes made here are stored; the others reload the rules (cluster/cluster-sync.ts). Never throws. */
+  rulesChanged?: () => Promise<void>;
+  /**
+   * Several instances: has the instance that owns the alarm's pack acknowledge it (cluster/cluster-sync.ts),
+   * for an open alarm this instance does not hold; throws when no owner answers in time.
+   */
+  forwardAcknowledge?: (alarm: Alarm, by: string, note: string | null) => Promise<AcknowledgeResult>;
 }
 
 /**
@@ -238,6 +247,12 @@ export class AlarmEngine {
   readonly #settled: (() => Promise<void>) | undefined;
   /** Packs being adopted: their commits, held until the state is loaded and caught up. */
   readonly #adopting = new Map<string, CommittedRows[]>();
+  readonly #rulesChanged: (() => Promise<void>) | undefined;
+  readonly #forwardAcknowledge: AlarmEngineOptions['forwardAcknowledge'];
+  /** Counts the rule changes made here: a reload of the rules that one overtook is read again. */
+  #ruleChanges = 0;
+  /** A change set with rule changes is being written. */
+  #writingRules = false;
 
   readonly #unsubscribe: () => void;
   readonly #listeners = new Set<(changes: readonly AlarmChange[]) => void>();
@@ -260,6 +275,8 @@ export class AlarmEngine {
     this.#notifications = options.notifications;
     this.#adopted = options.adopted ?? false;
     this.#settled = options.settled;
+    this.#rulesChanged = options.rulesChanged;
+    this.#forwardAcknowledge = options.forwardAcknowledge;
     // From the start, so that no commit goes by unseen while the state loads.
     this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
@@ -342,12 +359,70 @@ export class AlarmEngine {
     this.#rules.delete(id);
     this.#queue.rules.delete(id);
     this.#queue.rules.set(id, { delete: id });
+    this.#ruleChanges++;
     this.#compile();
     await this.#stored();
     return true;
   }
 
+  /**
+   * Several instances: takes the rules as stored, another instance having changed them, with the
+   * effect of each change on the packs this instance holds (as if changed here: an edit that clears,
+   * a deletion). Rule changes made here and not stored yet are stored first.
+   */
+  async reloadRules(): Promise<void> {
+    await this.#whenLoaded();
+    for (let attempt = 0; ; attempt++) {
+      if (this.#queue.rules.size > 0 || this.#writingRules) await this.#stored();
+      const changes = this.#ruleChanges;
+      const stored = await this.#store.loadRules();
+      if (this.#isClosed()) return;
+      if (changes === this.#ruleChanges && this.#queue.rules.size === 0 && !this.#writingRules) {
+        this.#takeRules(stored);
+        return;
+      }
+      // A change made here meanwhile: the rules read may not have it.
+      if (attempt >= 3) throw new StoreUnavailableError('The rules keep changing here; reloaded next time');
+    }
+  }
+
+  #takeRules(stored: readonly AlarmRule[]): void {
+    const now = this.#clock();
+    const ids = new Set<string>();
+    let changed = false;
+    for (const rule of stored) {
+      ids.add(rule.id);
+      const before = this.#rules.get(rule.id);
+      if (before !== undefined && before.updated_at === rule.updated_at && before.name === rule.name && sameSettings(before, rule)) continue;
+      if (before !== undefined) this.#edit(before, rule, now);
+      this.#rules.set(rule.id, rule);
+      changed = true;
+    }
+    for (const id of [...this.#rules.keys()]) {
+      if (ids.has(id)) continue;
+      for (const pack of this.#packs.values()) {
+        const state = pack.rules[id];
+        if (state === undefined) continue;
+        if (state.open !== null) this.#clear(pack, state, now, null, 'rule_deleted', now);
+        delete pack.rules[id];
+        this.#dirty.add(pack.battery_id);
+      }
+      this.#rules.delete(id);
+      changed = true;
+    }
+    if (!changed) return;
+    this.#compile();
+    this.#afterEvaluation();
+    this.#log?.info({ rules: this.#rules.size }, 'alarms: rules reloaded (changed through another instance)');
+  }
+
+  /** Whether this instance holds the pack's evaluation now (its state loaded and caught up): commands for it run here. */
+  holds(batteryId: string): boolean {
+    return this.#phase === 'live' && this.#packs.has(batteryId) && !this.#adopting.has(batteryId);
+  }
+
   #putRule(rule: AlarmRule): void {
+    this.#ruleChanges++;
     this.#rules.set(rule.id, rule);
     this.#queue.rules.delete(rule.id);
     this.#queue.rules.set(rule.id, { put: rule });
@@ -412,13 +487,23 @@ export class AlarmEngine {
     return this.#store.alarm(id);
   }
 
-  async acknowledge(id: string, by: string, note: string | null): Promise<AcknowledgeResult> {
+  /**
+   * Acknowledges an open alarm. Several instances: one whose pack another instance holds is
+   * acknowledged there (forwardAcknowledge), unless `here` (the owner running that command).
+   */
+  async acknowledge(id: string, by: string, note: string | null, here = false): Promise<AcknowledgeResult> {
     await this.#whenLoaded();
     const open = this.#open.get(id);
     if (open === undefined) {
       await this.#caughtUpWrites();
       const stored = await this.#store.alarm(id);
-      return stored === null ? { status: 'not_found' } : { status: 'cleared', alarm: stored };
+      if (stored === null) return { status: 'not_found' };
+      // Open as stored: held by the instance that owns its pack.
+      if (stored.state !== 'cleared' && !here && this.#forwardAcknowledge !== undefined) {
+        const { events, ...alarm } = stored;
+        return this.#forwardAcknowledge(alarm, by, note);
+      }
+      return { status: 'cleared', alarm: stored };
     }
     const alarm = open.pack.rules[open.ruleId]!.open!;
     if (alarm.state === 'acknowledged') return { status: 'already_acknowledged', alarm: { ...alarm } };
@@ -986,6 +1071,7 @@ export class AlarmEngine {
     const writtenAt = this.#clock();
     // Built afresh at each attempt (a failed write is retried with what came since): the ids are the same.
     const outbox = this.#notifications?.outboxFor(taken.changes, (id) => this.#rules.get(id), writtenAt) ?? [];
+    this.#writingRules = taken.rules.size > 0;
     const changes: ChangeSet = {
       rules: [...taken.rules.values()],
       packs: dirty.map((id) => snapshotOf(this.#packs.get(id)!)),
@@ -1000,16 +1086,20 @@ export class AlarmEngine {
     this.#writing = this.#store.apply(changes).then(
       () => {
         this.#writing = undefined;
+        this.#writingRules = false;
         this.#backoff.reset();
         if (this.#failing) this.#log?.info({}, 'alarms: the alarm store takes changes again');
         this.#failing = false;
         for (const waiter of taken.waiters) waiter.resolve();
+        // The other instances reload the rules (a change whose request answered 503, the store away, too: it is stored now).
+        if (taken.rules.size > 0) void this.#rulesChanged?.();
         if (outbox.length > 0) this.#notifications?.stored(outbox);
         if (taken.changes.length > 0) this.#tell(taken.changes);
         if (this.#urgent()) this.#scheduleFlush();
       },
       (error: unknown) => {
         this.#writing = undefined;
+        this.#writingRules = false;
         // Back in front of what came since, in order; the packs' state is taken afresh next time.
         this.#queue = {
           rules: new Map([...taken.rules, ...this.#queue.rules]),

@@ -70,6 +70,8 @@ export interface AlarmStore {
    * when none is stored. An instance taking the pack over from another (cluster/pack-ownership.ts) starts from it.
    */
   loadPack(batteryId: string): Promise<PackState | undefined>;
+  /** The rules as stored, oldest first: an instance reloads them when another changed them (cluster/cluster-sync.ts). */
+  loadRules(): Promise<AlarmRule[]>;
   apply(changes: ChangeSet): Promise<void>;
   /** Newest raised first. */
   alarms(query: AlarmQuery): Promise<Alarm[]>;

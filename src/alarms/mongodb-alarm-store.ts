@@ -190,6 +190,11 @@ export class MongoAlarmStore implements AlarmStore {
     };
   }
 
+  async loadRules(): Promise<AlarmRule[]> {
+    const c = await this.#ready();
+    return (await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
+  }
+
   async loadPack(batteryId: string): Promise<PackState | undefined> {
     const c = await this.#ready();
     const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');

@@ -133,6 +133,10 @@ export class SqliteAlarmStore implements AlarmStore {
     });
   }
 
+  async loadRules(): Promise<AlarmRule[]> {
+    return this.#run(() => (this.#statements.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule));
+  }
+
   async loadPack(batteryId: string): Promise<PackState | undefined> {
     return this.#run(() => {
       const text = this.#statements.pack.get(batteryId) as string | undefined;

@@ -88,6 +88,8 @@ export interface AnalyticsEngineOptions {
   adopted?: boolean;
   /** Several instances: resolves once what this instance stored so far has been taken (estimates wait for it, bounded). */
   settled?: () => Promise<void>;
+  /** Several instances: called once a pack's specs changed here are stored; the others reload them (cluster/cluster-sync.ts). */
+  specsChanged?: () => Promise<void>;
 }
 
 interface CatchUp {
@@ -135,6 +137,7 @@ export class AnalyticsEngine {
   readonly #settled: (() => Promise<void>) | undefined;
   /** Packs being adopted: their commits, held until the state is loaded and caught up. */
   readonly #adopting = new Map<string, CommittedRows[]>();
+  readonly #specsChanged: (() => Promise<void>) | undefined;
 
   #outbox: Output[] = [];
   #submitting: Promise<void> | undefined;
@@ -163,6 +166,7 @@ export class AnalyticsEngine {
     this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
     this.#adopted = options.adopted ?? false;
     this.#settled = options.settled;
+    this.#specsChanged = options.specsChanged;
     // From the start, so that no commit goes by unseen while the state loads.
     this.#subscribedAt = Date.now() / 1000;
     this.#unsubscribe = options.afterCommit.subscribe(this.#onCommit);
@@ -230,7 +234,17 @@ export class AnalyticsEngine {
     await this.#store.putSpecs(entry);
     if (Object.keys(overrides).length === 0) this.#overrides.delete(batteryId);
     else this.#overrides.set(batteryId, entry);
+    await this.#specsChanged?.();
     return entry;
+  }
+
+  /** Several instances: every pack's specs as stored, another instance having changed some; they apply from the next reading. */
+  async reloadSpecs(): Promise<void> {
+    await this.#whenLoaded();
+    const stored = await this.#store.loadSpecs();
+    if (this.#isClosed()) return;
+    this.#overrides.clear();
+    for (const entry of stored) this.#overrides.set(entry.battery_id, entry);
   }
 
   // ---- readings ----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ export interface AnalyticsStore {
   loadPack(batteryId: string): Promise<PackAnalytics | undefined>;
   /** Stores these packs' states, each replacing the one stored, and the time of the save. */
   savePacks(packs: readonly PackAnalytics[], writtenAt: number): Promise<void>;
+  /** Every pack's overrides as stored: an instance reloads them when another changed them (cluster/cluster-sync.ts). */
+  loadSpecs(): Promise<PackOverrides[]>;
   /** Replaces a pack's overrides; none left (all defaults) removes them. */
   putSpecs(specs: PackOverrides): Promise<void>;
   close(): Promise<void>;

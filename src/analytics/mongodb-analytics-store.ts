@@ -125,6 +125,11 @@ export class MongoAnalyticsStore implements AnalyticsStore {
     await this.#bounded(c.meta.replaceOne({ _id: META_ID }, { written_at: writtenAt }, { upsert: true }), 'save');
   }
 
+  async loadSpecs(): Promise<PackOverrides[]> {
+    const c = await this.#ready();
+    return (await this.#bounded(c.specs.find().toArray(), 'load')).map((doc) => doc.specs);
+  }
+
   async putSpecs(specs: PackOverrides): Promise<void> {
     const c = await this.#ready();
     if (Object.keys(specs.overrides).length === 0) await this.#bounded(c.specs.deleteOne({ _id: specs.battery_id }), 'put specs');

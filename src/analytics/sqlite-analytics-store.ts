@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT 
     this.#run(() => this.#save(packs, writtenAt));
   }
 
+  async loadSpecs(): Promise<PackOverrides[]> {
+    return this.#run(() => (this.#statements.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides));
+  }
+
   async putSpecs(specs: PackOverrides): Promise<void> {
     this.#run(() => {
       if (Object.keys(specs.overrides).length === 0) this.#statements.deleteSpecs.run(specs.battery_id);

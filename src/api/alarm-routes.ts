@@ -6,7 +6,8 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { RuleLimitError } from '../alarms/alarm-engine.js';
+import { RuleLimitError, type AcknowledgeResult } from '../alarms/alarm-engine.js';
+import { NoOwnerAnswerError } from '../cluster/cluster-sync.js';
 import { SEVERITIES } from '../alarms/model.js';
 import {
   AcknowledgeInput,
@@ -226,7 +227,9 @@ export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Acknowledge an open alarm',
         description:
           'Someone has seen it: it stays open until its condition clears, and goes back to active if it escalates. ' +
-          'A cleared alarm, or one already acknowledged, answers 409.',
+          'A cleared alarm, or one already acknowledged, answers 409. With several instances, the one that evaluates the ' +
+          'alarm\'s pack acknowledges it, wherever the request lands; when none answers within a few seconds (the pack is ' +
+          'moving to another instance), 503 with a Retry-After.',
         tags: alarmTags,
         security: writeSecurity,
         params: IdParams,
@@ -236,13 +239,20 @@ export const alarmRoutes: FastifyPluginAsyncTypebox = async (app) => {
           404: notFound('alarm'),
           409: { ...ErrorDetail, description: 'The alarm is cleared, or acknowledged already' },
           ...bodyErrorResponses,
+          503: { ...ErrorDetail, description: 'The store is unreachable, or no instance that evaluates the alarm\'s pack answered in time' },
         },
       },
     },
     async (request, reply) => {
       const parsed = parseAcknowledge(request.body);
       if (!parsed.ok) return reply.code(422).send({ detail: parsed.detail });
-      const result = await alarms.acknowledge(request.params.id, parsed.by, parsed.note);
+      let result: AcknowledgeResult;
+      try {
+        result = await alarms.acknowledge(request.params.id, parsed.by, parsed.note);
+      } catch (error) {
+        if (error instanceof NoOwnerAnswerError) return reply.code(503).header('retry-after', String(error.retryAfterSeconds)).send({ detail: error.message });
+        throw error;
+      }
       switch (result.status) {
         case 'acknowledged':
           return result.alarm;

@@ -8,7 +8,7 @@
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { AlarmEngine } from '../alarms/alarm-engine.js';
+import { AlarmEngine, type AcknowledgeResult } from '../alarms/alarm-engine.js';
 import { MongoAlarmStore } from '../alarms/mongodb-alarm-store.js';
 import { openAlarmStore } from '../alarms/open-alarm-store.js';
 import { MongoStore } from '../store/mongodb-store.js';
@@ -55,6 +55,7 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
     const store = openAlarmStore(config, { info: (message) => app.log.info(message), warn: (message) => app.log.warn(message) });
     // Several instances: events carry write positions, by which every instance's stream gets them (the cluster feed).
     if (store instanceof MongoAlarmStore && app.store instanceof MongoStore) store.writeFloor = app.store.writeFloor;
+    const { clusterSync } = app;
     const publicUrl = options.publicUrl ?? config.publicUrl;
     const webhookSecret = options.webhookSecret ?? config.webhookSecret;
     const webhooks = new WebhookDispatcher({
@@ -74,6 +75,12 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
       afterCommit: app.ownership ?? app.ingest.afterCommit,
       adopted: app.ownership !== undefined,
       ...(app.ownership === undefined ? {} : { settled: () => app.ownership!.settled() }),
+      ...(clusterSync === undefined
+        ? {}
+        : {
+            rulesChanged: () => clusterSync.changed('alarm-rules'),
+            forwardAcknowledge: async (alarm, by, note) => (await clusterSync.request('acknowledge', alarm.battery_id, { id: alarm.id, by, note })) as AcknowledgeResult,
+          }),
       specs: app.specs,
       noDataSeconds: config.noDataSeconds,
       metrics: app.metrics,
@@ -81,6 +88,13 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
       notifications: webhooks,
     });
     app.ownership?.attach(engine);
+    // Several instances: rules changed through another instance apply here within a poll; the
+    // acknowledgements other instances got for this instance's packs are made here.
+    clusterSync?.onChange('alarm-rules', () => engine.reloadRules());
+    clusterSync?.handle('acknowledge', {
+      owns: (batteryId) => app.ownership?.owns(batteryId) === true && engine.holds(batteryId),
+      run: (args) => engine.acknowledge(args.id as string, args.by as string, args.note as string | null, true),
+    });
     app.decorate('alarms', engine);
     app.decorate('webhooks', webhooks);
 

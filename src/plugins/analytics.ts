@@ -41,6 +41,7 @@ export const analyticsPlugin = fp<AnalyticsPluginOptions>(
       afterCommit: app.ownership ?? app.ingest.afterCommit,
       adopted: app.ownership !== undefined,
       ...(app.ownership === undefined ? {} : { settled: () => app.ownership!.settled() }),
+      ...(app.clusterSync === undefined ? {} : { specsChanged: () => app.clusterSync!.changed('pack-specs') }),
       ingest: app.ingest,
       defaults: defaultSpecs(app.specs, options.endOfLifeSoh ?? config.analyticsEndOfLife),
       settings: { maxGapSeconds: config.analyticsMaxGapSeconds, taperC: options.taperC ?? config.analyticsTaperC },
@@ -48,6 +49,8 @@ export const analyticsPlugin = fp<AnalyticsPluginOptions>(
       ...(options.checkpointMs === undefined ? {} : { checkpointMs: options.checkpointMs }),
     });
     app.ownership?.attach(engine);
+    // Several instances: specs changed through another instance apply here within a poll.
+    app.clusterSync?.onChange('pack-specs', () => engine.reloadSpecs());
     app.decorate('analytics', engine);
     // Start-up does not wait for the catch-up: commits meanwhile are kept in order, and /health waits for it
     // (bounded). Waiting here would add to the app's start, which Fastify bounds as a whole (pluginTimeout).

@@ -7,10 +7,13 @@
  * database stores, for this instance's subscribers. Undefined on SQLite (one process: the ingest
  * sink's after-commit stage is the whole story). `app.leases` are the leases in the store that share
  * work out among the instances (cluster/leases.ts), and `app.ownership` hands each pack's alarms and
- * analytics to one of them (cluster/pack-ownership.ts); both undefined on SQLite.
+ * analytics to one of them (cluster/pack-ownership.ts); both undefined on SQLite. `app.clusterSync`
+ * (cluster/cluster-sync.ts) tells the other instances of rule and spec changes made here, and runs
+ * here the commands (acknowledgements) other instances got for the packs this one owns.
  */
 import fp from 'fastify-plugin';
 import { ClusterFeed } from '../cluster/cluster-feed.js';
+import { ClusterSync } from '../cluster/cluster-sync.js';
 import { newInstanceId } from '../cluster/instance-id.js';
 import { Leases } from '../cluster/leases.js';
 import { PackOwnership } from '../cluster/pack-ownership.js';
@@ -29,6 +32,8 @@ declare module 'fastify' {
     leases: Leases | undefined;
     /** Which packs' alarms and analytics run here (cluster/pack-ownership.ts); undefined on SQLite. */
     ownership: PackOwnership | undefined;
+    /** Setting changes and owner commands between the instances (cluster/cluster-sync.ts); undefined on SQLite. */
+    clusterSync: ClusterSync | undefined;
   }
 }
 
@@ -50,10 +55,17 @@ export const storePlugin = fp(
     const ownership = cluster === undefined || leases === undefined ? undefined : new PackOwnership({ feed: cluster, leases, records: store, logger: app.log });
     app.decorate('cluster', cluster);
     app.decorate('leases', leases);
+    const clusterSync = store instanceof MongoStore ? new ClusterSync({ store, instanceId, pollMs: config.clusterPollMs, logger: app.log }) : undefined;
     app.decorate('ownership', ownership);
+    app.decorate('clusterSync', clusterSync);
     await cluster?.start();
     // Once every engine has attached (the alarms and analytics plugins come later).
-    app.addHook('onReady', async () => ownership?.start());
+    app.addHook('onReady', async () => {
+      ownership?.start();
+      clusterSync?.start();
+    });
+    // Before the engines close: no command is taken for an engine on its way out.
+    app.addHook('preClose', async () => clusterSync?.close());
     const retention = startRetention(store, config.retentionDays, app.log, leases);
     app.addHook('onClose', async () => {
       await retention.stop();
