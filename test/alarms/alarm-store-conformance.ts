@@ -171,6 +171,8 @@ export function alarmStoreConformance(name: string, open: () => Promise<Opened>)
         );
         assert.deepEqual(loaded.seeded, ['a', 'b']);
         assert.equal(loaded.writtenAt, T + 200);
+        // What another instance reloads when the rules' version moves: the same rules, alone.
+        assert.deepEqual(await store.loadRules(), loaded.rules);
       }));
 
     it('stores an event once however often it is written, and an alarm as last written', () =>

@@ -68,6 +68,8 @@ export function analyticsStoreConformance(name: string, open: () => Promise<Open
       const again = await reopen();
       try {
         assert.deepEqual((await again.load()).specs, [{ battery_id: 'a', overrides: { empty_voltage: 300 }, updated_at: 3 }]);
+        // What another instance reloads when the specs' version moves: the same overrides, alone.
+        assert.deepEqual(await again.loadSpecs(), [{ battery_id: 'a', overrides: { empty_voltage: 300 }, updated_at: 3 }]);
       } finally {
         await again.close();
       }
