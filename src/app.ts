@@ -124,7 +124,7 @@ async function batteryMonitorApp(app: FastifyInstance, { config }: AppOptions): 
     if (error instanceof AnalyticsUnavailableError) return reply.code(503).header('retry-after', '5').send({ detail: error.message });
     if (error instanceof StoreUnavailableError) {
       request.log.warn({ err: error.message }, 'store unavailable');
-      return reply.code(503).send({ detail: 'The store is unavailable; try again shortly' });
+      return reply.code(503).header('retry-after', '5').send({ detail: 'The store is unavailable; try again shortly' });
     }
     if (error.statusCode !== undefined && error.statusCode < 500) {
       return reply.code(error.statusCode).send({ detail: error.message });

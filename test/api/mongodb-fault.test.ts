@@ -38,6 +38,7 @@ describe('MongoDB outage through the API', { skip: process.env.MONGODB_TEST_URI 
     const during = await call(app!, '/api/battery-data', { body: { ...record, pack_voltage: 1 } });
     const took = Date.now() - began;
     assert.equal(during.status, 503);
+    assert.equal(during.headers.get('retry-after'), '5', 'a client is told when to come back');
     assert.equal(typeof during.body.detail, 'string');
     assert.ok(took < BOUND_MS, `the POST took ${took} ms`);
     const health = await call(app!, '/health');
