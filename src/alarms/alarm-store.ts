@@ -72,6 +72,8 @@ export interface AlarmStore {
   loadPack(batteryId: string): Promise<PackState | undefined>;
   /** The rules as stored, oldest first: an instance reloads them when another changed them (cluster/cluster-sync.ts). */
   loadRules(): Promise<AlarmRule[]>;
+  /** The webhooks alone, as `load` answers them (what another instance reloads when they changed). */
+  loadWebhooks(): Promise<Webhook[]>;
   apply(changes: ChangeSet): Promise<void>;
   /** Newest raised first. */
   alarms(query: AlarmQuery): Promise<Alarm[]>;

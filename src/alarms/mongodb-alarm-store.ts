@@ -195,6 +195,11 @@ export class MongoAlarmStore implements AlarmStore {
     return (await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
   }
 
+  async loadWebhooks(): Promise<Webhook[]> {
+    const c = await this.#ready();
+    return (await this.#bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
+  }
+
   async loadPack(batteryId: string): Promise<PackState | undefined> {
     const c = await this.#ready();
     const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');

@@ -137,6 +137,10 @@ export class SqliteAlarmStore implements AlarmStore {
     return this.#run(() => (this.#statements.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule));
   }
 
+  async loadWebhooks(): Promise<Webhook[]> {
+    return this.#run(() => (this.#statements.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook));
+  }
+
   async loadPack(batteryId: string): Promise<PackState | undefined> {
     return this.#run(() => {
       const text = this.#statements.pack.get(batteryId) as string | undefined;

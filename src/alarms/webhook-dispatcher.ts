@@ -80,6 +80,8 @@ export interface WebhookDispatcherOptions {
   concurrency?: number;
   /** Server clock, Unix seconds (tests). */
   clock?: () => number;
+  /** Several instances: a webhook was added or deleted here (stored already); the others reload theirs (reload). */
+  changed?: () => unknown;
 }
 
 /** What the API shows of a webhook: never its secret, its URL by origin only. */
@@ -122,6 +124,7 @@ export class WebhookDispatcher {
   readonly #clock: () => number;
 
   readonly #webhooks = new Map<string, Webhook>();
+  readonly #changed: (() => unknown) | undefined;
   /** Pending notifications per webhook and alarm, in the alarm's order: only the first is ever in flight. */
   readonly #queues = new Map<string, Notification[]>();
   readonly #inFlight = new Set<string>();
@@ -147,6 +150,7 @@ export class WebhookDispatcher {
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
     this.#clock = options.clock ?? (() => Date.now() / 1000);
+    this.#changed = options.changed;
   }
 
   // ---- the engine's side -----------------------------------------------------------------
@@ -160,6 +164,21 @@ export class WebhookDispatcher {
     this.#resolveLoaded();
     if (outbox.length > 0) this.#log?.info({ notifications: outbox.length }, 'webhooks: delivering notifications stored before the start');
     this.#pump();
+  }
+
+  /**
+   * Several instances: the webhooks added or deleted through the API of another instance, as stored.
+   * Each instance keeps its own WEBHOOK_URLS entries (kept in step at its start); a deleted webhook's
+   * notifications not yet delivered are dropped, as a delete here drops them.
+   */
+  reload(stored: readonly Webhook[]): void {
+    const fromApi = new Map(stored.filter((webhook) => webhook.source === 'api').map((webhook) => [webhook.id, webhook]));
+    for (const [id, webhook] of [...this.#webhooks]) {
+      if (webhook.source !== 'api' || fromApi.has(id)) continue;
+      this.#webhooks.delete(id);
+      for (const key of [...this.#queues.keys()]) if (key.startsWith(`${id}\u0000`)) this.#queues.delete(key);
+    }
+    for (const [id, webhook] of fromApi) this.#webhooks.set(id, webhook);
   }
 
   /** The outbox rows of a change set: one per change and enabled webhook. */
@@ -225,6 +244,7 @@ export class WebhookDispatcher {
     const webhook: Webhook = { id, url: input.url, secret: input.secret ?? newSecret(), enabled: input.enabled ?? true, source: 'api', created_at: this.#clock() };
     await this.#store.putWebhook(webhook);
     this.#webhooks.set(id, webhook);
+    this.#changed?.();
     this.#log?.info({ webhook_id: id, url: loggableUrl(webhook.url) }, 'webhooks: webhook added');
     return { ...viewOf(webhook), secret: webhook.secret };
   }
@@ -238,6 +258,7 @@ export class WebhookDispatcher {
     this.#webhooks.delete(id);
     for (const key of [...this.#queues.keys()]) if (key.startsWith(`${id}\u0000`)) this.#queues.delete(key);
     await this.#store.deleteWebhook(id);
+    this.#changed?.();
     this.#log?.info({ webhook_id: id, url: loggableUrl(webhook.url) }, 'webhooks: webhook deleted');
     return true;
   }

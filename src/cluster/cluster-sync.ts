@@ -22,7 +22,7 @@ import { within } from './cluster-feed.js';
 export const VERSIONS_COLLECTION = 'cluster_versions';
 export const COMMANDS_COLLECTION = 'cluster_commands';
 
-export type SyncTopic = 'alarm-rules' | 'pack-specs';
+export type SyncTopic = 'alarm-rules' | 'pack-specs' | 'webhooks';
 export type CommandKind = 'acknowledge';
 
 /** How long a requester waits for the owner to take a command before abandoning it. */

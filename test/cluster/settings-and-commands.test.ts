@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { startReceiver } from '../alarms/webhook-receiver.js';
 import { call } from '../support/helper.js';
 import { mongoForTests } from '../support/mongo-server.js';
 import { haproxyInstalled, startBalancer, startInstances, StreamReader, until, type Balancer, type Instance } from './cluster.js';
@@ -111,6 +112,25 @@ describe('settings and commands across three instances behind HAProxy', { skip: 
     const answer = await health();
     assert.equal(answer.specs.full_charge_voltage, 390);
     assert.equal(answer.specs.nominal_capacity_ah, 50);
+  });
+
+  it('a webhook added through a non-owner gets the alarm changes the owner makes; deleted there, it gets no more', async () => {
+    const pack = 'sync-webhook';
+    const receiver = await startReceiver();
+    after(() => receiver.close());
+    // Over the voltage rule's warning level (440 V) from the second reading on.
+    const calm = { pack_voltage: 400, pack_current: 1, cell_temp: 25 };
+    const high = { pack_voltage: 445, pack_current: 1, cell_temp: 25 };
+    await post(pack, 0, calm);
+    const { owner, other } = await ownerOf(pack);
+    const added = await call(other.url, '/api/webhooks', { body: { url: receiver.url } });
+    assert.equal(added.status, 201, JSON.stringify(added.body));
+    const listed = async (instance: Instance) => ((await call(instance.url, '/api/webhooks')).body.webhooks as { id: string }[]).some((w) => w.id === added.body.id);
+    await until(() => listed(owner), `${owner.id} has the webhook added through ${other.id}`);
+
+    await postUntil(pack, 1, high, async () => receiver.received.some((r) => r.json.alarm?.battery_id === pack && r.json.type === 'alarm.raised'), 'the receiver gets the raise');
+    assert.equal((await call(other.url, `/api/webhooks/${added.body.id}`, { method: 'DELETE' })).status, 204);
+    await until(async () => !(await listed(owner)), `${owner.id} drops the webhook deleted through ${other.id}`);
   });
 
   it('an alarm acknowledged through a non-owner is acknowledged by the owner, once, on every stream', async () => {
