@@ -877,14 +877,15 @@ export class AlarmEngine {
         this.#dirty.add(batteryId);
       }
     }
-    // A pack with no stored state: its records since the last write anyone made (all of them on a new store).
-    const horizon = this.#writtenAt === undefined ? MIN_TIMESTAMP : this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+    // A pack with no stored state has never been judged by any instance: all its records (below the
+    // feed's position), whatever their time. A device's backlog stamped hours ago may be the first
+    // the cluster sees of a pack; a look-back by record time, as a restart uses, would pass it over.
     const seen = new Set<string>();
     await this.#readBack(
       KIND_NAMES.map((kind) => {
         const newest = stored?.kinds[kind]?.newest;
         const writtenBefore = before.get(kind);
-        return newest === undefined ? { kind, batteryId, from: horizon, after: -Infinity, writtenBefore } : { kind, batteryId, from: newest, after: newest, writtenBefore };
+        return newest === undefined ? { kind, batteryId, from: MIN_TIMESTAMP, after: -Infinity, writtenBefore } : { kind, batteryId, from: newest, after: newest, writtenBefore };
       }),
       seen,
     );

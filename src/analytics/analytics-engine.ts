@@ -553,10 +553,10 @@ export class AnalyticsEngine {
     const stored = await this.#untilAnswered(() => this.#store.loadPack(batteryId), `cannot load the state of ${batteryId} yet; retrying`);
     if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
     if (stored !== undefined) this.#packs.set(batteryId, stored);
-    // A pack with no saved state: its readings since the last save anyone made (all of them on a new store).
-    const horizon = this.#writtenAt === undefined ? MIN_TIMESTAMP - 1 : this.#writtenAt - REPLAY_LOOKBACK_SECONDS;
+    // A pack with no saved state has never been integrated by any instance: all its readings (below the
+    // feed's position), whatever their time (a device's backlog may be the first the cluster sees of it).
     const seen = new Set<string>();
-    await this.#readBack([{ batteryId, after: stored?.newest ?? horizon, writtenBefore }], seen);
+    await this.#readBack([{ batteryId, after: stored?.newest ?? MIN_TIMESTAMP - 1, writtenBefore }], seen);
     if (this.#isClosed() || this.#adopting.get(batteryId) !== held) return;
     // In one go, with no await: the pack's next commits are taken as they come.
     this.#adopting.delete(batteryId);

@@ -114,6 +114,18 @@ describe('settings and commands across three instances behind HAProxy', { skip: 
     assert.equal(answer.specs.nominal_capacity_ah, 50);
   });
 
+  it("a new pack's first readings, stamped hours ago (a device's backlog), are judged and integrated by its owner", async () => {
+    const pack = 'sync-backlog';
+    // One batch, three hours old, over the voltage rule's warning level (440 V), and nothing after it:
+    // the owner must take these from the store when it claims the pack.
+    const old = Math.floor(Date.now() / 1000) - 3 * 3600;
+    const body = [0, 1, 2].map((i) => ({ battery_id: pack, timestamp: old + i, pack_voltage: 445, pack_current: -10, cell_temp: 25 }));
+    assert.equal((await call(balancer.url, '/api/battery-data', { body })).status, 200);
+    const { owner } = await ownerOf(pack);
+    await until(async () => (await alarmsOf(owner.url, `battery_id=${pack}&rule_id=voltage&state=open`)).length > 0, `${owner.id} raises the alarm of the backlog`);
+    await until(async () => (await call(owner.url, `/api/batteries/${pack}/health`)).body.readings === 3, `${owner.id} integrates the backlog's three readings`);
+  });
+
   it('a webhook added through a non-owner gets the alarm changes the owner makes; deleted there, it gets no more', async () => {
     const pack = 'sync-webhook';
     const receiver = await startReceiver();
