@@ -21,6 +21,7 @@ import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
 import type { Notification, Webhook } from './notifications.js';
+import { withDeadline } from '../store/deadline.js';
 
 export const ALARM_COLLECTIONS = {
   rules: 'alarm_rules',
@@ -380,18 +381,13 @@ export class MongoAlarmStore implements AlarmStore {
 
   /** Bounds an operation in time; driver errors become store errors, secrets removed. */
   #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
     const ms = this.#operationTimeoutMs;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB alarm store: ${what} got no answer within ${ms} ms`)), ms);
-    });
-    return Promise.race([operation, deadline])
+    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB alarm store: ${what} got no answer within ${ms} ms`))
       .catch((error: unknown) => {
         // insertMany's duplicate keys are read by the caller.
         if ((error as Error)?.name === 'MongoBulkWriteError' && what === 'insert once') throw error;
         throw this.#storeError(error);
-      })
-      .finally(() => clearTimeout(timer));
+      });
   }
 
   /**

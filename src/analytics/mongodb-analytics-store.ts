@@ -13,6 +13,7 @@ import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import type { PackAnalytics } from './pack-state.js';
+import { withDeadline } from '../store/deadline.js';
 
 export const ANALYTICS_COLLECTIONS = { packs: 'analytics_packs', specs: 'analytics_specs', meta: 'analytics_meta' } as const;
 
@@ -143,16 +144,11 @@ export class MongoAnalyticsStore implements AnalyticsStore {
 
   /** Bounds an operation in time; driver errors become store errors, secrets removed. */
   #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
     const ms = this.#operationTimeoutMs;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB analytics store: ${what} got no answer within ${ms} ms`)), ms);
-    });
-    return Promise.race([operation, deadline])
+    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB analytics store: ${what} got no answer within ${ms} ms`))
       .catch((error: unknown) => {
         throw this.#storeError(error);
-      })
-      .finally(() => clearTimeout(timer));
+      });
   }
 
   /** A server's refusal stays an Error (a bug to see in the log); anything else (no server, a timeout) is an outage. */

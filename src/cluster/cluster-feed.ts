@@ -47,6 +47,7 @@ import { KIND_NAMES, type KindName } from '../records/kinds.js';
 import { fromDocument, projectionFor } from '../store/mongodb-documents.js';
 import type { MongoStore } from '../store/mongodb-store.js';
 import type { WritePosition } from '../store/store.js';
+import { withDeadline } from '../store/deadline.js';
 
 export const INSTANCES_COLLECTION = 'cluster_instances';
 /**
@@ -103,11 +104,7 @@ function startAt(position: number): Map<KindName, Cursor> {
 }
 
 export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  return withDeadline(promise, ms, () => new Error(`${what}: no answer within ${ms} ms`));
 }
 
 export class ClusterFeed {

@@ -47,6 +47,7 @@ import { bucketGroup, countLegacyDocumentsOnce, isReplicaSet, serverRefused, set
 import { SummaryQueue, type SummaryIncrement } from './mongodb-summary.js';
 import { maskMongoUri, redactor, uriOptionNames } from './mongodb-uri.js';
 import { WriteFloor } from '../cluster/write-floor.js';
+import { withDeadline } from './deadline.js';
 import {
   RecordRefusedError,
   StoreUnavailableError,
@@ -909,18 +910,13 @@ export class MongoStore implements Store {
 
   /** Bounds an operation in time; a late driver answer is dropped. Driver errors become store errors. */
   #bounded<T>(operation: Promise<T>, what: string, timeoutMs = this.#operationTimeoutMs): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB store: ${what} got no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    return Promise.race([operation, deadline])
+    return withDeadline(operation, timeoutMs, () => new StoreUnavailableError(`MongoDB store: ${what} got no answer within ${timeoutMs} ms`))
       .catch((error: unknown) => {
         // Bulk write errors carry per-document outcomes; the caller reads them.
         if ((error as Error)?.name === 'MongoBulkWriteError' && bulkWriteErrors(error) !== undefined) throw error;
         if ((error as Error)?.name === 'MongoTopologyClosedError' && !this.#closed) this.#client.connect().catch(() => undefined);
         throw this.#storeError(error);
-      })
-      .finally(() => clearTimeout(timer));
+      });
   }
 
   /** A failed write as the store reports it: an outage, or the server's refusal of what was sent. */

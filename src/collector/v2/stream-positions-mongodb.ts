@@ -10,6 +10,7 @@ import { maskMongoUri, redactor, sideClient } from '../../store/mongodb-uri.js';
 import { StoreUnavailableError } from '../../store/store.js';
 import { streamHex } from './wire.js';
 import { sequenceText, type StreamPosition, type StreamPositions } from './stream-positions.js';
+import { withDeadline } from '../../store/deadline.js';
 
 export const STREAM_POSITIONS_COLLECTION = 'v2_streams';
 
@@ -93,19 +94,14 @@ export class MongoStreamPositions implements StreamPositions {
 
   /** Bounds an operation in time; driver errors become store errors, secrets removed (a duplicate key passes as it is). */
   #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
     const ms = this.#operationTimeoutMs;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(`MongoDB stream positions: ${what} got no answer within ${ms} ms`)), ms);
-    });
-    return Promise.race([operation, deadline])
+    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB stream positions: ${what} got no answer within ${ms} ms`))
       .catch((error: unknown) => {
         if (error instanceof StoreUnavailableError || (error as { code?: number }).code === DUPLICATE_KEY) throw error;
         const message = this.#redact(String((error as Error)?.message ?? error));
         if (!this.#closed && (error as Error)?.name === 'MongoServerError') throw new Error(`MongoDB stream positions: ${message}`);
         throw new StoreUnavailableError(`MongoDB stream positions unavailable at ${this.#where}: ${message}`);
-      })
-      .finally(() => clearTimeout(timer));
+      });
   }
 }
 
