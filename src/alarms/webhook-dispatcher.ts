@@ -7,7 +7,9 @@
  *   then. So a notification is sent at least once; receivers drop duplicates by its event id.
  * - Per webhook and alarm, one at a time, in the order of the alarm's events: a notification waits
  *   until the one before it is delivered or given up on. Different alarms and webhooks go side by side,
- *   at most `concurrency` requests at once.
+ *   at most `concurrency` requests at once, at most PER_RECEIVER_CONCURRENCY of them to one webhook.
+ * - A receiver that fails is backed off as a whole (see Receiver): one request per backoff, however
+ *   many alarms wait for it.
  * - A failed attempt (no answer within the timeout, a refused connection, any status but 2xx, a
  *   redirect: never followed) is retried with exponential backoff, up to 24 h after the change; then the
  *   notification is marked failed. Each attempt and its answer is stored on the notification.
@@ -16,10 +18,12 @@
  * Secrets never reach a log, an error or an answer after creation: a URL is logged by its origin only.
  */
 import { createHash } from 'node:crypto';
+import { Agent, fetch, type Response } from 'undici';
 import type { CollectorMetrics } from '../collector/metrics.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmStore } from './alarm-store.js';
 import type { AlarmChange, AlarmRule } from './model.js';
+import { receiverLookup } from './receiver-lookup.js';
 import {
   EVENT_ID_HEADER,
   EVENT_TYPE_HEADER,
@@ -37,6 +41,8 @@ import {
 export const DEFAULT_RETRY = { minMs: 1000, maxMs: 3_600_000, giveUpMs: 24 * 3_600_000 };
 export const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_CONCURRENCY = 32;
+/** Requests to one webhook at once: a slow receiver holds at most a quarter of them. */
+export const PER_RECEIVER_CONCURRENCY = 8;
 /**
  * Webhooks at most, WEBHOOK_URLS included. Each adds a notification (an outbox row holding its body)
  * to every alarm change, written in the change's transaction: a fleet-wide event of 1,000 alarms with
@@ -111,6 +117,22 @@ export const configWebhookId = (url: string) => `config-${createHash('sha256').u
 
 const keyOf = (n: Pick<Notification, 'webhook_id' | 'alarm_id'>) => `${n.webhook_id}\u0000${n.alarm_id}`;
 
+/**
+ * A webhook's receiver, as deliveries see it. After a failed attempt the receiver waits out a backoff of
+ * its own (the notifications' schedule: 1 s, 2 s, 4 s… up to 1 h), then gets one notification at a time
+ * until one is taken. A receiver that is down costs one request per backoff, not one per waiting alarm:
+ * without this, a fleet-wide event of 600 alarms sent to a dead host made 200 requests a second, each
+ * attempt a write of its state (a fuzzing run). Once it takes one, everything waiting for it goes.
+ */
+interface Receiver {
+  /** Backoffs in a row (failures while one is running add none); 0 once a notification was taken. */
+  failures: number;
+  /** While failing: when it may be tried again, server time. */
+  retryAt: number;
+  /** Its requests in flight. */
+  inFlight: number;
+}
+
 export class WebhookDispatcher {
   readonly #store: WebhookDispatcherOptions['store'];
   readonly #metrics: WebhookDispatcherOptions['metrics'];
@@ -125,16 +147,18 @@ export class WebhookDispatcher {
 
   readonly #webhooks = new Map<string, Webhook>();
   readonly #changed: (() => unknown) | undefined;
-  /** Pending notifications per webhook and alarm, in the alarm's order: only the first is ever in flight. */
-  readonly #queues = new Map<string, Notification[]>();
+  /** Pending notifications per webhook, then per alarm in the alarm's order: only an alarm's first is ever in flight. */
+  readonly #queues = new Map<string, Map<string, Notification[]>>();
+  /** The alarm queues (keyOf) with a request in flight. */
   readonly #inFlight = new Set<string>();
-  /** Webhooks whose last attempt failed: logged once when it starts failing, once when it answers again. */
-  readonly #failing = new Set<string>();
+  readonly #receivers = new Map<string, Receiver>();
   #storeFailing = false;
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Infinity;
   #closed = false;
   readonly #abort = new AbortController();
+  /** Connections to receivers; their names looked up off most of libuv's pool (receiver-lookup.ts). */
+  readonly #agent = new Agent({ connect: { lookup: receiverLookup() } });
   readonly #running = new Set<Promise<void>>();
   #resolveLoaded!: () => void;
   readonly #loaded = new Promise<void>((resolve) => (this.#resolveLoaded = resolve));
@@ -160,7 +184,7 @@ export class WebhookDispatcher {
     for (const webhook of webhooks) this.#webhooks.set(webhook.id, webhook);
     this.#syncConfigWebhooks();
     for (const row of outbox) if (this.#webhooks.has(row.webhook_id)) this.#enqueue(row);
-    for (const queue of this.#queues.values()) queue.sort((a, b) => a.seq - b.seq);
+    for (const alarms of this.#queues.values()) for (const queue of alarms.values()) queue.sort((a, b) => a.seq - b.seq);
     this.#resolveLoaded();
     if (outbox.length > 0) this.#log?.info({ notifications: outbox.length }, 'webhooks: delivering notifications stored before the start');
     this.#pump();
@@ -175,8 +199,7 @@ export class WebhookDispatcher {
     const fromApi = new Map(stored.filter((webhook) => webhook.source === 'api').map((webhook) => [webhook.id, webhook]));
     for (const [id, webhook] of [...this.#webhooks]) {
       if (webhook.source !== 'api' || fromApi.has(id)) continue;
-      this.#webhooks.delete(id);
-      for (const key of [...this.#queues.keys()]) if (key.startsWith(`${id}\u0000`)) this.#queues.delete(key);
+      this.#forget(id);
     }
     for (const [id, webhook] of fromApi) this.#webhooks.set(id, webhook);
   }
@@ -255,8 +278,7 @@ export class WebhookDispatcher {
     const webhook = this.#webhooks.get(id);
     if (webhook === undefined) return false;
     if (webhook.source === 'config') throw new WebhookRefusedError(`Webhook ${id} is set by WEBHOOK_URLS: remove it there`);
-    this.#webhooks.delete(id);
-    for (const key of [...this.#queues.keys()]) if (key.startsWith(`${id}\u0000`)) this.#queues.delete(key);
+    this.#forget(id);
     await this.#store.deleteWebhook(id);
     this.#changed?.();
     this.#log?.info({ webhook_id: id, url: loggableUrl(webhook.url) }, 'webhooks: webhook deleted');
@@ -286,43 +308,110 @@ export class WebhookDispatcher {
   // ---- delivery --------------------------------------------------------------------------
 
   #enqueue(row: Notification): void {
-    const key = keyOf(row);
-    const queue = this.#queues.get(key);
-    if (queue === undefined) this.#queues.set(key, [row]);
+    let alarms = this.#queues.get(row.webhook_id);
+    if (alarms === undefined) this.#queues.set(row.webhook_id, (alarms = new Map()));
+    const queue = alarms.get(row.alarm_id);
+    if (queue === undefined) alarms.set(row.alarm_id, [row]);
     else if (!queue.some((queued) => queued.id === row.id)) queue.push(row);
   }
 
-  /** Starts every due head of a queue, up to the concurrency; sets a timer for the earliest one not due yet. */
+  /** A webhook deleted: its waiting notifications and its receiver's state go with it. */
+  #forget(id: string): void {
+    this.#webhooks.delete(id);
+    this.#queues.delete(id);
+    this.#receivers.delete(id);
+  }
+
+  #receiverOf(id: string): Receiver {
+    let receiver = this.#receivers.get(id);
+    if (receiver === undefined) this.#receivers.set(id, (receiver = { failures: 0, retryAt: 0, inFlight: 0 }));
+    return receiver;
+  }
+
+  /**
+   * Starts every due head of an alarm's queue, up to the concurrency and each receiver's share; a
+   * failing receiver only once its backoff has passed, and one at a time. Sets a timer for the earliest
+   * one not due yet.
+   */
   #pump(): void {
     if (this.#closed) return;
     const now = this.#clock();
     let earliest = Infinity;
-    for (const [key, queue] of this.#queues) {
-      if (this.#inFlight.has(key)) continue;
-      const head = queue[0];
-      if (head === undefined) {
-        this.#queues.delete(key);
+    for (const [webhookId, alarms] of this.#queues) {
+      const webhook = this.#webhooks.get(webhookId);
+      if (webhook === undefined || alarms.size === 0) {
+        this.#queues.delete(webhookId);
         continue;
       }
-      if (head.next_at > now) {
-        earliest = Math.min(earliest, head.next_at);
-        continue;
+      const receiver = this.#receiverOf(webhookId);
+      if (receiver.failures > 0) {
+        if (receiver.inFlight > 0) continue;
+        if (receiver.retryAt > now) {
+          earliest = Math.min(earliest, receiver.retryAt);
+          continue;
+        }
+        this.#giveUpWaiting(webhook, alarms, now);
       }
-      if (this.#inFlight.size >= this.#concurrency) return;
-      const webhook = this.#webhooks.get(head.webhook_id);
-      if (webhook === undefined) {
-        this.#queues.delete(key);
-        continue;
+      const share = receiver.failures > 0 ? 1 : PER_RECEIVER_CONCURRENCY;
+      for (const [alarmId, queue] of alarms) {
+        if (receiver.inFlight >= share) break;
+        const key = keyOf({ webhook_id: webhookId, alarm_id: alarmId });
+        if (this.#inFlight.has(key)) continue;
+        const head = queue[0];
+        if (head === undefined) {
+          alarms.delete(alarmId);
+          continue;
+        }
+        if (head.next_at > now) {
+          earliest = Math.min(earliest, head.next_at);
+          continue;
+        }
+        if (this.#inFlight.size >= this.#concurrency) return;
+        this.#inFlight.add(key);
+        receiver.inFlight++;
+        const run = this.#send(webhook, head, receiver).finally(() => {
+          this.#inFlight.delete(key);
+          receiver.inFlight--;
+          this.#running.delete(run);
+          this.#pump();
+        });
+        this.#running.add(run);
       }
-      this.#inFlight.add(key);
-      const run = this.#send(webhook, head).finally(() => {
-        this.#inFlight.delete(key);
-        this.#running.delete(run);
-        this.#pump();
-      });
-      this.#running.add(run);
     }
     this.#wake(earliest);
+  }
+
+  /**
+   * A receiver down for longer than the retries last: the notifications waiting for it past their 24 h
+   * are given up on without another attempt (each was tried at most by the probes).
+   */
+  #giveUpWaiting(webhook: Webhook, alarms: Map<string, Notification[]>, now: number): void {
+    const giveUpS = this.#retry.giveUpMs / 1000;
+    let count = 0;
+    for (const queue of alarms.values()) {
+      while (queue[0] !== undefined && now >= queue[0].created_at + giveUpS) {
+        const row = queue.shift()!;
+        row.state = 'failed';
+        count++;
+        this.#metrics.notifications.inc({ outcome: 'gave_up' });
+        const write = this.#record(row).finally(() => this.#running.delete(write));
+        this.#running.add(write);
+      }
+    }
+    if (count > 0) {
+      this.#log?.error(
+        { webhook_id: webhook.id, url: loggableUrl(webhook.url), notifications: count },
+        'webhooks: notifications given up on: the receiver has not taken one for 24 h',
+      );
+    }
+  }
+
+  /** The receiver takes notifications again: those waiting out their own backoff go now. */
+  #resume(webhookId: string, now: number): void {
+    for (const queue of this.#queues.get(webhookId)?.values() ?? []) {
+      const head = queue[0];
+      if (head !== undefined && head.next_at > now) head.next_at = now;
+    }
   }
 
   #wake(at: number): void {
@@ -340,7 +429,7 @@ export class WebhookDispatcher {
     this.#wakeTimer.unref();
   }
 
-  async #send(webhook: Webhook, row: Notification): Promise<void> {
+  async #send(webhook: Webhook, row: Notification, receiver: Receiver): Promise<void> {
     const attempt = await this.#post(webhook, row);
     if (attempt === undefined) return; // closing: it stays pending, sent at the next start
     const now = attempt.at;
@@ -351,9 +440,19 @@ export class WebhookDispatcher {
       row.state = 'delivered';
       row.delivered_at = now;
       this.#metrics.notifications.inc({ outcome: 'delivered' });
-      if (this.#failing.delete(webhook.id)) this.#log?.info(log, 'webhooks: the receiver takes notifications again');
+      if (receiver.failures > 0) {
+        receiver.failures = 0;
+        this.#resume(webhook.id, now);
+        this.#log?.info(log, 'webhooks: the receiver takes notifications again');
+      }
     } else {
       this.#metrics.notifications.inc({ outcome: 'failed_attempt' });
+      // Requests that were in flight together fail together: one backoff for all of them.
+      if (receiver.failures === 0 || now >= receiver.retryAt) {
+        receiver.failures++;
+        receiver.retryAt = now + this.#delayMs(receiver.failures) / 1000;
+        if (receiver.failures === 1) this.#log?.warn({ ...log, error: attempt.error }, 'webhooks: the receiver did not take a notification; retrying with backoff');
+      }
       const giveUpAt = row.created_at + this.#retry.giveUpMs / 1000;
       if (now >= giveUpAt) {
         row.state = 'failed';
@@ -361,16 +460,17 @@ export class WebhookDispatcher {
         this.#log?.error({ ...log, attempts: row.attempt_count, error: attempt.error }, 'webhooks: notification given up on after retrying for 24 h');
       } else {
         row.next_at = Math.min(giveUpAt, now + this.#delayMs(row.attempt_count) / 1000);
-        if (!this.#failing.has(webhook.id)) {
-          this.#failing.add(webhook.id);
-          this.#log?.warn({ ...log, error: attempt.error }, 'webhooks: the receiver did not take a notification; retrying with backoff');
-        }
       }
     }
     if (row.state !== 'pending') {
-      const queue = this.#queues.get(keyOf(row));
+      const queue = this.#queues.get(row.webhook_id)?.get(row.alarm_id);
       if (queue?.[0] === row) queue.shift();
     }
+    await this.#record(row);
+  }
+
+  /** Stores a notification's state; a store that fails is logged once until it takes writes again. */
+  async #record(row: Notification): Promise<void> {
     try {
       await this.#store.updateNotification(row);
       if (this.#storeFailing) this.#log?.info({}, 'webhooks: delivery states are stored again');
@@ -410,6 +510,7 @@ export class WebhookDispatcher {
         },
         body: row.body,
         redirect: 'manual',
+        dispatcher: this.#agent,
         signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#timeoutMs)]),
       });
       await drain(response);
@@ -438,6 +539,7 @@ export class WebhookDispatcher {
     clearTimeout(this.#wakeTimer);
     this.#abort.abort();
     await Promise.allSettled([...this.#running]);
+    await this.#agent.destroy();
   }
 }
 

@@ -6,9 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { verifySignature } from '../../src/alarms/notifications.js';
-import { configWebhookId, MAX_WEBHOOKS } from '../../src/alarms/webhook-dispatcher.js';
+import { configWebhookId, MAX_WEBHOOKS, PER_RECEIVER_CONCURRENCY } from '../../src/alarms/webhook-dispatcher.js';
 import type { Config } from '../../src/config.js';
 import { buildApp, call } from '../support/helper.js';
 import type { StoreSettings } from './alarm-suite.js';
@@ -184,6 +185,46 @@ export function webhookSuite(name: string, settings: StoreSettings): void {
       );
       // Backoff: each retry waits longer than the one before (doubling, with jitter of half of it at most).
       assert.ok(raise.attempts.at(-1).at > raise.attempts[0].at);
+    });
+
+    it('backs off a receiver that is down as a whole: one request per backoff, however many alarms wait; once it is back, every one goes', async () => {
+      const target = await receiver();
+      const webhook = await addWebhook(app, { url: target.url });
+      target.answer = 503;
+      const packs = Array.from({ length: 30 }, (_, i) => `wh-dead-${i}`);
+      for (const pack of packs) await voltageRule(app, pack);
+      for (const pack of packs) await post(app, pack, [[0, 425]]);
+      await target.until((r) => r.length > 0, 'a first attempt');
+      await sleep(3_000);
+      // One alarm at a time would be 30 first attempts and 30 more each second; the receiver as a
+      // whole gets at most one burst, then one probe per backoff (0.5-1 s, 1-2 s, 2-4 s: 3 in 3 s).
+      const whileDown = target.received.length;
+      assert.ok(whileDown <= PER_RECEIVER_CONCURRENCY + 3, `${whileDown} requests in 3 s to a receiver that is down, with 30 alarms waiting`);
+      target.answer = 200;
+      for (const pack of packs) {
+        const [raise] = await deliveriesOf(app, webhook.id, pack, 1);
+        assert.equal(raise.type, 'raised');
+      }
+      // Every alarm's notification is taken once the receiver is back, without waiting out its own backoff.
+      assert.ok(target.received.length < whileDown + packs.length + PER_RECEIVER_CONCURRENCY, `${target.received.length} requests in all`);
+    });
+
+    it(`sends at most ${PER_RECEIVER_CONCURRENCY} requests at once to one receiver: a slow one keeps no other from its share`, async () => {
+      const slow = await receiver();
+      const webhook = await addWebhook(app, { url: slow.url });
+      slow.answer = 'hold';
+      const packs = Array.from({ length: 12 }, (_, i) => `wh-slow-${i}`);
+      for (const pack of packs) await voltageRule(app, pack);
+      for (const pack of packs) await post(app, pack, [[0, 425]]);
+      const deadline = Date.now() + 10_000;
+      while (slow.held.length < PER_RECEIVER_CONCURRENCY && Date.now() < deadline) await sleep(25);
+      await sleep(500);
+      assert.equal(slow.held.length, PER_RECEIVER_CONCURRENCY);
+      // The other webhooks still get theirs: the one set by WEBHOOK_URLS has every pack's raise.
+      await configReceiver.until((r) => packs.every((pack) => of(r, pack).length > 0), 'the other receiver');
+      slow.answer = 200;
+      for (const response of slow.held.splice(0)) response.writeHead(200).end('ok');
+      for (const pack of packs) await deliveriesOf(app, webhook.id, pack, 1);
     });
 
     it('/api/webhooks: lists without secrets or tokens, refuses bad bodies naming the field, deletes; WEBHOOK_URLS entries stay', async () => {
