@@ -1,18 +1,17 @@
 /**
- * The alarm store of the embedded setup: DATA_DIR/alarms.sqlite, a file of its own, on a connection of
- * this thread (docs/alarms.md says why). Not the records' file: a second connection to it from this
- * thread would wait on the writer thread's lock (tens of ms) with the event loop stopped, and alarm
- * writes through the writer thread would queue behind record batches. This file has no other writer,
- * so a transaction never waits for a lock; its commit (WAL, synchronous=FULL) takes well under a
- * millisecond, and the engine writes at most one change set at a time, coalesced.
+ * The alarm store of the embedded setup: DATA_DIR/alarms.sqlite, a file of its own (docs/alarms.md
+ * says why), on a thread of its own (store/sqlite-thread.ts): its commits sync to disk off the event
+ * loop. Not the records' file: alarm writes through the records' writer thread would queue behind
+ * record batches. This file has no other writer, so a transaction never waits for a lock; the engine
+ * writes at most one change set at a time, coalesced.
  *
  * Rules, alarms, events and pack states are kept as JSON, beside the columns their queries filter
  * and sort by.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
-import { StoreUnavailableError } from '../store/store.js';
+import type Database from 'better-sqlite3';
+import { openSideFile, SqliteThread } from '../store/sqlite-thread.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
 import type { Notification, Webhook } from './notifications.js';
@@ -32,6 +31,35 @@ export function openSqliteAlarmStore(dataDir: string): SqliteAlarmStore {
   mkdirSync(dataDir, { recursive: true });
   return new SqliteAlarmStore(path.join(dataDir, ALARMS_FILE_NAME));
 }
+
+/** The store as the service sees it: each call answered by the file's thread. */
+export class SqliteAlarmStore implements AlarmStore {
+  readonly name = 'sqlite';
+  readonly file: string;
+  readonly #thread: SqliteThread<SqliteAlarmFile>;
+
+  constructor(file: string) {
+    this.file = file;
+    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'alarm store');
+  }
+
+  loadRules = () => this.#thread.call('loadRules');
+  loadWebhooks = () => this.#thread.call('loadWebhooks');
+  loadPack = (batteryId: string) => this.#thread.call('loadPack', batteryId);
+  load = () => this.#thread.call('load');
+  apply = (changes: ChangeSet) => this.#thread.call('apply', changes);
+  alarms = (query: AlarmQuery) => this.#thread.call('alarms', query);
+  alarm = (id: string) => this.#thread.call('alarm', id);
+  deleteClosedBefore = (cutoff: number) => this.#thread.call('deleteClosedBefore', cutoff);
+  putWebhook = (webhook: Webhook) => this.#thread.call('putWebhook', webhook);
+  deleteWebhook = (id: string) => this.#thread.call('deleteWebhook', id);
+  updateNotification = (notification: Notification) => this.#thread.call('updateNotification', notification);
+  deliveries = (webhookId: string, limit: number) => this.#thread.call('deliveries', webhookId, limit);
+  close = () => this.#thread.close();
+}
+
+/** The core the thread runs (sqlite-thread-host.ts). */
+export const openCore = (file: string) => new SqliteAlarmFile(file);
 
 function createSchema(db: Database.Database): void {
   db.exec(`
@@ -69,9 +97,8 @@ CREATE INDEX IF NOT EXISTS alarm_outbox_webhook ON alarm_outbox (webhook_id, cre
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }
 
-export class SqliteAlarmStore implements AlarmStore {
-  readonly name = 'sqlite';
-  readonly file: string;
+/** The file itself, on its thread: statements and transactions. */
+class SqliteAlarmFile {
   readonly #db: Database.Database;
   readonly #apply: (changes: ChangeSet, last: boolean) => void;
   readonly #statements;
@@ -79,12 +106,7 @@ export class SqliteAlarmStore implements AlarmStore {
   readonly #queries = new Map<string, Database.Statement>();
 
   constructor(file: string) {
-    this.file = file;
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    // Nothing else writes this file: a lock held longer than this is another process on the same DATA_DIR.
-    db.pragma('busy_timeout = 1000');
+    const db = openSideFile(file);
     createSchema(db);
     this.#db = db;
     const s = {
@@ -133,49 +155,46 @@ export class SqliteAlarmStore implements AlarmStore {
     });
   }
 
-  async loadRules(): Promise<AlarmRule[]> {
-    return this.#run(() => (this.#statements.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule));
+  loadRules(): AlarmRule[] {
+    return (this.#statements.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule);
   }
 
-  async loadWebhooks(): Promise<Webhook[]> {
-    return this.#run(() => (this.#statements.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook));
+  loadWebhooks(): Webhook[] {
+    return (this.#statements.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook);
   }
 
-  async loadPack(batteryId: string): Promise<PackState | undefined> {
-    return this.#run(() => {
-      const text = this.#statements.pack.get(batteryId) as string | undefined;
-      return text === undefined ? undefined : (JSON.parse(text) as PackState);
-    });
+  loadPack(batteryId: string): PackState | undefined {
+    const text = this.#statements.pack.get(batteryId) as string | undefined;
+    return text === undefined ? undefined : (JSON.parse(text) as PackState);
   }
 
-  async load(): Promise<LoadedState> {
-    return this.#run(() => {
-      const s = this.#statements;
-      const meta = (key: string) => {
-        const value = s.meta.get(key) as string | undefined;
-        return value === undefined ? undefined : (JSON.parse(value) as unknown);
-      };
-      const writtenAt = meta('written_at') as number | undefined;
-      return {
-        rules: (s.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule),
-        packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackState),
-        seeded: (meta('seeded') as string[] | undefined) ?? [],
-        webhooks: (s.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook),
-        outbox: (s.pending.all() as string[]).map((text) => JSON.parse(text) as Notification),
-        ...(writtenAt === undefined ? {} : { writtenAt }),
-      };
-    });
+  load(): LoadedState {
+    const s = this.#statements;
+    const meta = (key: string) => {
+      const value = s.meta.get(key) as string | undefined;
+      return value === undefined ? undefined : (JSON.parse(value) as unknown);
+    };
+    const writtenAt = meta('written_at') as number | undefined;
+    return {
+      rules: (s.rules.all() as string[]).map((text) => JSON.parse(text) as AlarmRule),
+      packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackState),
+      seeded: (meta('seeded') as string[] | undefined) ?? [],
+      webhooks: (s.webhooks.all() as string[]).map((text) => JSON.parse(text) as Webhook),
+      outbox: (s.pending.all() as string[]).map((text) => JSON.parse(text) as Notification),
+      ...(writtenAt === undefined ? {} : { writtenAt }),
+    };
   }
 
+  /** In parts, with calls that arrive meanwhile (reads) answered between them. */
   async apply(changes: ChangeSet): Promise<void> {
     const parts = partsOf(changes, ROWS_PER_TRANSACTION);
     for (const [index, part] of parts.entries()) {
       if (index > 0) await new Promise((resolve) => setImmediate(resolve));
-      this.#run(() => this.#apply(part, index === parts.length - 1));
+      this.#apply(part, index === parts.length - 1);
     }
   }
 
-  async alarms(query: AlarmQuery): Promise<Alarm[]> {
+  alarms(query: AlarmQuery): Alarm[] {
     const where: string[] = [];
     const params: (string | number)[] = [];
     if (query.state === 'open') where.push("state != 'cleared'");
@@ -200,83 +219,63 @@ export class SqliteAlarmStore implements AlarmStore {
       params.push(query.since);
     }
     const sql = `SELECT alarm FROM battery_alarms ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY raised_at DESC, id DESC LIMIT ?`;
-    return this.#run(() => {
-      let statement = this.#queries.get(sql);
-      if (statement === undefined) {
-        statement = this.#db.prepare(sql).pluck();
-        this.#queries.set(sql, statement);
-      }
-      return (statement.all(...params, query.limit) as string[]).map((text) => JSON.parse(text) as Alarm);
-    });
+    let statement = this.#queries.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql).pluck();
+      this.#queries.set(sql, statement);
+    }
+    return (statement.all(...params, query.limit) as string[]).map((text) => JSON.parse(text) as Alarm);
   }
 
-  async alarm(id: string): Promise<AlarmWithEvents | null> {
-    return this.#run(() => {
-      const text = this.#statements.alarm.get(id) as string | undefined;
-      if (text === undefined) return null;
-      const events = (this.#statements.events.all(id) as string[]).map((event) => JSON.parse(event) as AlarmEvent);
-      return { ...(JSON.parse(text) as Alarm), events };
-    });
+  alarm(id: string): AlarmWithEvents | null {
+    const text = this.#statements.alarm.get(id) as string | undefined;
+    if (text === undefined) return null;
+    const events = (this.#statements.events.all(id) as string[]).map((event) => JSON.parse(event) as AlarmEvent);
+    return { ...(JSON.parse(text) as Alarm), events };
   }
 
   async deleteClosedBefore(cutoff: number): Promise<number> {
     let deleted = 0;
     for (;;) {
-      const removed = this.#run(() =>
-        this.#db.transaction(() => {
-          const ids = this.#statements.closedBefore.all(cutoff) as string[];
-          for (const id of ids) {
-            this.#statements.deleteEvents.run(id);
-            this.#statements.deleteAlarm.run(id);
-          }
-          return ids.length;
-        })(),
-      );
+      const removed = this.#db.transaction(() => {
+        const ids = this.#statements.closedBefore.all(cutoff) as string[];
+        for (const id of ids) {
+          this.#statements.deleteEvents.run(id);
+          this.#statements.deleteAlarm.run(id);
+        }
+        return ids.length;
+      })();
       deleted += removed;
       if (removed < DELETE_CHUNK) {
-        this.#run(() => this.#statements.deleteFinishedBefore.run(cutoff));
+        this.#statements.deleteFinishedBefore.run(cutoff);
         return deleted;
       }
-      // Let requests in between chunks.
+      // Let other calls in between chunks.
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
-  async putWebhook(webhook: Webhook): Promise<void> {
-    this.#run(() => this.#statements.putWebhook.run(webhook.id, webhook.created_at, JSON.stringify(webhook)));
+  putWebhook(webhook: Webhook): void {
+    this.#statements.putWebhook.run(webhook.id, webhook.created_at, JSON.stringify(webhook));
   }
 
-  async deleteWebhook(id: string): Promise<void> {
-    this.#run(() =>
-      this.#db.transaction(() => {
-        this.#statements.deleteNotificationsOf.run(id);
-        this.#statements.deleteWebhook.run(id);
-      })(),
-    );
+  deleteWebhook(id: string): void {
+    this.#db.transaction(() => {
+      this.#statements.deleteNotificationsOf.run(id);
+      this.#statements.deleteWebhook.run(id);
+    })();
   }
 
-  async updateNotification(notification: Notification): Promise<void> {
-    this.#run(() => this.#statements.updateNotification.run(notification.state, JSON.stringify(notification), notification.id));
+  updateNotification(notification: Notification): void {
+    this.#statements.updateNotification.run(notification.state, JSON.stringify(notification), notification.id);
   }
 
-  async deliveries(webhookId: string, limit: number): Promise<Notification[]> {
-    return this.#run(() => (this.#statements.deliveries.all(webhookId, limit) as string[]).map((text) => JSON.parse(text) as Notification));
+  deliveries(webhookId: string, limit: number): Notification[] {
+    return (this.#statements.deliveries.all(webhookId, limit) as string[]).map((text) => JSON.parse(text) as Notification);
   }
 
-  async close(): Promise<void> {
+  close(): void {
     if (this.#db.open) this.#db.close();
-  }
-
-  /** SQLite errors (a full disk, a file locked by another process) as an outage: the engine retries, the API answers 503. */
-  #run<T>(operation: () => T): T {
-    try {
-      return operation();
-    } catch (error) {
-      if (error instanceof Database.SqliteError || (error as Error)?.name === 'SqliteError') {
-        throw new StoreUnavailableError(`alarm store ${this.file}: ${(error as Error).message}`);
-      }
-      throw error;
-    }
   }
 }
 

@@ -1,13 +1,13 @@
 /**
  * The analytics store of the embedded setup: DATA_DIR/analytics.sqlite, a file of its own on a
- * connection of this thread, for the reasons the alarm store has one (sqlite-alarm-store.ts): no
- * other writer, so no lock to wait for, and no queueing behind record batches on the writer thread.
- * WAL, synchronous=FULL. States and overrides are JSON.
+ * thread of its own (store/sqlite-thread.ts), for the reasons the alarm store has them
+ * (sqlite-alarm-store.ts): no other writer, so no lock to wait for, no queueing behind record batches
+ * on the records' writer thread, and commits synced off the event loop. States and overrides are JSON.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
-import { StoreUnavailableError } from '../store/store.js';
+import type Database from 'better-sqlite3';
+import { openSideFile, SqliteThread } from '../store/sqlite-thread.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import type { PackAnalytics } from './pack-state.js';
 
@@ -19,20 +19,36 @@ export function openSqliteAnalyticsStore(dataDir: string): SqliteAnalyticsStore 
   return new SqliteAnalyticsStore(path.join(dataDir, ANALYTICS_FILE_NAME));
 }
 
+/** The store as the service sees it: each call answered by the file's thread. */
 export class SqliteAnalyticsStore implements AnalyticsStore {
   readonly name = 'sqlite';
   readonly file: string;
+  readonly #thread: SqliteThread<SqliteAnalyticsFile>;
+
+  constructor(file: string) {
+    this.file = file;
+    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'analytics store');
+  }
+
+  load = () => this.#thread.call('load');
+  loadPack = (batteryId: string) => this.#thread.call('loadPack', batteryId);
+  savePacks = (packs: readonly PackAnalytics[], writtenAt: number) => this.#thread.call('savePacks', packs, writtenAt);
+  loadSpecs = () => this.#thread.call('loadSpecs');
+  putSpecs = (specs: PackOverrides) => this.#thread.call('putSpecs', specs);
+  close = () => this.#thread.close();
+}
+
+/** The core the thread runs (sqlite-thread-host.ts). */
+export const openCore = (file: string) => new SqliteAnalyticsFile(file);
+
+/** The file itself, on its thread. */
+class SqliteAnalyticsFile {
   readonly #db: Database.Database;
   readonly #save: (packs: readonly PackAnalytics[], writtenAt: number) => void;
   readonly #statements;
 
   constructor(file: string) {
-    this.file = file;
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    // Nothing else writes this file: a lock held longer than this is another process on the same DATA_DIR.
-    db.pragma('busy_timeout = 1000');
+    const db = openSideFile(file);
     db.exec(`
 CREATE TABLE IF NOT EXISTS analytics_packs (battery_id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS analytics_specs (battery_id TEXT PRIMARY KEY, specs TEXT NOT NULL);
@@ -57,53 +73,35 @@ CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT 
     });
   }
 
-  async load(): Promise<LoadedAnalytics> {
-    return this.#run(() => {
-      const s = this.#statements;
-      const written = s.meta.get('written_at') as string | undefined;
-      return {
-        packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackAnalytics),
-        specs: (s.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides),
-        ...(written === undefined ? {} : { writtenAt: JSON.parse(written) as number }),
-      };
-    });
+  load(): LoadedAnalytics {
+    const s = this.#statements;
+    const written = s.meta.get('written_at') as string | undefined;
+    return {
+      packs: (s.packs.all() as string[]).map((text) => JSON.parse(text) as PackAnalytics),
+      specs: (s.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides),
+      ...(written === undefined ? {} : { writtenAt: JSON.parse(written) as number }),
+    };
   }
 
-  async loadPack(batteryId: string): Promise<PackAnalytics | undefined> {
-    return this.#run(() => {
-      const text = this.#statements.pack.get(batteryId) as string | undefined;
-      return text === undefined ? undefined : (JSON.parse(text) as PackAnalytics);
-    });
+  loadPack(batteryId: string): PackAnalytics | undefined {
+    const text = this.#statements.pack.get(batteryId) as string | undefined;
+    return text === undefined ? undefined : (JSON.parse(text) as PackAnalytics);
   }
 
-  async savePacks(packs: readonly PackAnalytics[], writtenAt: number): Promise<void> {
-    this.#run(() => this.#save(packs, writtenAt));
+  savePacks(packs: readonly PackAnalytics[], writtenAt: number): void {
+    this.#save(packs, writtenAt);
   }
 
-  async loadSpecs(): Promise<PackOverrides[]> {
-    return this.#run(() => (this.#statements.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides));
+  loadSpecs(): PackOverrides[] {
+    return (this.#statements.specs.all() as string[]).map((text) => JSON.parse(text) as PackOverrides);
   }
 
-  async putSpecs(specs: PackOverrides): Promise<void> {
-    this.#run(() => {
-      if (Object.keys(specs.overrides).length === 0) this.#statements.deleteSpecs.run(specs.battery_id);
-      else this.#statements.putSpecs.run(specs.battery_id, JSON.stringify(specs));
-    });
+  putSpecs(specs: PackOverrides): void {
+    if (Object.keys(specs.overrides).length === 0) this.#statements.deleteSpecs.run(specs.battery_id);
+    else this.#statements.putSpecs.run(specs.battery_id, JSON.stringify(specs));
   }
 
-  async close(): Promise<void> {
+  close(): void {
     if (this.#db.open) this.#db.close();
-  }
-
-  /** SQLite errors (a full disk, a file locked by another process) as an outage: the engine retries, the API answers 503. */
-  #run<T>(operation: () => T): T {
-    try {
-      return operation();
-    } catch (error) {
-      if (error instanceof Database.SqliteError || (error as Error)?.name === 'SqliteError') {
-        throw new StoreUnavailableError(`analytics store ${this.file}: ${(error as Error).message}`);
-      }
-      throw error;
-    }
   }
 }

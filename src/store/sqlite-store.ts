@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { RecordBatch } from '../ingest/record-batch.js';
 import { STRING_COLUMNS } from '../records/columns.js';
@@ -15,6 +15,7 @@ import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import { rollupFor } from './buckets.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { configureConnection, ROLLUP_WIDTHS, rollupTable, selectList } from './sqlite-schema.js';
+import { startWorker } from './sqlite-thread.js';
 import type { ColumnarRequest, WriterData, WriterReady, WriterReply, WriterRequest } from './sqlite-writer.js';
 import {
   RecordRefusedError,
@@ -83,18 +84,7 @@ const isoDate = (seconds: number) => new Date(seconds * 1000).toISOString();
 
 function startWriterThread(file: string): Promise<{ worker: Worker; repaired: number }> {
   const workerData: WriterData = { role: 'sqlite-writer', file, plausible: { min: MIN_TIMESTAMP, max: MAX_TIMESTAMP } };
-  const options = { workerData };
-  let worker: Worker;
-  if (import.meta.url.endsWith('.ts')) {
-    // Under tsx (tests, dev) this module is TypeScript, and Node 20 does not carry loader hooks
-    // into worker threads: the worker registers tsx itself before loading its TypeScript entry.
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./sqlite-writer.ts', import.meta.url).href;
-    const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry)}); })`;
-    worker = new Worker(bootstrap, { ...options, eval: true });
-  } else {
-    worker = new Worker(new URL('./sqlite-writer.js', import.meta.url), options);
-  }
+  const worker = startWorker('sqlite-writer', workerData);
   return new Promise((resolve, reject) => {
     const onMessage = (message: WriterReady | { fatal: string }) => {
       worker.off('error', reject);

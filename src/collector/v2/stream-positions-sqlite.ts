@@ -1,13 +1,13 @@
 /**
- * Stream positions of the embedded setup: DATA_DIR/v2-streams.sqlite, a file of its own on a
- * connection of this thread, for the reason the alarm store has one (sqlite-alarm-store.ts): the
- * records' file belongs to the writer thread. A save is one small transaction (well under a
- * millisecond), at most one per second per stream.
+ * Stream positions of the embedded setup: DATA_DIR/v2-streams.sqlite, a file of its own on a thread
+ * of its own (store/sqlite-thread.ts), for the reasons the alarm store has them (sqlite-alarm-store.ts):
+ * the records' file belongs to their writer thread, and a commit's sync stays off the event loop. A save
+ * is one small transaction, at most one per second per stream.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
-import { StoreUnavailableError } from '../../store/store.js';
+import type Database from 'better-sqlite3';
+import { openSideFile, SqliteThread } from '../../store/sqlite-thread.js';
 import { streamHex } from './wire.js';
 import { sequenceText, type StreamPosition, type StreamPositions } from './stream-positions.js';
 
@@ -18,19 +18,35 @@ export function openSqliteStreamPositions(dataDir: string): SqliteStreamPosition
   return new SqliteStreamPositions(path.join(dataDir, STREAM_POSITIONS_FILE_NAME));
 }
 
+/** The positions as the service sees them: each call answered by the file's thread. */
 export class SqliteStreamPositions implements StreamPositions {
   readonly name = 'sqlite';
   readonly file: string;
+  readonly #thread: SqliteThread<SqliteStreamsFile>;
+
+  constructor(file: string) {
+    this.file = file;
+    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'stream positions');
+  }
+
+  get = (batteryId: string, streamId: bigint) => this.#thread.call('get', batteryId, streamId);
+  save = async (positions: readonly StreamPosition[]) => {
+    if (positions.length > 0) await this.#thread.call('save', positions);
+  };
+  close = () => this.#thread.close();
+}
+
+/** The core the thread runs (sqlite-thread-host.ts). */
+export const openCore = (file: string) => new SqliteStreamsFile(file);
+
+/** The file itself, on its thread. */
+class SqliteStreamsFile {
   readonly #db: Database.Database;
   readonly #get: Database.Statement;
   readonly #save: (positions: readonly StreamPosition[]) => void;
 
   constructor(file: string) {
-    this.file = file;
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    db.pragma('busy_timeout = 1000');
+    const db = openSideFile(file);
     db.exec('CREATE TABLE IF NOT EXISTS v2_streams (battery_id TEXT NOT NULL, stream_id TEXT NOT NULL, sequence TEXT NOT NULL, PRIMARY KEY (battery_id, stream_id))');
     this.#db = db;
     this.#get = db.prepare('SELECT sequence FROM v2_streams WHERE battery_id = ? AND stream_id = ?').pluck();
@@ -42,26 +58,16 @@ export class SqliteStreamPositions implements StreamPositions {
     });
   }
 
-  async get(batteryId: string, streamId: bigint): Promise<bigint> {
-    const saved = this.#run(() => this.#get.get(batteryId, streamHex(streamId)) as string | undefined);
+  get(batteryId: string, streamId: bigint): bigint {
+    const saved = this.#get.get(batteryId, streamHex(streamId)) as string | undefined;
     return saved === undefined ? 0n : BigInt(saved);
   }
 
-  async save(positions: readonly StreamPosition[]): Promise<void> {
-    if (positions.length > 0) this.#run(() => this.#save(positions));
+  save(positions: readonly StreamPosition[]): void {
+    this.#save(positions);
   }
 
-  async close(): Promise<void> {
+  close(): void {
     if (this.#db.open) this.#db.close();
-  }
-
-  /** SQLite errors (a full disk, a file locked by another process) as an outage. */
-  #run<T>(operation: () => T): T {
-    try {
-      return operation();
-    } catch (error) {
-      if ((error as Error)?.name === 'SqliteError') throw new StoreUnavailableError(`stream positions ${this.file}: ${(error as Error).message}`);
-      throw error;
-    }
   }
 }
