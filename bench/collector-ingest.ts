@@ -22,7 +22,7 @@
  *
  *   node --import tsx bench/collector-ingest.ts --help
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,7 +34,7 @@ import { RecordBatch } from '../src/ingest/record-batch.js';
 import { startForwarder } from '../src/relay/forwarder.js';
 import { createCollectorMetrics } from '../src/collector/metrics.js';
 import { Spool } from '../src/relay/spool.js';
-import { rawInsertCeiling, spawnServer, writeResults } from './support.js';
+import { rawInsertCeiling, serviceCommand, spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -78,20 +78,8 @@ const connections = Number(values.connections);
 const forwardRecords = Number(values['forward-records']);
 const ceilingRows = Number(values['ceiling-rows']);
 const skip = new Set(values.skip.split(',').filter(Boolean));
-const SOURCE_CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const BUILD_DIR = new URL('../.cache/bench-dist/', import.meta.url).pathname;
 const NO_STORE = new URL('./servers/no-store-server.ts', import.meta.url).pathname;
-
-/** What `npm start` runs: compiled JavaScript. Built here into .cache/ so dist/ is left alone. */
-let childArgs: string[];
-if (values.tsx) childArgs = ['--import', 'tsx', SOURCE_CLI];
-else {
-  execFileSync(process.execPath, [new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname, '-p', 'tsconfig.build.json', '--outDir', BUILD_DIR], {
-    cwd: new URL('..', import.meta.url).pathname,
-    stdio: 'inherit',
-  });
-  childArgs = [path.join(BUILD_DIR, 'cli', 'main.js')];
-}
+const childArgs = serviceCommand(values.tsx);
 const SPECS_FILE = new URL('../config/battery-specs.json', import.meta.url).pathname;
 
 const made: string[] = [];

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -98,4 +98,19 @@ export function rawInsertCeiling(total: number, schema: 'store' | 'bare' = 'stor
   db.close();
   rmSync(dir, { recursive: true, force: true });
   return Math.round(rate);
+}
+
+/**
+ * The node arguments that run the service's CLI: what `npm start` runs, compiled JavaScript, built
+ * here into .cache/bench-dist so that dist/ is left alone; or, with `fromSources`, the TypeScript
+ * sources under tsx (which adds ~40 MB of RSS).
+ */
+export function serviceCommand(fromSources: boolean): string[] {
+  if (fromSources) return ['--import', 'tsx', fileURLToPath(new URL('../src/cli/main.ts', import.meta.url))];
+  const buildDir = fileURLToPath(new URL('../.cache/bench-dist/', import.meta.url));
+  execFileSync(process.execPath, [fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url)), '-p', 'tsconfig.build.json', '--outDir', buildDir], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    stdio: 'inherit',
+  });
+  return [path.join(buildDir, 'cli', 'main.js')];
 }

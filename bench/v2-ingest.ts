@@ -16,7 +16,7 @@
  *
  *   node --import tsx bench/v2-ingest.ts --duration 10
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeFrame as encodeLegacyFrame, FRAME_BYTES as LEGACY_FRAME_BYTES } from '../src/collector/binary-decoder.js';
 import { ACK_BYTES, ANSWER_BYTES, crc32cOf, encodeFrame, encodeHandshake, parseAck, parseAnswer } from '../src/collector/v2/wire.js';
-import { writeResults } from './support.js';
+import { serviceCommand, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,17 +53,7 @@ const seconds = Number(values.duration);
 const connections = Number(values.connections);
 const windowFrames = Number(values.window);
 
-const SOURCE_CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const BUILD_DIR = new URL('../.cache/bench-dist/', import.meta.url).pathname;
-let childArgs: string[];
-if (values.tsx) childArgs = ['--import', 'tsx', SOURCE_CLI];
-else {
-  execFileSync(process.execPath, [new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname, '-p', 'tsconfig.build.json', '--outDir', BUILD_DIR], {
-    cwd: new URL('..', import.meta.url).pathname,
-    stdio: 'inherit',
-  });
-  childArgs = [path.join(BUILD_DIR, 'cli', 'main.js')];
-}
+const childArgs = serviceCommand(values.tsx);
 
 const SPECS_FILE = new URL('../config/battery-specs.json', import.meta.url).pathname;
 const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** digits;
