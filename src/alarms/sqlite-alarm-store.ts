@@ -11,7 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { openSideFile, SqliteThread } from '../store/sqlite-thread.js';
+import { openSideFile, SqliteSideStore } from '../store/sqlite-thread.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
 import type { Notification, Webhook } from './notifications.js';
@@ -34,33 +34,27 @@ export function openSqliteAlarmStore(dataDir: string): SqliteAlarmStore {
 }
 
 /** The store as the service sees it: each call answered by the file's thread. */
-export class SqliteAlarmStore implements AlarmStore {
-  readonly name = 'sqlite';
-  readonly file: string;
-  readonly #thread: SqliteThread<SqliteAlarmFile>;
-
+export class SqliteAlarmStore extends SqliteSideStore<SqliteAlarmFile> implements AlarmStore {
   constructor(file: string) {
-    this.file = file;
-    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'alarm store');
+    super({ openCore }, import.meta.url, file, 'alarm store');
   }
 
-  loadRules = () => this.#thread.call('loadRules');
-  loadWebhooks = () => this.#thread.call('loadWebhooks');
-  loadPack = (batteryId: string) => this.#thread.call('loadPack', batteryId);
-  load = () => this.#thread.call('load');
+  loadRules = () => this.thread.call('loadRules');
+  loadWebhooks = () => this.thread.call('loadWebhooks');
+  loadPack = (batteryId: string) => this.thread.call('loadPack', batteryId);
+  load = () => this.thread.call('load');
   /** In parts, each its own call: neither the copy to the thread nor a commit is ever large. */
   apply = async (changes: ChangeSet) => {
     const parts = partsOf(changes, ROWS_PER_TRANSACTION);
-    for (const [index, part] of parts.entries()) await this.#thread.call('applyPart', part, index === parts.length - 1);
+    for (const [index, part] of parts.entries()) await this.thread.call('applyPart', part, index === parts.length - 1);
   };
-  alarms = (query: AlarmQuery) => this.#thread.call('alarms', query);
-  alarm = (id: string) => this.#thread.call('alarm', id);
-  deleteClosedBefore = (cutoff: number) => this.#thread.call('deleteClosedBefore', cutoff);
-  putWebhook = (webhook: Webhook) => this.#thread.call('putWebhook', webhook);
-  deleteWebhook = (id: string) => this.#thread.call('deleteWebhook', id);
-  updateNotification = (notification: Notification) => this.#thread.call('updateNotification', notification);
-  deliveries = (webhookId: string, limit: number) => this.#thread.call('deliveries', webhookId, limit);
-  close = () => this.#thread.close();
+  alarms = (query: AlarmQuery) => this.thread.call('alarms', query);
+  alarm = (id: string) => this.thread.call('alarm', id);
+  deleteClosedBefore = (cutoff: number) => this.thread.call('deleteClosedBefore', cutoff);
+  putWebhook = (webhook: Webhook) => this.thread.call('putWebhook', webhook);
+  deleteWebhook = (id: string) => this.thread.call('deleteWebhook', id);
+  updateNotification = (notification: Notification) => this.thread.call('updateNotification', notification);
+  deliveries = (webhookId: string, limit: number) => this.thread.call('deliveries', webhookId, limit);
 }
 
 /** The core the thread runs (sqlite-thread-host.ts). */

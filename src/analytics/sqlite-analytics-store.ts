@@ -7,7 +7,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { openSideFile, SqliteThread } from '../store/sqlite-thread.js';
+import { openSideFile, SqliteSideStore } from '../store/sqlite-thread.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import type { PackAnalytics } from './pack-state.js';
 
@@ -20,22 +20,16 @@ export function openSqliteAnalyticsStore(dataDir: string): SqliteAnalyticsStore 
 }
 
 /** The store as the service sees it: each call answered by the file's thread. */
-export class SqliteAnalyticsStore implements AnalyticsStore {
-  readonly name = 'sqlite';
-  readonly file: string;
-  readonly #thread: SqliteThread<SqliteAnalyticsFile>;
-
+export class SqliteAnalyticsStore extends SqliteSideStore<SqliteAnalyticsFile> implements AnalyticsStore {
   constructor(file: string) {
-    this.file = file;
-    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'analytics store');
+    super({ openCore }, import.meta.url, file, 'analytics store');
   }
 
-  load = () => this.#thread.call('load');
-  loadPack = (batteryId: string) => this.#thread.call('loadPack', batteryId);
-  savePacks = (packs: readonly PackAnalytics[], writtenAt: number) => this.#thread.call('savePacks', packs, writtenAt);
-  loadSpecs = () => this.#thread.call('loadSpecs');
-  putSpecs = (specs: PackOverrides) => this.#thread.call('putSpecs', specs);
-  close = () => this.#thread.close();
+  load = () => this.thread.call('load');
+  loadPack = (batteryId: string) => this.thread.call('loadPack', batteryId);
+  savePacks = (packs: readonly PackAnalytics[], writtenAt: number) => this.thread.call('savePacks', packs, writtenAt);
+  loadSpecs = () => this.thread.call('loadSpecs');
+  putSpecs = (specs: PackOverrides) => this.thread.call('putSpecs', specs);
 }
 
 /** The core the thread runs (sqlite-thread-host.ts). */

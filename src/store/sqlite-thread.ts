@@ -145,3 +145,19 @@ export class SqliteThread<Core extends SqliteCore> {
     this.#worker.unref();
   }
 }
+
+/** A side store as the event loop sees it: a name, its file, and calls that its thread answers. */
+export class SqliteSideStore<Core extends SqliteCore> {
+  readonly name = 'sqlite';
+  readonly file: string;
+  protected readonly thread: SqliteThread<Core>;
+
+  constructor(module: CoreModule<Core>, coreUrl: string, file: string, label: string) {
+    this.file = file;
+    this.thread = new SqliteThread(module, coreUrl, file, label);
+  }
+
+  close(): Promise<void> {
+    return this.thread.close();
+  }
+}

@@ -7,7 +7,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { openSideFile, SqliteThread } from '../../store/sqlite-thread.js';
+import { openSideFile, SqliteSideStore } from '../../store/sqlite-thread.js';
 import { streamHex } from './wire.js';
 import { sequenceText, type StreamPosition, type StreamPositions } from './stream-positions.js';
 
@@ -19,21 +19,15 @@ export function openSqliteStreamPositions(dataDir: string): SqliteStreamPosition
 }
 
 /** The positions as the service sees them: each call answered by the file's thread. */
-export class SqliteStreamPositions implements StreamPositions {
-  readonly name = 'sqlite';
-  readonly file: string;
-  readonly #thread: SqliteThread<SqliteStreamsFile>;
-
+export class SqliteStreamPositions extends SqliteSideStore<SqliteStreamsFile> implements StreamPositions {
   constructor(file: string) {
-    this.file = file;
-    this.#thread = new SqliteThread({ openCore }, import.meta.url, file, 'stream positions');
+    super({ openCore }, import.meta.url, file, 'stream positions');
   }
 
-  get = (batteryId: string, streamId: bigint) => this.#thread.call('get', batteryId, streamId);
+  get = (batteryId: string, streamId: bigint) => this.thread.call('get', batteryId, streamId);
   save = async (positions: readonly StreamPosition[]) => {
-    if (positions.length > 0) await this.#thread.call('save', positions);
+    if (positions.length > 0) await this.thread.call('save', positions);
   };
-  close = () => this.#thread.close();
 }
 
 /** The core the thread runs (sqlite-thread-host.ts). */
