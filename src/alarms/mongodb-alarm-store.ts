@@ -13,15 +13,12 @@
  * Like the records store, every operation is bounded in time and fails with StoreUnavailableError while
  * the server is away; nothing logged or thrown holds the URI's credentials.
  */
-import { MongoClient, ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter } from 'mongodb';
+import { ObjectId, type AnyBulkWriteOperation, type Collection, type Db, type Document, type Filter } from 'mongodb';
 import type { WriteFloor } from '../cluster/write-floor.js';
-import { isReplicaSet } from '../store/mongodb-setup.js';
-import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
-import { StoreUnavailableError } from '../store/store.js';
+import { createCollections, MongoSideStore, sideWriteConcern, type MongoSideStoreOptions } from '../store/mongodb-side-store.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState } from './alarm-store.js';
 import type { Alarm, AlarmEvent, AlarmRule, PackState } from './model.js';
 import type { Notification, Webhook } from './notifications.js';
-import { withDeadline } from '../store/deadline.js';
 
 export const ALARM_COLLECTIONS = {
   rules: 'alarm_rules',
@@ -39,12 +36,8 @@ export interface AlarmStoreLogger {
   warn(message: string): void;
 }
 
-export interface MongoAlarmStoreOptions {
-  uri: string;
-  databaseName: string;
+export interface MongoAlarmStoreOptions extends MongoSideStoreOptions {
   logger?: AlarmStoreLogger;
-  serverSelectionTimeoutMs?: number;
-  operationTimeoutMs?: number;
 }
 
 type WithId<T> = T & { _id: string };
@@ -92,49 +85,22 @@ function withoutId<T>(doc: WithId<T>): T {
   return rest as T;
 }
 
-export class MongoAlarmStore implements AlarmStore {
-  readonly name = 'mongodb';
+export class MongoAlarmStore extends MongoSideStore<Collections> implements AlarmStore {
   /**
    * The records store's write positions (cluster/write-floor.ts), set by the alarms plugin: events
    * carry `written_at`, by which the cluster feed hands every instance's alarm events on.
    */
   writeFloor: WriteFloor | undefined;
-  readonly #client: MongoClient;
-  readonly #databaseName: string;
   readonly #log: AlarmStoreLogger;
-  readonly #redact: (message: string) => string;
-  readonly #where: string;
-  readonly #operationTimeoutMs: number;
-  #collections: Promise<Collections> | undefined;
-  #closed = false;
 
   constructor(options: MongoAlarmStoreOptions) {
-    this.#databaseName = options.databaseName;
+    super(options, 'battery-monitor-alarms', 'MongoDB alarm store');
     this.#log = options.logger ?? SILENT;
-    this.#redact = redactor(options.uri);
-    this.#where = maskMongoUri(options.uri);
-    this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
-    this.#client = sideClient(options.uri, 'battery-monitor-alarms', 'MongoDB alarm store', options.serverSelectionTimeoutMs ?? 2500);
   }
 
-  /** The collections, set up once (again after a failed attempt). */
-  #ready(): Promise<Collections> {
-    if (this.#closed) return Promise.reject(new StoreUnavailableError('MongoDB alarm store is closed'));
-    this.#collections ??= this.#bounded(this.#setUp(), 'set-up').catch((error: unknown) => {
-      this.#collections = undefined;
-      throw error;
-    });
-    return this.#collections;
-  }
-
-  async #setUp(): Promise<Collections> {
-    await this.#client.connect();
-    const db = this.#client.db(this.#databaseName);
-    const writeConcern = (await isReplicaSet(db)) ? { writeConcern: { w: 'majority' as const, wtimeoutMS: this.#operationTimeoutMs } } : {};
-    const existing = new Set((await db.listCollections({}, { nameOnly: true }).toArray()).map((info) => info.name));
-    for (const name of Object.values(ALARM_COLLECTIONS)) {
-      if (!existing.has(name)) await createCollection(db, name);
-    }
+  protected async setUp(db: Db): Promise<Collections> {
+    const writeConcern = await sideWriteConcern(db, this.operationTimeoutMs);
+    await createCollections(db, Object.values(ALARM_COLLECTIONS));
     const collections: Collections = {
       rules: db.collection(ALARM_COLLECTIONS.rules, writeConcern),
       alarms: db.collection(ALARM_COLLECTIONS.alarms, writeConcern),
@@ -161,15 +127,15 @@ export class MongoAlarmStore implements AlarmStore {
       } catch (error) {
         // Queries still work without it, only slower.
         if ((error as Error)?.name !== 'MongoServerError') throw error;
-        this.#log.warn(`MongoDB alarm store: index ${name} on ${collection.collectionName} not created (${this.#redact((error as Error).message)})`);
+        this.#log.warn(`MongoDB alarm store: index ${name} on ${collection.collectionName} not created (${this.redact((error as Error).message)})`);
       }
     }
     return collections;
   }
 
   async load(): Promise<LoadedState> {
-    const c = await this.#ready();
-    const packs = await this.#bounded(c.packs.find().toArray(), 'load');
+    const c = await this.ready();
+    const packs = await this.bounded(c.packs.find().toArray(), 'load');
     // What an interrupted apply left on its way to the collections.
     const interrupted = packs.filter((doc) => doc.pending !== undefined);
     if (interrupted.length > 0) {
@@ -177,10 +143,10 @@ export class MongoAlarmStore implements AlarmStore {
       await this.#settle(c, interrupted.map((doc) => ({ batteryId: doc._id, token: doc.pending!.token })));
       this.#log.info(`MongoDB alarm store: finished an interrupted write of ${interrupted.length} pack(s)`);
     }
-    const rules = await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
-    const meta = await this.#bounded(c.meta.findOne({ _id: META_ID }), 'load');
-    const webhooks = await this.#bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
-    const outbox = await this.#bounded(c.outbox.find({ state: 'pending' }).sort({ created_at: 1, seq: 1 }).toArray(), 'load');
+    const rules = await this.bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
+    const meta = await this.bounded(c.meta.findOne({ _id: META_ID }), 'load');
+    const webhooks = await this.bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load');
+    const outbox = await this.bounded(c.outbox.find({ state: 'pending' }).sort({ created_at: 1, seq: 1 }).toArray(), 'load');
     return {
       rules: rules.map(withoutId),
       packs: packs.map((doc) => doc.state),
@@ -192,18 +158,18 @@ export class MongoAlarmStore implements AlarmStore {
   }
 
   async loadRules(): Promise<AlarmRule[]> {
-    const c = await this.#ready();
-    return (await this.#bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
+    const c = await this.ready();
+    return (await this.bounded(c.rules.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
   }
 
   async loadWebhooks(): Promise<Webhook[]> {
-    const c = await this.#ready();
-    return (await this.#bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
+    const c = await this.ready();
+    return (await this.bounded(c.webhooks.find().sort({ created_at: 1, _id: 1 }).toArray(), 'load')).map(withoutId);
   }
 
   async loadPack(batteryId: string): Promise<PackState | undefined> {
-    const c = await this.#ready();
-    const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');
+    const c = await this.ready();
+    const doc = await this.bounded(c.packs.findOne({ _id: batteryId }), 'load');
     if (doc === null) return undefined;
     if (doc.pending !== undefined) {
       await this.#deliver(c, [doc.pending]);
@@ -213,7 +179,7 @@ export class MongoAlarmStore implements AlarmStore {
   }
 
   async apply(changes: ChangeSet): Promise<void> {
-    const c = await this.#ready();
+    const c = await this.ready();
     // Rules first: a rule's deletion stored before the clears of its alarms, else a restart in between would raise them again.
     if (changes.rules.length > 0) {
       const ops: AnyBulkWriteOperation<WithId<AlarmRule>>[] = changes.rules.map((change) =>
@@ -221,7 +187,7 @@ export class MongoAlarmStore implements AlarmStore {
           ? { replaceOne: { filter: { _id: change.put.id }, replacement: withId(change.put), upsert: true } }
           : { deleteOne: { filter: { _id: change.delete } } },
       );
-      await this.#bounded(c.rules.bulkWrite(ops, { ordered: true }), 'rule write');
+      await this.bounded(c.rules.bulkWrite(ops, { ordered: true }), 'rule write');
     }
 
     const token = new ObjectId().toHexString();
@@ -248,7 +214,7 @@ export class MongoAlarmStore implements AlarmStore {
         if (changesOfPack !== undefined) replacement.pending = changesOfPack;
         return { replaceOne: { filter: { _id: pack.battery_id }, replacement, upsert: true } };
       });
-      await this.#bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
+      await this.bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
     }
     if (pending.size > 0) {
       await this.#deliver(c, [...pending.values()]);
@@ -256,7 +222,7 @@ export class MongoAlarmStore implements AlarmStore {
     }
     const meta: Partial<MetaDocument> = { written_at: changes.writtenAt };
     if (changes.seeded !== undefined) meta.seeded = changes.seeded;
-    await this.#bounded(c.meta.updateOne({ _id: META_ID }, { $set: meta }, { upsert: true }), 'meta write');
+    await this.bounded(c.meta.updateOne({ _id: META_ID }, { $set: meta }, { upsert: true }), 'meta write');
   }
 
   /** Alarms and events into their collections; each write is idempotent (stable ids). */
@@ -268,7 +234,7 @@ export class MongoAlarmStore implements AlarmStore {
       const ops: AnyBulkWriteOperation<WithId<Alarm>>[] = [...alarms.values()].map((alarm) => ({
         replaceOne: { filter: { _id: alarm.id }, replacement: withId(alarm), upsert: true },
       }));
-      await this.#bounded(c.alarms.bulkWrite(ops, { ordered: false }), 'alarm write');
+      await this.bounded(c.alarms.bulkWrite(ops, { ordered: false }), 'alarm write');
     }
     const events = pending.flatMap((entry) => entry.events).map(withId);
     if (events.length > 0 && this.writeFloor !== undefined) {
@@ -291,13 +257,14 @@ export class MongoAlarmStore implements AlarmStore {
   async #insertOnce<T extends Document>(collection: Collection<T>, docs: T[]): Promise<void> {
     if (docs.length === 0) return;
     try {
-      await this.#bounded(collection.insertMany(docs as never, { ordered: false }), 'insert once');
+      // insertMany's duplicate keys are read here.
+      await this.bounded(collection.insertMany(docs as never, { ordered: false }), 'insert once', (error) => (error as Error)?.name === 'MongoBulkWriteError');
     } catch (error) {
       // 11000: stored by the write that was cut short; the same id is the same event.
       const writeErrors = (error as { writeErrors?: { code: number }[] | { code: number } }).writeErrors;
       const list = writeErrors === undefined ? undefined : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
       if ((error as Error)?.name !== 'MongoBulkWriteError' || list === undefined || list.length === 0 || list.some((e) => e.code !== 11000)) {
-        throw this.#storeError(error);
+        throw this.storeError(error);
       }
     }
   }
@@ -306,11 +273,11 @@ export class MongoAlarmStore implements AlarmStore {
     const ops: AnyBulkWriteOperation<PackDocument>[] = packs.map(({ batteryId, token }) => ({
       updateOne: { filter: { _id: batteryId, 'pending.token': token }, update: { $unset: { pending: '' } } },
     }));
-    await this.#bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
+    await this.bounded(c.packs.bulkWrite(ops, { ordered: false }), 'state write');
   }
 
   async alarms(query: AlarmQuery): Promise<Alarm[]> {
-    const c = await this.#ready();
+    const c = await this.ready();
     const filter: Filter<WithId<Alarm>> = {};
     if (query.state === 'open') filter.state = { $ne: 'cleared' };
     else if (query.state !== 'all') filter.state = query.state;
@@ -318,96 +285,59 @@ export class MongoAlarmStore implements AlarmStore {
     if (query.severity !== undefined) filter.severity = query.severity;
     if (query.ruleId !== undefined) filter.rule_id = query.ruleId;
     if (query.since !== undefined) filter.$or = [{ cleared_at: null }, { cleared_at: { $gte: query.since } }];
-    const docs = await this.#bounded(c.alarms.find(filter).sort({ raised_at: -1, _id: -1 }).limit(query.limit).toArray(), 'read');
+    const docs = await this.bounded(c.alarms.find(filter).sort({ raised_at: -1, _id: -1 }).limit(query.limit).toArray(), 'read');
     return docs.map(withoutId);
   }
 
   async alarm(id: string): Promise<AlarmWithEvents | null> {
-    const c = await this.#ready();
-    const doc = await this.#bounded(c.alarms.findOne({ _id: id }), 'read');
+    const c = await this.ready();
+    const doc = await this.bounded(c.alarms.findOne({ _id: id }), 'read');
     if (doc === null) return null;
-    const events = await this.#bounded(c.events.find({ alarm_id: id }, { projection: { written_at: 0 } }).sort({ seq: 1 }).toArray(), 'read');
+    const events = await this.bounded(c.events.find({ alarm_id: id }, { projection: { written_at: 0 } }).sort({ seq: 1 }).toArray(), 'read');
     return { ...withoutId(doc), events: events.map(withoutId) };
   }
 
   async deleteClosedBefore(cutoff: number): Promise<number> {
-    const c = await this.#ready();
+    const c = await this.ready();
     let deleted = 0;
     for (;;) {
-      const old = await this.#bounded(
+      const old = await this.bounded(
         c.alarms.find({ state: 'cleared', cleared_at: { $lt: cutoff } }, { projection: { _id: 1 } }).limit(DELETE_CHUNK).toArray(),
         'retention',
       );
       if (old.length === 0) break;
       const ids = old.map((doc) => doc._id);
       // Events first: an interruption then leaves an alarm without its history, never a history without its alarm.
-      await this.#bounded(c.events.deleteMany({ alarm_id: { $in: ids } }), 'retention');
-      const result = await this.#bounded(c.alarms.deleteMany({ _id: { $in: ids }, state: 'cleared' }), 'retention');
+      await this.bounded(c.events.deleteMany({ alarm_id: { $in: ids } }), 'retention');
+      const result = await this.bounded(c.alarms.deleteMany({ _id: { $in: ids }, state: 'cleared' }), 'retention');
       deleted += result.deletedCount;
       if (old.length < DELETE_CHUNK) break;
     }
-    await this.#bounded(c.outbox.deleteMany({ created_at: { $lt: cutoff }, state: { $ne: 'pending' } }), 'retention');
+    await this.bounded(c.outbox.deleteMany({ created_at: { $lt: cutoff }, state: { $ne: 'pending' } }), 'retention');
     return deleted;
   }
 
   async putWebhook(webhook: Webhook): Promise<void> {
-    const c = await this.#ready();
-    await this.#bounded(c.webhooks.replaceOne({ _id: webhook.id }, withId(webhook), { upsert: true }), 'webhook write');
+    const c = await this.ready();
+    await this.bounded(c.webhooks.replaceOne({ _id: webhook.id }, withId(webhook), { upsert: true }), 'webhook write');
   }
 
   async deleteWebhook(id: string): Promise<void> {
-    const c = await this.#ready();
+    const c = await this.ready();
     // The webhook last: an interruption leaves a webhook without its history, never a history without its webhook.
-    await this.#bounded(c.outbox.deleteMany({ webhook_id: id }), 'webhook write');
-    await this.#bounded(c.webhooks.deleteOne({ _id: id }), 'webhook write');
+    await this.bounded(c.outbox.deleteMany({ webhook_id: id }), 'webhook write');
+    await this.bounded(c.webhooks.deleteOne({ _id: id }), 'webhook write');
   }
 
   async updateNotification(notification: Notification): Promise<void> {
-    const c = await this.#ready();
+    const c = await this.ready();
     const { state, attempt_count, attempts, next_at, delivered_at } = notification;
-    await this.#bounded(c.outbox.updateOne({ _id: notification.id }, { $set: { state, attempt_count, attempts, next_at, delivered_at } }), 'delivery write');
+    await this.bounded(c.outbox.updateOne({ _id: notification.id }, { $set: { state, attempt_count, attempts, next_at, delivered_at } }), 'delivery write');
   }
 
   async deliveries(webhookId: string, limit: number): Promise<Notification[]> {
-    const c = await this.#ready();
-    const docs = await this.#bounded(c.outbox.find({ webhook_id: webhookId }).sort({ created_at: -1, seq: -1 }).limit(limit).toArray(), 'read');
+    const c = await this.ready();
+    const docs = await this.bounded(c.outbox.find({ webhook_id: webhookId }).sort({ created_at: -1, seq: -1 }).limit(limit).toArray(), 'read');
     return docs.map(withoutId);
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    await this.#client.close();
-  }
-
-  /** Bounds an operation in time; driver errors become store errors, secrets removed. */
-  #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    const ms = this.#operationTimeoutMs;
-    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB alarm store: ${what} got no answer within ${ms} ms`))
-      .catch((error: unknown) => {
-        // insertMany's duplicate keys are read by the caller.
-        if ((error as Error)?.name === 'MongoBulkWriteError' && what === 'insert once') throw error;
-        throw this.#storeError(error);
-      });
-  }
-
-  /**
-   * A driver error as this store reports it: a server's refusal of the operation stays an Error (a
-   * bug to see in the log), anything else (no server, a timeout, a closed connection) is an outage.
-   */
-  #storeError(error: unknown): Error {
-    if (error instanceof StoreUnavailableError) return error;
-    const message = this.#redact(String((error as Error)?.message ?? error));
-    const name = (error as Error)?.name;
-    if (!this.#closed && (name === 'MongoServerError' || name === 'MongoBulkWriteError')) return new Error(`MongoDB alarm store: ${message}`);
-    return new StoreUnavailableError(`MongoDB alarm store unavailable at ${this.#where}: ${message}`);
-  }
-}
-
-async function createCollection(db: Db, name: string): Promise<void> {
-  try {
-    await db.createCollection(name);
-  } catch (error) {
-    // 48 NamespaceExists: another instance made it first.
-    if ((error as { code?: number }).code !== 48) throw error;
   }
 }

@@ -7,13 +7,10 @@
  * Every operation is bounded in time and fails with StoreUnavailableError while the server is away;
  * nothing logged or thrown holds the URI's credentials.
  */
-import { MongoClient, type Collection, type Db } from 'mongodb';
-import { isReplicaSet } from '../store/mongodb-setup.js';
-import { maskMongoUri, redactor, sideClient } from '../store/mongodb-uri.js';
-import { StoreUnavailableError } from '../store/store.js';
+import type { Collection, Db } from 'mongodb';
+import { createCollections, MongoSideStore, sideWriteConcern, type MongoSideStoreOptions } from '../store/mongodb-side-store.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import type { PackAnalytics } from './pack-state.js';
-import { withDeadline } from '../store/deadline.js';
 
 export const ANALYTICS_COLLECTIONS = { packs: 'analytics_packs', specs: 'analytics_specs', meta: 'analytics_meta' } as const;
 
@@ -22,12 +19,8 @@ export interface AnalyticsStoreLogger {
   warn(message: string): void;
 }
 
-export interface MongoAnalyticsStoreOptions {
-  uri: string;
-  databaseName: string;
+export interface MongoAnalyticsStoreOptions extends MongoSideStoreOptions {
   logger?: AnalyticsStoreLogger;
-  serverSelectionTimeoutMs?: number;
-  operationTimeoutMs?: number;
 }
 
 interface PackDocument {
@@ -53,39 +46,14 @@ interface Collections {
 
 const META_ID = 'engine';
 
-export class MongoAnalyticsStore implements AnalyticsStore {
-  readonly name = 'mongodb';
-  readonly #client: MongoClient;
-  readonly #databaseName: string;
-  readonly #redact: (message: string) => string;
-  readonly #where: string;
-  readonly #operationTimeoutMs: number;
-  #collections: Promise<Collections> | undefined;
-  #closed = false;
-
+export class MongoAnalyticsStore extends MongoSideStore<Collections> implements AnalyticsStore {
   constructor(options: MongoAnalyticsStoreOptions) {
-    this.#databaseName = options.databaseName;
-    this.#redact = redactor(options.uri);
-    this.#where = maskMongoUri(options.uri);
-    this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
-    this.#client = sideClient(options.uri, 'battery-monitor-analytics', 'MongoDB analytics store', options.serverSelectionTimeoutMs ?? 2500);
+    super(options, 'battery-monitor-analytics', 'MongoDB analytics store');
   }
 
-  #ready(): Promise<Collections> {
-    if (this.#closed) return Promise.reject(new StoreUnavailableError('MongoDB analytics store is closed'));
-    this.#collections ??= this.#bounded(this.#setUp(), 'set-up').catch((error: unknown) => {
-      this.#collections = undefined;
-      throw error;
-    });
-    return this.#collections;
-  }
-
-  async #setUp(): Promise<Collections> {
-    await this.#client.connect();
-    const db = this.#client.db(this.#databaseName);
-    const writeConcern = (await isReplicaSet(db)) ? { writeConcern: { w: 'majority' as const, wtimeoutMS: this.#operationTimeoutMs } } : {};
-    const existing = new Set((await db.listCollections({}, { nameOnly: true }).toArray()).map((info) => info.name));
-    for (const name of Object.values(ANALYTICS_COLLECTIONS)) if (!existing.has(name)) await createCollection(db, name);
+  protected async setUp(db: Db): Promise<Collections> {
+    const writeConcern = await sideWriteConcern(db, this.operationTimeoutMs);
+    await createCollections(db, Object.values(ANALYTICS_COLLECTIONS));
     return {
       packs: db.collection(ANALYTICS_COLLECTIONS.packs, writeConcern),
       specs: db.collection(ANALYTICS_COLLECTIONS.specs, writeConcern),
@@ -94,8 +62,8 @@ export class MongoAnalyticsStore implements AnalyticsStore {
   }
 
   async load(): Promise<LoadedAnalytics> {
-    const c = await this.#ready();
-    const [packs, specs, meta] = await this.#bounded(
+    const c = await this.ready();
+    const [packs, specs, meta] = await this.bounded(
       Promise.all([c.packs.find().toArray(), c.specs.find().toArray(), c.meta.findOne({ _id: META_ID })]),
       'load',
     );
@@ -107,15 +75,15 @@ export class MongoAnalyticsStore implements AnalyticsStore {
   }
 
   async loadPack(batteryId: string): Promise<PackAnalytics | undefined> {
-    const c = await this.#ready();
-    const doc = await this.#bounded(c.packs.findOne({ _id: batteryId }), 'load');
+    const c = await this.ready();
+    const doc = await this.bounded(c.packs.findOne({ _id: batteryId }), 'load');
     return doc?.state;
   }
 
   async savePacks(packs: readonly PackAnalytics[], writtenAt: number): Promise<void> {
-    const c = await this.#ready();
+    const c = await this.ready();
     if (packs.length > 0) {
-      await this.#bounded(
+      await this.bounded(
         c.packs.bulkWrite(
           packs.map((state) => ({ replaceOne: { filter: { _id: state.battery_id }, replacement: { state }, upsert: true } })),
           { ordered: false },
@@ -123,49 +91,17 @@ export class MongoAnalyticsStore implements AnalyticsStore {
         'save',
       );
     }
-    await this.#bounded(c.meta.replaceOne({ _id: META_ID }, { written_at: writtenAt }, { upsert: true }), 'save');
+    await this.bounded(c.meta.replaceOne({ _id: META_ID }, { written_at: writtenAt }, { upsert: true }), 'save');
   }
 
   async loadSpecs(): Promise<PackOverrides[]> {
-    const c = await this.#ready();
-    return (await this.#bounded(c.specs.find().toArray(), 'load')).map((doc) => doc.specs);
+    const c = await this.ready();
+    return (await this.bounded(c.specs.find().toArray(), 'load')).map((doc) => doc.specs);
   }
 
   async putSpecs(specs: PackOverrides): Promise<void> {
-    const c = await this.#ready();
-    if (Object.keys(specs.overrides).length === 0) await this.#bounded(c.specs.deleteOne({ _id: specs.battery_id }), 'put specs');
-    else await this.#bounded(c.specs.replaceOne({ _id: specs.battery_id }, { specs }, { upsert: true }), 'put specs');
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    await this.#client.close();
-  }
-
-  /** Bounds an operation in time; driver errors become store errors, secrets removed. */
-  #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    const ms = this.#operationTimeoutMs;
-    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB analytics store: ${what} got no answer within ${ms} ms`))
-      .catch((error: unknown) => {
-        throw this.#storeError(error);
-      });
-  }
-
-  /** A server's refusal stays an Error (a bug to see in the log); anything else (no server, a timeout) is an outage. */
-  #storeError(error: unknown): Error {
-    if (error instanceof StoreUnavailableError) return error;
-    const message = this.#redact(String((error as Error)?.message ?? error));
-    const name = (error as Error)?.name;
-    if (!this.#closed && (name === 'MongoServerError' || name === 'MongoBulkWriteError')) return new Error(`MongoDB analytics store: ${message}`);
-    return new StoreUnavailableError(`MongoDB analytics store unavailable at ${this.#where}: ${message}`);
-  }
-}
-
-async function createCollection(db: Db, name: string): Promise<void> {
-  try {
-    await db.createCollection(name);
-  } catch (error) {
-    // 48 NamespaceExists: another instance made it first.
-    if ((error as { code?: number }).code !== 48) throw error;
+    const c = await this.ready();
+    if (Object.keys(specs.overrides).length === 0) await this.bounded(c.specs.deleteOne({ _id: specs.battery_id }), 'put specs');
+    else await this.bounded(c.specs.replaceOne({ _id: specs.battery_id }, { specs }, { upsert: true }), 'put specs');
   }
 }

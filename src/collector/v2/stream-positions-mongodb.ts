@@ -5,12 +5,10 @@
  * ($lt on the text) never moves a position back. Bounded in time like the other stores; nothing
  * logged or thrown holds the URI's credentials.
  */
-import { type Collection, type MongoClient } from 'mongodb';
-import { maskMongoUri, redactor, sideClient } from '../../store/mongodb-uri.js';
-import { StoreUnavailableError } from '../../store/store.js';
+import type { Collection, Db } from 'mongodb';
+import { MongoSideStore, type MongoSideStoreOptions } from '../../store/mongodb-side-store.js';
 import { streamHex } from './wire.js';
 import { sequenceText, type StreamPosition, type StreamPositions } from './stream-positions.js';
-import { withDeadline } from '../../store/deadline.js';
 
 export const STREAM_POSITIONS_COLLECTION = 'v2_streams';
 
@@ -21,87 +19,45 @@ interface PositionDocument {
   sequence: string;
 }
 
-export interface MongoStreamPositionsOptions {
-  uri: string;
-  databaseName: string;
-  operationTimeoutMs?: number;
-}
-
 const DUPLICATE_KEY = 11000;
+const isDuplicateKey = (error: unknown) => (error as { code?: number }).code === DUPLICATE_KEY;
 
-export class MongoStreamPositions implements StreamPositions {
-  readonly name = 'mongodb';
-  readonly #client: MongoClient;
-  readonly #databaseName: string;
-  readonly #redact: (message: string) => string;
-  readonly #where: string;
-  readonly #operationTimeoutMs: number;
-  #collection: Promise<Collection<PositionDocument>> | undefined;
-  #closed = false;
-
-  constructor(options: MongoStreamPositionsOptions) {
-    this.#databaseName = options.databaseName;
-    this.#redact = redactor(options.uri);
-    this.#where = maskMongoUri(options.uri);
-    this.#operationTimeoutMs = options.operationTimeoutMs ?? 10_000;
-    this.#client = sideClient(options.uri, 'battery-monitor-v2-streams', 'MongoDB stream positions', 2500);
+export class MongoStreamPositions extends MongoSideStore<Collection<PositionDocument>> implements StreamPositions {
+  constructor(options: MongoSideStoreOptions) {
+    super(options, 'battery-monitor-v2-streams', 'MongoDB stream positions');
   }
 
-  #ready(): Promise<Collection<PositionDocument>> {
-    if (this.#closed) return Promise.reject(new StoreUnavailableError('MongoDB stream positions are closed'));
-    this.#collection ??= this.#bounded(
-      this.#client.connect().then((client) => client.db(this.#databaseName).collection<PositionDocument>(STREAM_POSITIONS_COLLECTION)),
-      'connect',
-    ).catch((error: unknown) => {
-      this.#collection = undefined;
-      throw error;
-    });
-    return this.#collection;
+  protected async setUp(db: Db): Promise<Collection<PositionDocument>> {
+    return db.collection<PositionDocument>(STREAM_POSITIONS_COLLECTION);
   }
 
   async get(batteryId: string, streamId: bigint): Promise<bigint> {
-    const collection = await this.#ready();
-    const doc = await this.#bounded(collection.findOne({ _id: idOf(batteryId, streamId) }), 'read');
+    const collection = await this.ready();
+    const doc = await this.bounded(collection.findOne({ _id: idOf(batteryId, streamId) }), 'read');
     return doc === null ? 0n : BigInt(doc.sequence);
   }
 
   async save(positions: readonly StreamPosition[]): Promise<void> {
     if (positions.length === 0) return;
-    const collection = await this.#ready();
+    const collection = await this.ready();
     for (const p of positions) {
       const sequence = sequenceText(p.sequence);
       const _id = idOf(p.batteryId, p.streamId);
       try {
-        await this.#bounded(
+        await this.bounded(
           collection.updateOne(
             { _id, sequence: { $lt: sequence } },
             { $set: { sequence }, $setOnInsert: { battery_id: p.batteryId, stream_id: streamHex(p.streamId) } },
             { upsert: true },
           ),
           'save',
+          isDuplicateKey,
         );
       } catch (error) {
         // The saved position is not lower: the filter missed it and the upsert met its _id. Nothing to do.
-        if ((error as { code?: number }).code !== DUPLICATE_KEY) throw error;
+        if (!isDuplicateKey(error)) throw error;
       }
     }
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    await this.#client.close();
-  }
-
-  /** Bounds an operation in time; driver errors become store errors, secrets removed (a duplicate key passes as it is). */
-  #bounded<T>(operation: Promise<T>, what: string): Promise<T> {
-    const ms = this.#operationTimeoutMs;
-    return withDeadline(operation, ms, () => new StoreUnavailableError(`MongoDB stream positions: ${what} got no answer within ${ms} ms`))
-      .catch((error: unknown) => {
-        if (error instanceof StoreUnavailableError || (error as { code?: number }).code === DUPLICATE_KEY) throw error;
-        const message = this.#redact(String((error as Error)?.message ?? error));
-        if (!this.#closed && (error as Error)?.name === 'MongoServerError') throw new Error(`MongoDB stream positions: ${message}`);
-        throw new StoreUnavailableError(`MongoDB stream positions unavailable at ${this.#where}: ${message}`);
-      });
   }
 }
 
