@@ -64,7 +64,9 @@ export async function startReceiver(path = '/hook'): Promise<Receiver> {
         json = undefined;
       }
       receiver.received.push({ headers: request.headers, body, json, url: request.url ?? '' });
-      response.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'no');
+      // A redirect points back here, at a path of its own: a client that follows it shows up with that path.
+      const location = answer >= 300 && answer < 400 ? { location: `${receiver.url}/moved` } : {};
+      response.writeHead(answer, { 'content-type': 'text/plain', ...location }).end(answer < 300 ? 'ok' : 'no');
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -187,6 +187,25 @@ export function webhookSuite(name: string, settings: StoreSettings): void {
       assert.ok(raise.attempts.at(-1).at > raise.attempts[0].at);
     });
 
+    it('never follows a redirect: the attempt fails, saying so, and the place it points to gets nothing', async () => {
+      const target = await receiver();
+      const webhook = await addWebhook(app, { url: target.url });
+      target.answer = 307;
+      await voltageRule(app, 'wh-redirect');
+      await post(app, 'wh-redirect', [[0, 425]]);
+      await target.until((r) => of(r, 'wh-redirect').length > 0, 'the first attempt');
+      // The receiver has the request a moment before its attempt is stored.
+      let raise: any;
+      for (const deadline = Date.now() + 10_000; raise === undefined; await sleep(50)) {
+        assert.ok(Date.now() < deadline, 'no attempt stored');
+        raise = (await call(app, `/api/webhooks/${webhook.id}/deliveries`)).body.deliveries.find((d: any) => d.battery_id === 'wh-redirect' && d.attempts.length > 0);
+      }
+      assert.deepEqual([raise.state, raise.attempts[0].status, raise.attempts[0].error], ['pending', 307, 'HTTP 307: a redirect, not followed']);
+      assert.deepEqual(target.received.map((r) => r.url), target.received.map(() => '/hook'));
+      target.answer = 200;
+      await deliveriesOf(app, webhook.id, 'wh-redirect', 1);
+    });
+
     it('backs off a receiver that is down as a whole: one request per backoff, however many alarms wait; once it is back, every one goes', async () => {
       const target = await receiver();
       const webhook = await addWebhook(app, { url: target.url });
