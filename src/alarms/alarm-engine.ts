@@ -30,6 +30,7 @@ import { KIND_NAMES, type KindName, type StoredRecord } from '../records/kinds.j
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import type { BatterySpecs } from '../specs.js';
 import { type BatterySummary, StoreUnavailableError, type Store, type WritePosition } from '../store/store.js';
+import { withDeadline } from '../store/deadline.js';
 import { Backoff, untilAnswered } from '../ingest/backoff.js';
 import type { AlarmQuery, AlarmStore, AlarmWithEvents, ChangeSet, LoadedState, RuleChange } from './alarm-store.js';
 import { assess, severityOf, type Transition } from './evaluator.js';
@@ -765,37 +766,20 @@ export class AlarmEngine {
 
   async #whenLoaded(): Promise<void> {
     if (this.#isClosed()) throw new StoreUnavailableError('The alarm engine is closed');
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError('The alarm store is not reachable yet; try again shortly')), WRITE_WAIT_MS);
-    });
-    try {
-      await Promise.race([this.#loaded, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(this.#loaded, WRITE_WAIT_MS, () => new StoreUnavailableError('The alarm store is not reachable yet; try again shortly'));
   }
 
   /** Loads the state, retrying while the store is away (a MongoDB server may come later than the service). */
   async #load(): Promise<void> {
-    let delayMs = 500;
-    let warned = false;
-    for (;;) {
-      if (this.#isClosed()) throw new StoreUnavailableError('The alarm engine is closed');
-      try {
-        this.#install(await this.#store.load());
-        return;
-      } catch (error) {
-        if (this.#isClosed()) throw error;
-        if (!warned) {
-          this.#log?.warn({ err: (error as Error).message }, 'alarms: cannot load the alarm state yet; retrying (commits meanwhile are evaluated once it is loaded)');
-        }
-        warned = true;
-        this.#firstFailed();
-        await Promise.race([sleep(delayMs), this.#closedSignal]);
-        delayMs = Math.min(delayMs * 2, 10_000);
-      }
-    }
+    const loaded = await untilAnswered(() => this.#store.load(), {
+      warning: 'alarms: cannot load the alarm state yet; retrying (commits meanwhile are evaluated once it is loaded)',
+      log: this.#log,
+      closed: () => this.#isClosed(),
+      closing: this.#closedSignal,
+      failed: () => this.#firstFailed(),
+    });
+    if (loaded === undefined) throw new StoreUnavailableError('The alarm engine is closed');
+    this.#install(loaded);
   }
 
   #install(loaded: LoadedState): void {

@@ -19,7 +19,9 @@
  */
 import { createHash } from 'node:crypto';
 import { Agent, fetch, type Response } from 'undici';
+import { Serial } from '../cluster/serial.js';
 import type { CollectorMetrics } from '../collector/metrics.js';
+import { withDeadline } from '../store/deadline.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { AlarmStore } from './alarm-store.js';
 import type { AlarmChange, AlarmRule } from './model.js';
@@ -146,6 +148,8 @@ export class WebhookDispatcher {
   readonly #clock: () => number;
 
   readonly #webhooks = new Map<string, Webhook>();
+  /** Creates, deletes and reloads, one at a time (cluster/serial.ts). */
+  readonly #edits = new Serial();
   readonly #changed: (() => unknown) | undefined;
   /** Pending notifications per webhook, then per alarm in the alarm's order: only an alarm's first is ever in flight. */
   readonly #queues = new Map<string, Map<string, Notification[]>>();
@@ -191,11 +195,16 @@ export class WebhookDispatcher {
   }
 
   /**
-   * Several instances: the webhooks added or deleted through the API of another instance, as stored.
-   * Each instance keeps its own WEBHOOK_URLS entries (kept in step at its start); a deleted webhook's
-   * notifications not yet delivered are dropped, as a delete here drops them.
+   * Several instances: the webhooks added or deleted through the API of another instance, as `load`
+   * reads them from the store, never beside a create or delete here. Each instance keeps its own
+   * WEBHOOK_URLS entries (kept in step at its start); a deleted webhook's notifications not yet
+   * delivered are dropped, as a delete here drops them.
    */
-  reload(stored: readonly Webhook[]): void {
+  reload(load: () => Promise<readonly Webhook[]>): Promise<void> {
+    return this.#edits.run(async () => this.#takeStored(await load()));
+  }
+
+  #takeStored(stored: readonly Webhook[]): void {
     const fromApi = new Map(stored.filter((webhook) => webhook.source === 'api').map((webhook) => [webhook.id, webhook]));
     for (const [id, webhook] of [...this.#webhooks]) {
       if (webhook.source !== 'api' || fromApi.has(id)) continue;
@@ -263,6 +272,10 @@ export class WebhookDispatcher {
   /** Stores a webhook; it gets the changes stored from then on. Answers it with its secret (the only time it is shown). */
   async create(id: string, input: { url: string; secret?: string | undefined; enabled?: boolean | undefined }): Promise<WebhookView & { secret: string }> {
     await this.#whenLoaded();
+    return this.#edits.run(() => this.#create(id, input));
+  }
+
+  async #create(id: string, input: { url: string; secret?: string | undefined; enabled?: boolean | undefined }): Promise<WebhookView & { secret: string }> {
     if (this.#webhooks.size >= MAX_WEBHOOKS) throw new WebhookRefusedError(`There are ${MAX_WEBHOOKS} webhooks already: delete one first`);
     const webhook: Webhook = { id, url: input.url, secret: input.secret ?? newSecret(), enabled: input.enabled ?? true, source: 'api', created_at: this.#clock() };
     await this.#store.putWebhook(webhook);
@@ -275,6 +288,10 @@ export class WebhookDispatcher {
   /** Deletes a webhook and its deliveries; false when there is none with that id. */
   async delete(id: string): Promise<boolean> {
     await this.#whenLoaded();
+    return this.#edits.run(() => this.#delete(id));
+  }
+
+  async #delete(id: string): Promise<boolean> {
     const webhook = this.#webhooks.get(id);
     if (webhook === undefined) return false;
     if (webhook.source === 'config') throw new WebhookRefusedError(`Webhook ${id} is set by WEBHOOK_URLS: remove it there`);
@@ -294,15 +311,7 @@ export class WebhookDispatcher {
 
   async #whenLoaded(): Promise<void> {
     if (this.#closed) throw new StoreUnavailableError('The webhooks are closed');
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError('The alarm store is not reachable yet; try again shortly')), LOAD_WAIT_MS);
-    });
-    try {
-      await Promise.race([this.#loaded, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(this.#loaded, LOAD_WAIT_MS, () => new StoreUnavailableError('The alarm store is not reachable yet; try again shortly'));
   }
 
   // ---- delivery --------------------------------------------------------------------------

@@ -22,11 +22,13 @@
  *   and cycles behind them: a restart that takes again readings whose records were written stores
  *   nothing twice.
  */
+import { Serial } from '../cluster/serial.js';
 import { withoutIds, type AfterCommit, type CommittedRows } from '../ingest/after-commit.js';
 import { columnIndex, RecordBatch } from '../ingest/record-batch.js';
 import type { KindName, RecordInput, StoredRecord } from '../records/kinds.js';
 import { MAX_TIMESTAMP, MIN_TIMESTAMP } from '../records/schemas.js';
 import { StoreUnavailableError, type Store, type WritePosition } from '../store/store.js';
+import { withDeadline } from '../store/deadline.js';
 import { Backoff, untilAnswered } from '../ingest/backoff.js';
 import type { AnalyticsStore, LoadedAnalytics, PackOverrides } from './analytics-store.js';
 import { healthOf, type Health } from './estimates.js';
@@ -124,6 +126,8 @@ export class AnalyticsEngine {
   #phase: 'loading' | 'live' | 'closed' = 'loading';
   readonly #packs = new Map<string, PackAnalytics>();
   readonly #overrides = new Map<string, PackOverrides>();
+  /** Spec edits here and reloads of other instances' edits, one at a time (cluster/serial.ts). */
+  readonly #specEdits = new Serial();
   readonly #dirty = new Set<string>();
   #writtenAt: number | undefined;
   #saving: Promise<void> | undefined;
@@ -230,6 +234,10 @@ export class AnalyticsEngine {
   /** Replaces a pack's overrides; they apply from its next reading (and to the estimates at once). */
   async putSpecs(batteryId: string, overrides: SpecOverrides): Promise<PackOverrides> {
     await this.#whenLoaded();
+    return this.#specEdits.run(() => this.#putSpecs(batteryId, overrides));
+  }
+
+  async #putSpecs(batteryId: string, overrides: SpecOverrides): Promise<PackOverrides> {
     const entry: PackOverrides = { battery_id: batteryId, overrides, updated_at: this.#clock() };
     await this.#store.putSpecs(entry);
     if (Object.keys(overrides).length === 0) this.#overrides.delete(batteryId);
@@ -241,10 +249,12 @@ export class AnalyticsEngine {
   /** Several instances: every pack's specs as stored, another instance having changed some; they apply from the next reading. */
   async reloadSpecs(): Promise<void> {
     await this.#whenLoaded();
-    const stored = await this.#store.loadSpecs();
-    if (this.#isClosed()) return;
-    this.#overrides.clear();
-    for (const entry of stored) this.#overrides.set(entry.battery_id, entry);
+    await this.#specEdits.run(async () => {
+      const stored = await this.#store.loadSpecs();
+      if (this.#isClosed()) return;
+      this.#overrides.clear();
+      for (const entry of stored) this.#overrides.set(entry.battery_id, entry);
+    });
   }
 
   // ---- readings ----------------------------------------------------------------------------
@@ -421,34 +431,19 @@ export class AnalyticsEngine {
 
   async #bounded(promise: Promise<void>, message: string): Promise<void> {
     if (this.#isClosed()) throw new AnalyticsUnavailableError('Analytics is closed');
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new AnalyticsUnavailableError(message)), WAIT_MS);
-    });
-    try {
-      await Promise.race([promise, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(promise, WAIT_MS, () => new AnalyticsUnavailableError(message));
   }
 
   async #load(): Promise<void> {
-    let delayMs = 500;
-    let warned = false;
-    for (;;) {
-      if (this.#isClosed()) throw new AnalyticsUnavailableError('Analytics is closed');
-      try {
-        this.#install(await this.#store.load());
-        return;
-      } catch (error) {
-        if (this.#isClosed()) throw error;
-        if (!warned) this.#log?.warn({ err: (error as Error).message }, 'analytics: cannot load the state yet; retrying');
-        warned = true;
-        this.#firstFailed();
-        await Promise.race([sleep(delayMs), this.#closedSignal]);
-        delayMs = Math.min(delayMs * 2, 10_000);
-      }
-    }
+    const loaded = await untilAnswered(() => this.#store.load(), {
+      warning: 'analytics: cannot load the state yet; retrying',
+      log: this.#log,
+      closed: () => this.#isClosed(),
+      closing: this.#closedSignal,
+      failed: () => this.#firstFailed(),
+    });
+    if (loaded === undefined) throw new AnalyticsUnavailableError('Analytics is closed');
+    this.#install(loaded);
   }
 
   #install(loaded: LoadedAnalytics): void {

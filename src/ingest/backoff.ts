@@ -45,6 +45,8 @@ export interface UntilAnsweredOptions {
   closed(): boolean;
   /** Resolves when the caller closes: cuts a wait between attempts short. */
   closing: Promise<void>;
+  /** Called at each failure (an engine tells its waiters that the first attempt failed). */
+  failed?: () => void;
   minMs?: number;
   maxMs?: number;
 }
@@ -64,6 +66,7 @@ export async function untilAnswered<T>(attempt: () => Promise<T>, options: Until
       if (options.closed()) return undefined;
       if (!warned) options.log?.warn({ err: (error as Error).message }, options.warning);
       warned = true;
+      options.failed?.();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, backoff.next()))), options.closing]);
       clearTimeout(timer);

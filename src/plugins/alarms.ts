@@ -92,7 +92,7 @@ export const alarmsPlugin = fp<AlarmsPluginOptions>(
     // Several instances: rules changed through another instance apply here within a poll; the
     // acknowledgements other instances got for this instance's packs are made here.
     clusterSync?.onChange('alarm-rules', () => engine.reloadRules());
-    clusterSync?.onChange('webhooks', async () => webhooks.reload(await store.loadWebhooks()));
+    clusterSync?.onChange('webhooks', () => webhooks.reload(() => store.loadWebhooks()));
     clusterSync?.handle('acknowledge', {
       owns: (batteryId) => app.ownership?.owns(batteryId) === true && engine.holds(batteryId),
       run: (args) => engine.acknowledge(args.id as string, args.by as string, args.note as string | null, true),
