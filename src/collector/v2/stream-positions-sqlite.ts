@@ -8,8 +8,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { openSideFile, SqliteSideStore } from '../../store/sqlite-thread.js';
-import { streamHex } from './wire.js';
-import { sequenceText, type StreamPosition, type StreamPositions } from './stream-positions.js';
+import { sequenceText, streamHex } from './stream-keys.js';
+import type { StreamPosition, StreamPositions } from './stream-positions.js';
 
 export const STREAM_POSITIONS_FILE_NAME = 'v2-streams.sqlite';
 

@@ -37,5 +37,4 @@ export function openStreamPositions(config: Pick<Config, 'mongodbUri' | 'databas
   return new MongoStreamPositions({ uri: config.mongodbUri, databaseName: config.databaseName });
 }
 
-/** A sequence as both stores keep it: 20 decimal digits, so that text order is number order (u64 does not fit a double, nor SQLite's signed integer). */
-export const sequenceText = (sequence: bigint): string => sequence.toString().padStart(20, '0');
+export { sequenceText } from './stream-keys.js';

@@ -11,6 +11,7 @@
 import crc32c from 'crc-32/crc32c.js';
 import { MAX_TIMESTAMP, MAX_MEASUREMENT, MIN_TIMESTAMP } from '../../records/schemas.js';
 import { KINDS, MAX_ARRAY_ITEMS, type KindName, type RecordInput } from '../../records/kinds.js';
+import { sequenceText, streamHex } from './stream-keys.js';
 
 /** "BMV2" */
 export const MAGIC = Buffer.from('BMV2', 'latin1');
@@ -58,12 +59,11 @@ function sealed(bytes: Buffer): Buffer {
   return bytes;
 }
 
-/** A stream id as it appears in idempotency keys and logs: 16 lowercase hex digits. */
-export const streamHex = (streamId: bigint): string => streamId.toString(16).padStart(16, '0');
+export { streamHex };
 
 /** The idempotency key of a frame's record: a frame sent again gets the same one. */
 export function recordKey(batteryId: string, streamId: bigint, sequence: bigint): string {
-  return `v2:${batteryId}:${streamHex(streamId)}:${sequence.toString().padStart(20, '0')}`;
+  return `v2:${batteryId}:${streamHex(streamId)}:${sequenceText(sequence)}`;
 }
 
 export interface Handshake {
