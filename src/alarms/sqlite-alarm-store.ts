@@ -1,6 +1,6 @@
 /**
  * The alarm store of the embedded setup: DATA_DIR/alarms.sqlite, a file of its own (docs/alarms.md
- * says why), on a thread of its own (store/sqlite-thread.ts): its commits sync to disk off the event
+ * says why), on the side stores' thread (store/sqlite-thread.ts): its commits sync to disk off the event
  * loop. Not the records' file: alarm writes through the records' writer thread would queue behind
  * record batches. This file has no other writer, so a transaction never waits for a lock; the engine
  * writes at most one change set at a time, coalesced.

@@ -1,6 +1,6 @@
 /**
- * The analytics store of the embedded setup: DATA_DIR/analytics.sqlite, a file of its own on a
- * thread of its own (store/sqlite-thread.ts), for the reasons the alarm store has them
+ * The analytics store of the embedded setup: DATA_DIR/analytics.sqlite, a file of its own on the
+ * side stores' thread (store/sqlite-thread.ts), for the reasons the alarm store has them
  * (sqlite-alarm-store.ts): no other writer, so no lock to wait for, no queueing behind record batches
  * on the records' writer thread, and commits synced off the event loop. States and overrides are JSON.
  */

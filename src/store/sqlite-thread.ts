@@ -1,5 +1,5 @@
 /**
- * The side stores' SQLite files (alarms, analytics, v2 stream positions), each on a thread of its own.
+ * The side stores' SQLite files (alarms, analytics, v2 stream positions), written on a thread of their own.
  *
  * Their commits sync to disk (WAL, synchronous=FULL). Run on the event loop, each sync held every
  * request: 0.4 s per part of a fleet-wide alarm change set, 0.5-1.2 s while other processes kept the

@@ -1,5 +1,5 @@
 /**
- * The side stores' SQLite files on threads of their own (src/store/sqlite-thread.ts): a write that
+ * The side stores' SQLite files on a thread of their own (src/store/sqlite-thread.ts): a write that
  * waits (here on a lock another connection holds, as a slow sync to disk would) never holds the event
  * loop; its failure comes back as StoreUnavailableError naming the store; the next write lands; an
  * idle store keeps no process alive.
@@ -69,7 +69,7 @@ const cases: Case[] = [
   },
 ];
 
-describe('side stores on threads of their own', () => {
+describe('side stores on a thread of their own', () => {
   for (const c of cases) {
     it(`${c.name}: a write waiting on the file never holds the event loop; it fails as an outage, and the next one lands`, async () => {
       const dir = tempDir();

@@ -1,6 +1,6 @@
 /**
- * Stream positions of the embedded setup: DATA_DIR/v2-streams.sqlite, a file of its own on a thread
- * of its own (store/sqlite-thread.ts), for the reasons the alarm store has them (sqlite-alarm-store.ts):
+ * Stream positions of the embedded setup: DATA_DIR/v2-streams.sqlite, a file of its own on the side
+ * stores' thread (store/sqlite-thread.ts), for the reasons the alarm store has them (sqlite-alarm-store.ts):
  * the records' file belongs to their writer thread, and a commit's sync stays off the event loop. A save
  * is one small transaction, at most one per second per stream.
  */
