@@ -22,19 +22,18 @@
  *
  *   node --import tsx bench/collector-ingest.ts --help
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FRAME_BYTES } from '../src/collector/binary-decoder.js';
 import { RecordBatch } from '../src/ingest/record-batch.js';
 import { startForwarder } from '../src/relay/forwarder.js';
 import { createCollectorMetrics } from '../src/collector/metrics.js';
 import { Spool } from '../src/relay/spool.js';
-import { rawInsertCeiling, serviceCommand, spawnServer, writeResults } from './support.js';
+import { rawInsertCeiling, serviceCommand, spawnNode, spawnServer, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -121,9 +120,9 @@ function freePort(): Promise<number> {
 async function startChild(command: string[], env: Record<string, string>, readyMessage: string): Promise<Child> {
   const dataDir = tempDir();
   const binaryPort = await freePort();
-  const child = spawn(process.execPath, [...childArgs, ...command], {
-    env: {
-      ...process.env,
+  const server = await spawnNode(
+    [...childArgs, ...command],
+    {
       DATA_DIR: dataDir,
       API_HOST: '127.0.0.1',
       API_PORT: '0',
@@ -137,29 +136,9 @@ async function startChild(command: string[], env: Record<string, string>, readyM
       NODE_OPTIONS: values['node-options'],
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string; metricsPort?: number };
-        if (entry.msg === readyMessage) resolve(entry.url ?? `http://127.0.0.1:${entry.metricsPort}`);
-      } catch {
-        // not a log line
-      }
-    });
-    void exited.then(() => reject(new Error(`battery-monitor ${command.join(' ')} exited before listening`)));
-  });
-  return {
-    child,
-    url,
-    binaryPort,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+    readyMessage,
+  );
+  return { ...server, binaryPort };
 }
 
 function peakRssMiB(pid: number): number {

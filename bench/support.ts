@@ -23,23 +23,34 @@ export function writeResults(name: string, results: unknown, dir = RESULTS_DIR):
   console.log(`\nwritten to ${path.relative(process.cwd(), file)}`);
 }
 
+export interface SpawnedServer {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
 /** A server as its own process, so that the load generator does not share its event loop. */
-export async function spawnServer(script: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
-    env: { ...process.env, API_HOST: '127.0.0.1', API_PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+export function spawnServer(script: string, args: string[], env: Record<string, string> = {}): Promise<SpawnedServer> {
+  return spawnNode(['--import', 'tsx', script, ...args], { API_HOST: '127.0.0.1', API_PORT: '0', LOG_LEVEL: 'info', ...env });
+}
+
+/**
+ * `node <nodeArgs>` with `env` over this process's, answered once it logs `ready` (a JSON log line):
+ * with the URL that line holds, or its metrics port's.
+ */
+export async function spawnNode(nodeArgs: string[], env: Record<string, string | undefined>, ready = 'battery monitor API listening'): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, nodeArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'battery monitor API listening' && entry.url) resolve(entry.url);
+        const entry = JSON.parse(line) as { msg?: string; url?: string; metricsPort?: number };
+        if (entry.msg === ready) resolve(entry.url ?? `http://127.0.0.1:${entry.metricsPort}`);
       } catch {
         // not a log line
       }
     });
-    void exited.then(() => reject(new Error(`${script} exited before listening`)));
+    void exited.then(() => reject(new Error(`node ${nodeArgs.join(' ')} exited before it logged "${ready}"`)));
   });
   return {
     url,

@@ -16,16 +16,15 @@
  *
  *   node --import tsx bench/v2-ingest.ts --duration 10
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeFrame as encodeLegacyFrame, FRAME_BYTES as LEGACY_FRAME_BYTES } from '../src/collector/binary-decoder.js';
 import { ACK_BYTES, ANSWER_BYTES, crc32cOf, encodeFrame, encodeHandshake, parseAck, parseAnswer } from '../src/collector/v2/wire.js';
-import { serviceCommand, writeResults } from './support.js';
+import { serviceCommand, spawnNode, writeResults } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -81,9 +80,7 @@ async function startService(): Promise<Service> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'v2-bench-'));
   const binaryPort = await freePort();
   const v2Port = await freePort();
-  const child = spawn(process.execPath, [...childArgs, 'run'], {
-    env: {
-      ...process.env,
+  const server = await spawnNode([...childArgs, 'run'], {
       DATA_DIR: dataDir,
       API_HOST: '127.0.0.1',
       API_PORT: '0',
@@ -94,29 +91,13 @@ async function startService(): Promise<Service> {
       LOG_LEVEL: 'info',
       RETENTION_DAYS: '0',
       BATTERY_SPECS_FILE: SPECS_FILE,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'battery monitor API listening' && entry.url !== undefined) resolve(entry.url);
-      } catch {
-        // not a log line
-      }
-    });
-    void exited.then(() => reject(new Error('battery-monitor run exited before listening')));
   });
   return {
-    child,
-    url,
+    ...server,
     binaryPort,
     v2Port,
     stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
+      await server.stop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
