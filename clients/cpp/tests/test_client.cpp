@@ -1002,14 +1002,18 @@ void test_stalled_collector() {
   Client client;
   CHECK(client.init(o) == bm::kOk, "init");
   const uint32_t total = 50000;
+  // The ring's fullest, seen right after each send: the last poll may still hand the kernel a few
+  // frames (its window opens late on a busy machine), so the ring need not be full at the end.
+  std::size_t fullest = 0;
   for (uint32_t i = 0; i < total; ++i) {
     client.send_reading(make_reading(i));
+    if (client.pending_frames() > fullest) fullest = client.pending_frames();
     client.poll(0);
     bin.pump();
   }
   Stats s = client.stats();
-  CHECK(s.frames_dropped > 0 && client.pending_frames() == 256, "the stall did not fill the ring (dropped %llu)",
-        static_cast<unsigned long long>(s.frames_dropped));
+  CHECK(s.frames_dropped > 0 && fullest == 256, "the stall did not fill the ring (dropped %llu, fullest %lu)",
+        static_cast<unsigned long long>(s.frames_dropped), static_cast<unsigned long>(fullest));
   bin.set_reading(true);
   bin.set_max_chunk(37);
   CHECK(pump_until(client, &bin, 0, [&] { return client.pending_frames() == 0 && bin.all().size() == client.stats().frames_sent * 16; }, 10000),
