@@ -349,15 +349,7 @@ export class AlarmEngine {
   async deleteRule(id: string): Promise<boolean> {
     await this.#whenLoaded();
     if (!this.#rules.has(id)) return false;
-    const now = this.#clock();
-    for (const pack of this.#packs.values()) {
-      const state = pack.rules[id];
-      if (state === undefined) continue;
-      if (state.open !== null) this.#clear(pack, state, now, null, 'rule_deleted', now);
-      delete pack.rules[id];
-      this.#dirty.add(pack.battery_id);
-    }
-    this.#rules.delete(id);
+    this.#dropRule(id, this.#clock());
     this.#queue.rules.delete(id);
     this.#queue.rules.set(id, { delete: id });
     this.#ruleChanges++;
@@ -401,20 +393,25 @@ export class AlarmEngine {
     }
     for (const id of [...this.#rules.keys()]) {
       if (ids.has(id)) continue;
-      for (const pack of this.#packs.values()) {
-        const state = pack.rules[id];
-        if (state === undefined) continue;
-        if (state.open !== null) this.#clear(pack, state, now, null, 'rule_deleted', now);
-        delete pack.rules[id];
-        this.#dirty.add(pack.battery_id);
-      }
-      this.#rules.delete(id);
+      this.#dropRule(id, now);
       changed = true;
     }
     if (!changed) return;
     this.#compile();
     this.#afterEvaluation();
     this.#log?.info({ rules: this.#rules.size }, 'alarms: rules reloaded (changed through another instance)');
+  }
+
+  /** A rule gone (deleted here or through another instance): its open alarms cleared, its state dropped from every pack. */
+  #dropRule(id: string, now: number): void {
+    for (const pack of this.#packs.values()) {
+      const state = pack.rules[id];
+      if (state === undefined) continue;
+      if (state.open !== null) this.#clear(pack, state, now, null, 'rule_deleted', now);
+      delete pack.rules[id];
+      this.#dirty.add(pack.battery_id);
+    }
+    this.#rules.delete(id);
   }
 
   /** Whether this instance holds the pack's evaluation now (its state loaded and caught up): commands for it run here. */
