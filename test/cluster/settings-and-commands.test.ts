@@ -69,6 +69,25 @@ describe('settings and commands across three instances behind HAProxy', { skip: 
     return answer.body.alarms;
   };
 
+  /** Readings over the voltage rule's warning level (440 V), posted until the alarm is open as `url` answers; the pack's owner and another instance. */
+  async function voltageAlarm(pack: string, url: (other: Instance) => string): Promise<{ owner: Instance; other: Instance; alarm: any }> {
+    const high = { pack_voltage: 445, pack_current: 1, cell_temp: 25 };
+    await post(pack, 0, high);
+    const { owner, other } = await ownerOf(pack);
+    let alarm: any;
+    await postUntil(
+      pack,
+      1,
+      high,
+      async () => {
+        [alarm] = await alarmsOf(url(other), `battery_id=${pack}&rule_id=voltage&state=open`);
+        return alarm !== undefined;
+      },
+      'the alarm raised',
+    );
+    return { owner, other, alarm };
+  }
+
   it('a rule created through a non-owner raises an alarm on the owner, and its deletion there clears it', async () => {
     const pack = 'sync-rule';
     const warm = { pack_voltage: 400, pack_current: 1, cell_temp: 35 };
@@ -149,21 +168,7 @@ describe('settings and commands across three instances behind HAProxy', { skip: 
     const pack = 'sync-ack';
     const readers = await Promise.all(instances.map((instance) => StreamReader.open(instance.url)));
     after(() => Promise.all(readers.map((reader) => reader.close())));
-    // Over the voltage rule's warning level (440 V).
-    const high = { pack_voltage: 445, pack_current: 1, cell_temp: 25 };
-    await post(pack, 0, high);
-    const { owner, other } = await ownerOf(pack);
-    let alarm: any;
-    await postUntil(
-      pack,
-      1,
-      high,
-      async () => {
-        [alarm] = await alarmsOf(balancer.url, `battery_id=${pack}&rule_id=voltage&state=open`);
-        return alarm !== undefined;
-      },
-      'the alarm raised',
-    );
+    const { owner, other, alarm } = await voltageAlarm(pack, () => balancer.url);
 
     const answer = await call(other.url, `/api/alarms/${encodeURIComponent(alarm.id)}/acknowledge`, { body: { by: 'operator', note: 'seen from another instance' } });
     assert.equal(answer.status, 200, `${other.id} (owner ${owner.id}): ${JSON.stringify(answer.body)}`);
@@ -189,20 +194,7 @@ describe('settings and commands across three instances behind HAProxy', { skip: 
 
   it('an acknowledgement the owner cannot answer in time is 503 with Retry-After, and not made later', async () => {
     const pack = 'sync-ack-paused';
-    const high = { pack_voltage: 445, pack_current: 1, cell_temp: 25 };
-    await post(pack, 0, high);
-    const { owner, other } = await ownerOf(pack);
-    let alarm: any;
-    await postUntil(
-      pack,
-      1,
-      high,
-      async () => {
-        [alarm] = await alarmsOf(other.url, `battery_id=${pack}&rule_id=voltage&state=open`);
-        return alarm !== undefined;
-      },
-      'the alarm raised',
-    );
+    const { owner, other, alarm } = await voltageAlarm(pack, (other) => other.url);
 
     owner.child.kill('SIGSTOP');
     let answer;
