@@ -6,12 +6,12 @@
  * once.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import { startStandaloneCollector, type StandaloneCollector } from '../../src/relay/collect.js';
 import { recordingLogger, sendChunks } from '../collector/helpers.js';
 import { mongoForTests } from '../support/mongo-server.js';
+import { relayEnv } from '../support/relay-env.js';
 import { tempDir } from '../support/temp-dir.js';
 import { haproxyInstalled, kill, startBalancer, startInstances, StreamReader, until, type Instance } from './cluster.js';
 
@@ -25,14 +25,7 @@ const RELAY_CHUNKS = 20;
 const PER_CHUNK = 50;
 
 async function startRelay(apiUrl: string): Promise<StandaloneCollector> {
-  const dataDir = tempDir('cluster-relay-');
-  const config = loadConfig({
-    DATA_DIR: dataDir,
-    COLLECTOR_HOST: '127.0.0.1',
-    COLLECTOR_BINARY_PORT: '0',
-    COLLECTOR_JSON_PORT: '0',
-    COLLECTOR_LOG_FILE: path.join(dataDir, 'data_collector.log'),
-  });
+  const config = loadConfig(relayEnv(tempDir('cluster-relay-')));
   return startStandaloneCollector(config, { apiUrl, logger: recordingLogger() });
 }
 

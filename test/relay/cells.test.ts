@@ -5,7 +5,6 @@
  * real sockets, real SQLite.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import { startStandaloneCollector } from '../../src/relay/collect.js';
@@ -13,6 +12,7 @@ import { recordLine, Spool } from '../../src/relay/spool.js';
 import { allRecords, recordingLogger, sendChunks, eventually, within } from '../collector/helpers.js';
 import { batchOf } from '../store/conformance.js';
 import { startTestService } from '../support/service.js';
+import { relayEnv } from '../support/relay-env.js';
 import { tempDir } from '../support/temp-dir.js';
 
 const VOLTAGES = [3.7000000000000006, 3.712, 3.1, 4.2, 1e-7];
@@ -40,15 +40,7 @@ test('a spooled line carries the arrays as sent, not the derived numbers; a reco
 
 test('the standalone collector delivers readings with cells to the API, which stores what it derives', async (t) => {
   const api = await startTestService({ dataDir: tempDir('relay-cells-api-'), logLevel: 'warn' });
-  const dataDir = tempDir('relay-cells-');
-  const config = loadConfig({
-    DATA_DIR: dataDir,
-    COLLECTOR_HOST: '127.0.0.1',
-    COLLECTOR_BINARY_PORT: '0',
-    COLLECTOR_JSON_PORT: '0',
-    COLLECTOR_LOG_FILE: path.join(dataDir, 'data_collector.log'),
-    LOG_LEVEL: 'warn',
-  });
+  const config = loadConfig(relayEnv(tempDir('relay-cells-'), { LOG_LEVEL: 'warn' }));
   const standalone = await startStandaloneCollector(config, { apiUrl: api.url, logger: recordingLogger() });
   t.after(async () => {
     await standalone.close();

@@ -5,28 +5,18 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { test } from 'node:test';
 import { encodeFrame } from '../../src/collector/binary-decoder.js';
 import { createCollectorMetrics, metricValue } from '../../src/collector/metrics.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startStandaloneCollector, warnIfKeyInClear } from '../../src/relay/collect.js';
 import { eventually, recordingLogger, sendChunks, within } from '../collector/helpers.js';
+import { relayEnv } from '../support/relay-env.js';
 import { tempDir } from '../support/temp-dir.js';
 
 const API_KEY = 'relay-test-key-0123456789';
 
-function settings(extra: Record<string, string> = {}): Config {
-  const dataDir = tempDir('relay-redirect-');
-  return loadConfig({
-    DATA_DIR: dataDir,
-    COLLECTOR_HOST: '127.0.0.1',
-    COLLECTOR_BINARY_PORT: '0',
-    COLLECTOR_JSON_PORT: '0',
-    COLLECTOR_LOG_FILE: path.join(dataDir, 'data_collector.log'),
-    ...extra,
-  });
-}
+const settings = (extra: Record<string, string> = {}): Config => loadConfig(relayEnv(tempDir('relay-redirect-'), extra));
 
 const frame = (n: number) => encodeFrame({ device_time: n, pack_voltage: 300 + n / 64, pack_current: -1, cell_temp: 25 });
 

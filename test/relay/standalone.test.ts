@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +11,7 @@ import { createCollectorMetrics, metricValue } from '../../src/collector/metrics
 import { loadConfig, type Config } from '../../src/config.js';
 import type { Service } from '../../src/server.js';
 import { startTestService } from '../support/service.js';
+import { relayEnv } from '../support/relay-env.js';
 import { tempDir } from '../support/temp-dir.js';
 import { allRecords, eventually, recordingLogger, sendChunks, within } from '../collector/helpers.js';
 
@@ -22,17 +22,7 @@ import { allRecords, eventually, recordingLogger, sendChunks, within } from '../
 const frame = (n: number) => encodeFrame({ device_time: n, pack_voltage: 300 + n / 64, pack_current: -(n % 90), cell_temp: 20 + (n % 30) });
 const numberOf = (record: Record<string, unknown>) => ((record.pack_voltage as number) - 300) * 64;
 
-function settings(dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    DATA_DIR: dataDir,
-    COLLECTOR_HOST: '127.0.0.1',
-    COLLECTOR_BINARY_PORT: '0',
-    COLLECTOR_JSON_PORT: '0',
-    COLLECTOR_LOG_FILE: path.join(dataDir, 'data_collector.log'),
-    LOG_LEVEL: 'info',
-    ...extra,
-  };
-}
+const settings = (dataDir: string, extra: Record<string, string> = {}) => relayEnv(dataDir, { LOG_LEVEL: 'info', ...extra });
 
 async function startApi(port: number, dataDir: string): Promise<Service> {
   return startTestService({ apiPort: port, dataDir, logLevel: 'warn' });

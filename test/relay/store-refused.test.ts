@@ -16,6 +16,7 @@ import { createSchema } from '../../src/store/sqlite-schema.js';
 import { SQLITE_FILE_NAME } from '../../src/store/sqlite-store.js';
 import { eventually, recordingLogger, sendChunks } from '../collector/helpers.js';
 import { startTestService } from '../support/service.js';
+import { relayEnv } from '../support/relay-env.js';
 import { tempDir } from '../support/temp-dir.js';
 
 test('a 422 is read as store refusals only when every detail is one, with a row', () => {
@@ -40,7 +41,7 @@ test('the relay drops only the record the store refused and delivers the rest of
   const metrics = createCollectorMetrics();
   const logger = recordingLogger();
   const relay = await startStandaloneCollector(
-    loadConfig({ DATA_DIR: relayDir, COLLECTOR_HOST: '127.0.0.1', COLLECTOR_BINARY_PORT: '0', COLLECTOR_JSON_PORT: '0', COLLECTOR_LOG_FILE: path.join(relayDir, 'collector.log') }),
+    loadConfig(relayEnv(relayDir)),
     { apiUrl: api.url, logger, metrics },
   );
   t.after(() => relay.close());
